@@ -1,0 +1,432 @@
+"""The three real services devstack runs: Apache Kafka (KRaft), Elasticsearch and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.artifacts import elasticsearch_home, find_jdk, kafka_libs
+from devstack.config import LOOPBACK, DevstackConfig
+from devstack.processes import DevstackError
+from devstack.versions import (
+    ELASTICSEARCH_VERSION,
+    JAVA_MIN_ELASTICSEARCH,
+    JAVA_MIN_KAFKA,
+    KAFKA_VERSION,
+    POSTGRES_MAJOR,
+)
+
+__all__ = ["Elasticsearch", "Kafka", "Launch", "Postgres", "Probe", "Service", "all_services"]
+
+PROBE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Whether a service answers at its address, and what it said."""
+
+    answering: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start a prepared service."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    user: str | None = None
+
+
+class Service:
+    """A service devstack can probe, prepare and launch."""
+
+    name: str
+    version: str
+    default_port_variable: str
+
+    def __init__(self, config: DevstackConfig) -> None:
+        self.config = config
+
+    @property
+    def host(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.config.state_dir / "logs" / f"{self.name}.log"
+
+    def probe(self) -> Probe:
+        """Ask the service something real (not just a TCP connect), within a few seconds."""
+        raise NotImplementedError
+
+    def prepare(self) -> Launch:
+        """Fetch artifacts, write configuration, initialise data; return how to launch it."""
+        raise NotImplementedError
+
+    def after_start(self) -> None:
+        """One-time work once the process answers (e.g. create the database)."""
+
+    def check_startable(self) -> None:
+        """Refuse to start a server for an address that is not on this machine."""
+        if self.host not in LOOPBACK:
+            raise DevstackError(
+                f"{self.name} is configured at {self.address}, which is not on this machine, and "
+                f"nothing answers there. devstack only starts services on loopback: point "
+                f"{self.default_port_variable} at 127.0.0.1 or start {self.name} there."
+            )
+
+
+class Kafka(Service):
+    """Apache Kafka in KRaft mode: one node that is both broker and controller."""
+
+    name = "kafka"
+    version = KAFKA_VERSION
+    default_port_variable = "KAFKA_BOOTSTRAP_SERVERS"
+
+    @property
+    def host(self) -> str:
+        return self.config.kafka_host
+
+    @property
+    def port(self) -> int:
+        return self.config.kafka_port
+
+    @property
+    def home(self) -> Path:
+        return self.config.state_dir / "kafka"
+
+    def probe(self) -> Probe:
+        from confluent_kafka.admin import AdminClient
+
+        quiet = logging.getLogger("devstack.kafka-probe")
+        quiet.addHandler(logging.NullHandler())
+        quiet.propagate = False
+        admin = AdminClient(
+            self.config.settings.kafka_config(
+                **{"socket.connection.setup.timeout.ms": 3000, "logger": quiet}
+            )
+        )
+        try:
+            metadata = admin.list_topics(timeout=PROBE_TIMEOUT)
+        except Exception as exc:  # KafkaException for every failure: treat as not answering
+            return Probe(False, f"no answer: {exc}")
+        brokers = len(metadata.brokers)
+        topics = len([t for t in metadata.topics if not t.startswith("__")])
+        return Probe(True, f"{brokers} broker(s), {topics} topic(s), cluster {metadata.cluster_id}")
+
+    def java_command(self, main_class: str, *args: str, heap: str = "256m") -> list[str]:
+        """A java command line running main_class from Kafka's jars."""
+        jdk = find_jdk(JAVA_MIN_KAFKA)
+        libs = kafka_libs()
+        log4j = self.home / "tools-log4j2.properties"
+        if not log4j.is_file():
+            self.home.mkdir(parents=True, exist_ok=True)
+            log4j.write_text(_LOG4J_TOOLS)
+        return [
+            str(jdk.java), f"-Xmx{heap}", f"-Dlog4j2.configurationFile={log4j}",
+            "-cp", f"{libs}/*", main_class, *args,
+        ]  # fmt: skip
+
+    def prepare(self) -> Launch:
+        self.check_startable()
+        jdk = find_jdk(JAVA_MIN_KAFKA)
+        libs = kafka_libs()
+        data = self.home / "data"
+        self.home.mkdir(parents=True, exist_ok=True)
+        properties = self.home / "server.properties"
+        properties.write_text(self._server_properties(data))
+        (self.home / "log4j2.properties").write_text(_LOG4J_BROKER)
+        if not (data / "meta.properties").is_file():
+            # KRaft needs formatted storage with a cluster id before its first start.
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            result = subprocess.run(
+                self.java_command("kafka.tools.StorageTool", "format", "--cluster-id", cluster_id,
+                                  "--config", str(properties)),
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise DevstackError(
+                    f"formatting Kafka's storage in {data} failed:\n{result.stdout}{result.stderr}"
+                )
+        argv = [
+            str(jdk.java), f"-Xms{self.config.kafka_heap}", f"-Xmx{self.config.kafka_heap}",
+            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp", f"{libs}/*", "kafka.Kafka", str(properties),
+        ]  # fmt: skip
+        return Launch(argv=argv, env=dict(os.environ), cwd=self.home)
+
+    def _server_properties(self, data: Path) -> str:
+        c = self.config
+        return f"""# written by devstack on every start; edit devstack/services.py instead
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@{c.kafka_host}:{c.kafka_controller_port}
+listeners=PLAINTEXT://{c.kafka_host}:{c.kafka_port},CONTROLLER://{c.kafka_host}:{c.kafka_controller_port}
+advertised.listeners=PLAINTEXT://{c.kafka_host}:{c.kafka_port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={data}
+num.partitions=1
+default.replication.factor=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# A single-node dev cluster: no reason to wait for more members before the first rebalance.
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+delete.topic.enable=true
+log.retention.hours=-1
+log.segment.bytes=67108864
+"""
+
+
+class Elasticsearch(Service):
+    """Elasticsearch, one node, security off, loopback only, from the integ-test distribution."""
+
+    name = "elasticsearch"
+    version = ELASTICSEARCH_VERSION
+    default_port_variable = "ELASTICSEARCH_URL"
+
+    @property
+    def host(self) -> str:
+        return self.config.es_host
+
+    @property
+    def port(self) -> int:
+        return self.config.es_port
+
+    def _get(self, path: str) -> dict:
+        request = urllib.request.Request(self.config.es_url + path)
+        auth = self.config.settings.elasticsearch_auth()
+        if "api_key" in auth:
+            request.add_header("Authorization", f"ApiKey {auth['api_key']}")
+        elif "basic_auth" in auth:
+            token = base64.b64encode(":".join(auth["basic_auth"]).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
+            return json.loads(response.read())
+
+    def probe(self) -> Probe:
+        try:
+            health = self._get("/_cluster/health")
+            # Not GET /: the integ-test distribution has no rest-root module, so / answers 405.
+            nodes = self._get("/_nodes/_local?filter_path=nodes.*.version")["nodes"]
+            version = next(iter(nodes.values()))["version"]
+        except (OSError, ValueError, KeyError, StopIteration, urllib.error.URLError) as exc:
+            return Probe(False, f"no answer: {exc}")
+        status = health.get("status")
+        if status not in {"green", "yellow"}:
+            return Probe(False, f"cluster health {status}")
+        return Probe(True, f"Elasticsearch {version}, health {status}")
+
+    def prepare(self) -> Launch:
+        self.check_startable()
+        jdk = find_jdk(JAVA_MIN_ELASTICSEARCH)
+        home = elasticsearch_home()
+        base = self.config.private_dir("elasticsearch")
+        conf = base / "config"
+        if not conf.is_dir():
+            shutil.copytree(home / "config", conf)
+        (conf / "elasticsearch.yml").write_text(self._settings(base))
+        (base / "tmp").mkdir(exist_ok=True)
+        self.config.chown(base)
+        heap = self.config.es_heap
+        env = {
+            **os.environ,
+            "ES_JAVA_HOME": str(jdk.home),
+            "ES_PATH_CONF": str(conf),
+            "ES_TMPDIR": str(base / "tmp"),
+            "ES_JAVA_OPTS": f"-Xms{heap} -Xmx{heap}",
+        }
+        env.pop("JAVA_HOME", None)  # Elasticsearch warns about it and ignores it anyway
+        if self.config.service_user:
+            env["HOME"] = str(base)
+        return Launch(
+            argv=[str(home / "bin" / "elasticsearch")], env=env, cwd=base,
+            user=self.config.service_user,
+        )  # fmt: skip
+
+    def _settings(self, base: Path) -> str:
+        c = self.config
+        return f"""# written by devstack on every start; edit devstack/services.py instead
+cluster.name: taskstream-devstack
+node.name: devstack
+network.host: {c.es_host}
+http.port: {c.es_port}
+transport.port: {c.es_transport_port}
+discovery.type: single-node
+path.data: {base / "data"}
+path.logs: {base / "logs"}
+xpack.security.enabled: false
+# A dev node on a shared disk: don't turn read-only when the disk is fuller than 85-95 %.
+cluster.routing.allocation.disk.threshold_enabled: false
+"""
+
+
+class Postgres(Service):
+    """PostgreSQL from Debian's packages, a cluster of the project's own."""
+
+    name = "postgres"
+    version = POSTGRES_MAJOR
+    default_port_variable = "DATABASE_URL"
+
+    @property
+    def host(self) -> str:
+        return self.config.pg_host
+
+    @property
+    def port(self) -> int:
+        return self.config.pg_port
+
+    def probe(self) -> Probe:
+        return self._query(self.config.settings.database_url)
+
+    def _query(self, url: str, dbname: str | None = None) -> Probe:
+        import psycopg
+
+        try:
+            kwargs = {"dbname": dbname} if dbname else {}
+            with psycopg.connect(url, connect_timeout=int(PROBE_TIMEOUT), **kwargs) as conn:
+                version = conn.execute("SHOW server_version").fetchone()[0]
+        except psycopg.Error as exc:
+            return Probe(False, f"no answer: {str(exc).strip().splitlines()[0]}")
+        return Probe(True, f"PostgreSQL {version}")
+
+    def bin_dir(self) -> Path:
+        """The PostgreSQL server binaries, installed from Debian's packages when missing."""
+        found = self._find_bin()
+        if found:
+            return found
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            raise DevstackError(
+                "the PostgreSQL server is not installed. Install Debian's package "
+                f"(sudo apt-get install postgresql-{POSTGRES_MAJOR}) and run again."
+            )
+        print(f"  installing PostgreSQL {POSTGRES_MAJOR} from Debian's packages …", flush=True)
+        # Debian's package would create and start a 'main' cluster on 5432; we run our own.
+        conf = Path("/etc/postgresql-common/createcluster.d")
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "taskstream-devstack.conf").write_text("create_main_cluster = false\n")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for argv in (["apt-get", "update", "-q"],
+                     ["apt-get", "install", "-y", "-q", f"postgresql-{POSTGRES_MAJOR}"]):  # fmt: skip
+            try:
+                subprocess.run(argv, check=True, env=env, capture_output=True, timeout=900)
+            except (OSError, subprocess.SubprocessError) as exc:
+                detail = getattr(exc, "stderr", b"") or b""
+                raise DevstackError(
+                    f"{' '.join(argv)} failed: {exc}\n{detail.decode(errors='replace')[-2000:]}"
+                ) from exc
+        found = self._find_bin()
+        if not found:
+            raise DevstackError("apt-get installed PostgreSQL but no server binary was found")
+        return found
+
+    @staticmethod
+    def _find_bin() -> Path | None:
+        versions = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+            key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+        )
+        return versions[-1].parent if versions else None
+
+    def prepare(self) -> Launch:
+        self.check_startable()
+        bindir = self.bin_dir()
+        base = self.config.private_dir("postgres")
+        data = base / "data"
+        user = self.config.service_user
+        if not (data / "PG_VERSION").is_file():
+            result = subprocess.run(
+                [str(bindir / "initdb"), "-D", str(data), "-U", self.config.pg_user,
+                 "--auth=trust", "--encoding=UTF8", "--no-locale"],
+                capture_output=True, text=True, timeout=300, cwd=base,
+                user=user, group=user, extra_groups=[] if user else None,
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise DevstackError(f"initdb failed in {data}:\n{result.stdout}{result.stderr}")
+        argv = [
+            str(bindir / "postgres"), "-D", str(data),
+            "-c", f"listen_addresses={self.config.pg_host}",
+            "-c", f"port={self.config.pg_port}",
+            "-c", f"unix_socket_directories={base}",
+            "-c", "max_connections=300",
+            "-c", "shared_buffers=128MB",
+        ]  # fmt: skip
+        env = {**os.environ, "LC_ALL": "C"}
+        return Launch(argv=argv, env=env, cwd=base, user=user)
+
+    def maintenance_probe(self) -> Probe:
+        """Answering on the 'postgres' database: the server is up even if ours is missing."""
+        return self._query(self.config.settings.database_url, dbname="postgres")
+
+    def after_start(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        url = self.config.settings.database_url
+        with psycopg.connect(url, dbname="postgres", autocommit=True, connect_timeout=10) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.config.pg_database,)
+            ).fetchone()
+            if not exists:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.config.pg_database))
+                )
+
+
+def all_services(config: DevstackConfig) -> list[Service]:
+    """The services in start order (slowest first, so they start in parallel)."""
+    return [Elasticsearch(config), Kafka(config), Postgres(config)]
+
+
+_LOG4J_BROKER = """# written by devstack
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = info
+logger.state.name = state.change.logger
+logger.state.level = warn
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+"""
+
+_LOG4J_TOOLS = """# written by devstack: Kafka's CLI tools log warnings to stderr only
+status = warn
+appender.stderr.type = Console
+appender.stderr.name = STDERR
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.stderr.ref = STDERR
+"""

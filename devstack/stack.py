@@ -1,0 +1,178 @@
+"""up, down and status over the three services."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+
+from devstack.config import DevstackConfig
+from devstack.processes import (
+    DevstackError,
+    ServiceProcess,
+    StateFile,
+    port_accepts,
+    start_detached,
+    stop_process,
+    wait_until,
+)
+from devstack.services import Postgres, Service, all_services
+
+__all__ = ["ServiceStatus", "down", "select", "status", "up"]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One service as `status` and `up` report it."""
+
+    name: str
+    version: str
+    address: str
+    answering: bool
+    pid: int | None
+    managed: bool
+    action: str
+    detail: str
+    log: str | None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def select(config: DevstackConfig, names: list[str] | None) -> list[Service]:
+    """The services named (all when none), refusing unknown names."""
+    services = all_services(config)
+    if not names:
+        return services
+    known = {s.name: s for s in services}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise DevstackError(f"unknown service {', '.join(unknown)}; choose from {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+def _tail(path: str, lines: int = 25) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def up(config: DevstackConfig, names: list[str] | None = None) -> list[ServiceStatus]:
+    """Start what is not answering, reuse what is, wait until each really answers."""
+    state = StateFile(config.state_dir / "state.json")
+    recorded = state.load()
+    results: dict[str, ServiceStatus] = {}
+    starting: list[tuple[Service, ServiceProcess, float]] = []
+    for service in select(config, names):
+        own = recorded.get(service.name)
+        own = own if own is not None and own.alive() else None
+        probe = service.probe()
+        if probe.answering:
+            action = "running" if own else "reused"
+            results[service.name] = _status(service, probe.answering, own, action, probe.detail)
+            continue
+        if own is None and port_accepts(service.host, service.port):
+            raise DevstackError(
+                f"port {service.port} on {service.host} is taken by something that is not a "
+                f"working {service.name} ({probe.detail}). Stop that program, or point "
+                f"{service.default_port_variable} at a free port."
+            )
+        if own is None:
+            print(f"starting {service.name} {service.version} on {service.address} …", flush=True)
+            launch = service.prepare()
+            own = start_detached(
+                service.name, launch.argv, log=service.log_path, env=launch.env,
+                cwd=launch.cwd, user=launch.user,
+            )  # fmt: skip
+            state.record(own)
+        starting.append((service, own, time.monotonic()))
+    for service, proc, started in starting:
+        ready = _wait_ready(config, service, proc)
+        if not ready:
+            alive = proc.alive()
+            if not alive:
+                state.forget(service.name)
+            why = "exited" if not alive else f"did not answer within {config.start_timeout:.0f} s"
+            raise DevstackError(
+                f"{service.name} {why}. Last lines of {proc.log}:\n{_tail(proc.log)}\n"
+                f"(DEVSTACK_START_TIMEOUT sets the wait; `python -m devstack logs {service.name}` "
+                "shows more.)"
+            )
+        service.after_start()
+        probe = service.probe()
+        took = time.monotonic() - started
+        results[service.name] = _status(
+            service, probe.answering, proc, f"started in {took:.1f} s", probe.detail
+        )
+    return [results[s.name] for s in select(config, names)]
+
+
+def _wait_ready(config: DevstackConfig, service: Service, proc: ServiceProcess) -> bool:
+    # PostgreSQL is up once its maintenance database answers; ours is created after that.
+    check = service.maintenance_probe if isinstance(service, Postgres) else service.probe
+    return (
+        wait_until(
+            lambda: not proc.alive() or check().answering,
+            timeout=config.start_timeout,
+            interval=1.0,
+        )
+        and proc.alive()
+    )
+
+
+def _status(
+    service: Service, answering: bool, proc: ServiceProcess | None, action: str, detail: str
+) -> ServiceStatus:
+    return ServiceStatus(
+        name=service.name,
+        version=service.version,
+        address=service.address,
+        answering=answering,
+        pid=proc.pid if proc else None,
+        managed=proc is not None,
+        action=action,
+        detail=detail,
+        log=proc.log if proc else None,
+    )
+
+
+def status(config: DevstackConfig, names: list[str] | None = None) -> list[ServiceStatus]:
+    """Each service: address, whether it answers, and the pid devstack started (if any)."""
+    recorded = StateFile(config.state_dir / "state.json").load()
+    rows = []
+    for service in select(config, names):
+        own = recorded.get(service.name)
+        own = own if own is not None and own.alive() else None
+        probe = service.probe()
+        if probe.answering:
+            action = "up" if own else "up (not started by devstack)"
+        else:
+            action = "starting or unhealthy" if own else "down"
+        rows.append(_status(service, probe.answering, own, action, probe.detail))
+    return rows
+
+
+def down(config: DevstackConfig, names: list[str] | None = None, wipe: bool = False) -> list[str]:
+    """Stop only the processes devstack started; with wipe, delete their data too."""
+    state = StateFile(config.state_dir / "state.json")
+    recorded = state.load()
+    lines = []
+    for service in select(config, names):
+        proc = recorded.get(service.name)
+        if proc is None:
+            lines.append(f"{service.name}: not started by devstack, left alone")
+        elif stop_process(proc):
+            lines.append(f"{service.name}: stopped (pid {proc.pid})")
+        else:
+            lines.append(f"{service.name}: was not running")
+        state.forget(service.name)
+        if wipe:
+            target = config.state_dir / service.name
+            real = target.resolve()
+            if target.is_symlink():
+                target.unlink()
+            shutil.rmtree(real, ignore_errors=True)
+            lines.append(f"{service.name}: data deleted ({real})")
+    return lines

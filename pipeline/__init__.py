@@ -1,0 +1,1 @@
+"""taskstream's pipeline: domain, service, adapters and workers."""
