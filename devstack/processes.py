@@ -36,6 +36,7 @@ class ServiceProcess:
     pid: int
     start_ticks: int
     log: str
+    address: str = ""
 
     def alive(self) -> bool:
         """True while this very process (not a later one that reused the pid) runs."""
@@ -73,6 +74,7 @@ def start_detached(
     log: Path,
     env: Mapping[str, str],
     cwd: Path,
+    address: str,
     user: str | None = None,
 ) -> ServiceProcess:
     """Start argv in its own session, output appended to log, surviving this program's exit."""
@@ -100,7 +102,9 @@ def start_detached(
     ticks = _start_ticks(proc.pid)
     if ticks is None:
         raise DevstackError(f"{name} exited at once; see {log}")
-    return ServiceProcess(name=name, pid=proc.pid, start_ticks=ticks, log=str(log))
+    return ServiceProcess(
+        name=name, pid=proc.pid, start_ticks=ticks, log=str(log), address=address
+    )
 
 
 def stop_process(proc: ServiceProcess, timeout: float = 30.0) -> bool:
@@ -153,7 +157,10 @@ class StateFile:
             raw = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return {}
-        return {name: ServiceProcess(**entry) for name, entry in raw.items()}
+        try:
+            return {name: ServiceProcess(**entry) for name, entry in raw.items()}
+        except TypeError:  # written by an incompatible devstack: forget it rather than crash
+            return {}
 
     def save(self, processes: Mapping[str, ServiceProcess]) -> None:
         """Write the processes atomically."""

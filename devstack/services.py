@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import base64
-import json
-import logging
 import os
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +20,9 @@ from devstack.versions import (
     KAFKA_VERSION,
     POSTGRES_MAJOR,
 )
+from pipeline.health import elasticsearch_health, kafka_health, postgres_health
 
 __all__ = ["Elasticsearch", "Kafka", "Launch", "Postgres", "Probe", "Service", "all_services"]
-
-PROBE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -115,23 +110,8 @@ class Kafka(Service):
         return self.config.state_dir / "kafka"
 
     def probe(self) -> Probe:
-        from confluent_kafka.admin import AdminClient
-
-        quiet = logging.getLogger("devstack.kafka-probe")
-        quiet.addHandler(logging.NullHandler())
-        quiet.propagate = False
-        admin = AdminClient(
-            self.config.settings.kafka_config(
-                **{"socket.connection.setup.timeout.ms": 3000, "logger": quiet}
-            )
-        )
-        try:
-            metadata = admin.list_topics(timeout=PROBE_TIMEOUT)
-        except Exception as exc:  # KafkaException for every failure: treat as not answering
-            return Probe(False, f"no answer: {exc}")
-        brokers = len(metadata.brokers)
-        topics = len([t for t in metadata.topics if not t.startswith("__")])
-        return Probe(True, f"{brokers} broker(s), {topics} topic(s), cluster {metadata.cluster_id}")
+        health = kafka_health(self.config.settings)
+        return Probe(health.ok, health.detail)
 
     def java_command(self, main_class: str, *args: str, heap: str = "256m") -> list[str]:
         """A java command line running main_class from Kafka's jars."""
@@ -219,29 +199,9 @@ class Elasticsearch(Service):
     def port(self) -> int:
         return self.config.es_port
 
-    def _get(self, path: str) -> dict:
-        request = urllib.request.Request(self.config.es_url + path)
-        auth = self.config.settings.elasticsearch_auth()
-        if "api_key" in auth:
-            request.add_header("Authorization", f"ApiKey {auth['api_key']}")
-        elif "basic_auth" in auth:
-            token = base64.b64encode(":".join(auth["basic_auth"]).encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
-            return json.loads(response.read())
-
     def probe(self) -> Probe:
-        try:
-            health = self._get("/_cluster/health")
-            # Not GET /: the integ-test distribution has no rest-root module, so / answers 405.
-            nodes = self._get("/_nodes/_local?filter_path=nodes.*.version")["nodes"]
-            version = next(iter(nodes.values()))["version"]
-        except (OSError, ValueError, KeyError, StopIteration, urllib.error.URLError) as exc:
-            return Probe(False, f"no answer: {exc}")
-        status = health.get("status")
-        if status not in {"green", "yellow"}:
-            return Probe(False, f"cluster health {status}")
-        return Probe(True, f"Elasticsearch {version}, health {status}")
+        health = elasticsearch_health(self.config.settings)
+        return Probe(health.ok, health.detail)
 
     def prepare(self) -> Launch:
         self.check_startable()
@@ -303,18 +263,8 @@ class Postgres(Service):
         return self.config.pg_port
 
     def probe(self) -> Probe:
-        return self._query(self.config.settings.database_url)
-
-    def _query(self, url: str, dbname: str | None = None) -> Probe:
-        import psycopg
-
-        try:
-            kwargs = {"dbname": dbname} if dbname else {}
-            with psycopg.connect(url, connect_timeout=int(PROBE_TIMEOUT), **kwargs) as conn:
-                version = conn.execute("SHOW server_version").fetchone()[0]
-        except psycopg.Error as exc:
-            return Probe(False, f"no answer: {str(exc).strip().splitlines()[0]}")
-        return Probe(True, f"PostgreSQL {version}")
+        health = postgres_health(self.config.settings)
+        return Probe(health.ok, health.detail)
 
     def bin_dir(self) -> Path:
         """The PostgreSQL server binaries, installed from Debian's packages when missing."""
@@ -382,7 +332,8 @@ class Postgres(Service):
 
     def maintenance_probe(self) -> Probe:
         """Answering on the 'postgres' database: the server is up even if ours is missing."""
-        return self._query(self.config.settings.database_url, dbname="postgres")
+        health = postgres_health(self.config.settings, dbname="postgres")
+        return Probe(health.ok, health.detail)
 
     def after_start(self) -> None:
         import psycopg

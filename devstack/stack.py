@@ -66,8 +66,7 @@ def up(config: DevstackConfig, names: list[str] | None = None) -> list[ServiceSt
     results: dict[str, ServiceStatus] = {}
     starting: list[tuple[Service, ServiceProcess, float]] = []
     for service in select(config, names):
-        own = recorded.get(service.name)
-        own = own if own is not None and own.alive() else None
+        own = _own_process(recorded, service)
         probe = service.probe()
         if probe.answering:
             action = "running" if own else "reused"
@@ -84,7 +83,7 @@ def up(config: DevstackConfig, names: list[str] | None = None) -> list[ServiceSt
             launch = service.prepare()
             own = start_detached(
                 service.name, launch.argv, log=service.log_path, env=launch.env,
-                cwd=launch.cwd, user=launch.user,
+                cwd=launch.cwd, address=service.address, user=launch.user,
             )  # fmt: skip
             state.record(own)
         starting.append((service, own, time.monotonic()))
@@ -107,6 +106,14 @@ def up(config: DevstackConfig, names: list[str] | None = None) -> list[ServiceSt
             service, probe.answering, proc, f"started in {took:.1f} s", probe.detail
         )
     return [results[s.name] for s in select(config, names)]
+
+
+def _own_process(recorded: dict[str, ServiceProcess], service: Service) -> ServiceProcess | None:
+    """The live process devstack started for this service at its configured address, if any."""
+    proc = recorded.get(service.name)
+    if proc is None or proc.address != service.address or not proc.alive():
+        return None
+    return proc
 
 
 def _wait_ready(config: DevstackConfig, service: Service, proc: ServiceProcess) -> bool:
@@ -143,8 +150,7 @@ def status(config: DevstackConfig, names: list[str] | None = None) -> list[Servi
     recorded = StateFile(config.state_dir / "state.json").load()
     rows = []
     for service in select(config, names):
-        own = recorded.get(service.name)
-        own = own if own is not None and own.alive() else None
+        own = _own_process(recorded, service)
         probe = service.probe()
         if probe.answering:
             action = "up" if own else "up (not started by devstack)"

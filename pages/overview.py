@@ -1,0 +1,40 @@
+"""Overview: what taskstream is, the flow, and whether the services answer."""
+
+import streamlit as st
+
+from ui.resources import service_health
+
+st.title("taskstream")
+st.markdown(
+    "A To-Do service whose every change is an event. Tasks live in **PostgreSQL**; each change "
+    "writes the row and an event in one transaction (the *outbox*); a relay publishes the events "
+    "to **Kafka**, keyed by task id; an indexer consumer group keeps **Elasticsearch** in step."
+)
+st.graphviz_chart(
+    """
+    digraph {
+      rankdir=LR; node [shape=box, style=rounded, fontname="sans-serif"];
+      ui [label="Streamlit / CLI"]; svc [label="TaskService"];
+      pg [label="PostgreSQL\\ntasks + outbox"]; kafka [label="Kafka topic\\n\\"tasks\\""];
+      es [label="Elasticsearch\\nindex \\"tasks\\""]; scratch [label="scratch-<name>\\nindices"];
+      ui -> svc -> pg; pg -> kafka [label="relay"];
+      kafka -> es [label="elasticsearch-indexer"]; kafka -> scratch [label="replay-<name>"];
+    }
+    """
+)
+st.subheader("Services")
+rows = [
+    {
+        "service": h.name,
+        "address": h.address,
+        "answers": "yes" if h.ok else "no",
+        "detail": h.detail,
+    }
+    for h in service_health()
+]
+st.dataframe(rows, hide_index=True, width="stretch")
+if not all(h.ok for h in service_health()):
+    st.error(
+        "Some services do not answer. On this machine, start them with `make up` "
+        "(or `python -m devstack up`); `python -m devstack status` shows why."
+    )

@@ -1,0 +1,95 @@
+"""Settings: defaults from DESIGN.md, environment and .env, KAFKA_* pass-through, no secret shown."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pipeline.settings import Settings, load_settings, redact_url, settings_table
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch, tmp_path):
+    for name in list(__import__("os").environ):
+        if name.startswith(("KAFKA_", "ELASTICSEARCH_", "DATABASE_", "INDEXER_", "TASKSTREAM_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_are_the_design_table():
+    s = load_settings()
+    assert s.database_url == "postgresql://taskstream@127.0.0.1:5432/taskstream"
+    assert s.kafka_bootstrap_servers == "127.0.0.1:9092"
+    assert (s.kafka_topic, s.kafka_topic_partitions, s.dlq_topic) == ("tasks", 6, "tasks.dlq")
+    assert (s.elasticsearch_url, s.elasticsearch_index) == ("http://127.0.0.1:9200", "tasks")
+    assert s.indexer_group == "elasticsearch-indexer"
+    assert s.read_only is False
+
+
+def test_environment_wins_over_dotenv(monkeypatch, tmp_path):
+    (tmp_path / ".env").write_text("KAFKA_TOPIC=from-file\nKAFKA_TOPIC_PARTITIONS=3\n")
+    monkeypatch.setenv("KAFKA_TOPIC", "from-env")
+    monkeypatch.setenv("TASKSTREAM_READ_ONLY", "true")
+    s = load_settings()
+    assert (s.kafka_topic, s.kafka_topic_partitions, s.read_only) == ("from-env", 3, True)
+
+
+def test_invalid_value_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("KAFKA_TOPIC_PARTITIONS", "zero")
+    with pytest.raises(ValueError, match="kafka_topic_partitions"):
+        load_settings()
+
+
+def test_kafka_pass_through_reaches_client_config(monkeypatch, tmp_path):
+    (tmp_path / ".env").write_text("KAFKA_SASL_MECHANISM=PLAIN\n")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "alice")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "s3cret-pw")
+    config = load_settings().kafka_config(**{"group.id": "g"})
+    assert config == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "alice",
+        "sasl.password": "s3cret-pw",
+        "group.id": "g",
+    }
+
+
+def test_secrets_never_appear_in_repr_str_or_display(monkeypatch):
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "s3cret-pw")
+    monkeypatch.setenv("ELASTICSEARCH_PASSWORD", "es-pw-123")
+    monkeypatch.setenv("ELASTICSEARCH_API_KEY", "key-456")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://bob:pg-pw-789@db:5432/tasks")
+    s = load_settings()
+    shown = " ".join([repr(s), str(s), str(s.display())])
+    for secret in ("s3cret-pw", "es-pw-123", "key-456", "pg-pw-789"):
+        assert secret not in shown
+    assert s.display()["KAFKA_SASL_PASSWORD"] == "********"
+    assert s.display()["DATABASE_URL"] == "postgresql://bob:********@db:5432/tasks"
+    assert s.elasticsearch_auth() == {"api_key": "key-456"}
+
+
+def test_basic_auth_when_no_api_key(monkeypatch):
+    monkeypatch.setenv("ELASTICSEARCH_USERNAME", "elastic")
+    monkeypatch.setenv("ELASTICSEARCH_PASSWORD", "pw")
+    assert load_settings().elasticsearch_auth() == {"basic_auth": ("elastic", "pw")}
+
+
+def test_redact_url_leaves_passwordless_urls_alone():
+    assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact_url("postgresql://u:p@h:1/db") == "postgresql://u:********@h:1/db"
+
+
+def test_readme_configuration_table_matches_the_settings():
+    readme = README.read_text()
+    for name in Settings.model_fields:
+        if name in {"kafka_options", "kafka_secrets"}:
+            continue
+        assert f"`{name.upper()}`" in readme, f"README.md does not document {name.upper()}"
+    assert settings_table() in readme, (
+        "regenerate README's table with pipeline.settings.settings_table()"
+    )
+    assert re.search(r"KAFKA_<LIBRDKAFKA_KEY>|KAFKA_SASL_USERNAME", readme)
