@@ -102,9 +102,7 @@ def start_detached(
     ticks = _start_ticks(proc.pid)
     if ticks is None:
         raise DevstackError(f"{name} exited at once; see {log}")
-    return ServiceProcess(
-        name=name, pid=proc.pid, start_ticks=ticks, log=str(log), address=address
-    )
+    return ServiceProcess(name=name, pid=proc.pid, start_ticks=ticks, log=str(log), address=address)
 
 
 def stop_process(proc: ServiceProcess, timeout: float = 30.0) -> bool:
