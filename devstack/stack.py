@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from devstack.config import DevstackConfig
@@ -59,8 +62,36 @@ def _tail(path: str, lines: int = 25) -> str:
         return ""
 
 
+@contextmanager
+def _exclusive(config: DevstackConfig) -> Iterator[None]:
+    """One `up` or `down` at a time per .devstack: a second waits, then finds the services running."""
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(config.state_dir / "lock", "w") as lock:
+        deadline = time.monotonic() + config.start_timeout * 3 + 900
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DevstackError(
+                        f"another devstack command holds {config.state_dir / 'lock'}; "
+                        "wait for it to finish"
+                    ) from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def up(config: DevstackConfig, names: list[str] | None = None) -> list[ServiceStatus]:
     """Start what is not answering, reuse what is, wait until each really answers."""
+    with _exclusive(config):
+        return _up(config, names)
+
+
+def _up(config: DevstackConfig, names: list[str] | None) -> list[ServiceStatus]:
     state = StateFile(config.state_dir / "state.json")
     recorded = state.load()
     results: dict[str, ServiceStatus] = {}
@@ -162,6 +193,11 @@ def status(config: DevstackConfig, names: list[str] | None = None) -> list[Servi
 
 def down(config: DevstackConfig, names: list[str] | None = None, wipe: bool = False) -> list[str]:
     """Stop only the processes devstack started; with wipe, delete their data too."""
+    with _exclusive(config):
+        return _down(config, names, wipe)
+
+
+def _down(config: DevstackConfig, names: list[str] | None, wipe: bool) -> list[str]:
     state = StateFile(config.state_dir / "state.json")
     recorded = state.load()
     lines = []
