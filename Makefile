@@ -24,8 +24,14 @@ down:
 status: $(STAMP)
 	$(PY) -m devstack status
 
-## run: services + the Streamlit app on http://$(APP_ADDRESS):$(APP_PORT)
+## run: services, the outbox relay and the indexer, and the Streamlit app on
+## http://$(APP_ADDRESS):$(APP_PORT); Ctrl-C stops the app, the relay and the indexer.
 run: up
+	@mkdir -p .devstack/logs
+	@echo "relay and indexer log to .devstack/logs/relay.log and indexer.log"
+	$(PY) -m pipeline relay >> .devstack/logs/relay.log 2>&1 & relay=$$!; \
+	$(PY) -m pipeline indexer >> .devstack/logs/indexer.log 2>&1 & indexer=$$!; \
+	trap 'kill -TERM $$relay $$indexer 2>/dev/null; wait $$relay $$indexer' EXIT INT TERM; \
 	$(PY) -m streamlit run app.py --server.address $(APP_ADDRESS) --server.port $(APP_PORT) \
 		--server.headless true --browser.gatherUsageStats false
 

@@ -1,0 +1,290 @@
+"""`python -m pipeline …`: tasks, seed, relay, indexer, search (DESIGN.md's command line).
+
+Invalid arguments or a refused request: one line on stderr, exit code 2, no traceback. A service
+that does not answer: one line naming it, exit code 1. With --json, stdout holds only JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from pipeline.domain import ValidationError, task_to_dict
+from pipeline.events import dumps
+from pipeline.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+PROG = "python -m pipeline"
+_UNSET: Any = object()
+
+
+class UsageError(Exception):
+    """A refused request or invalid argument: exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error and exit code 2 (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _json_flag() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS keeps a leaf's default from hiding a --json given before the command.
+    parent.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print only JSON on stdout"
+    )
+    return parent
+
+
+def _optional_time(text: str) -> str | None:
+    """'' or 'none' clears a date; anything else is validated by the domain."""
+    return None if text.strip().lower() in {"", "none", "null"} else text
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _json_flag()
+    parser = _Parser(
+        prog=PROG, description="taskstream: tasks through the outbox, Kafka and Elasticsearch."
+    )
+    parser.add_argument("--json", action="store_true", help="print only JSON on stdout")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    tasks = commands.add_parser("tasks", help="create, change, read and list tasks")
+    actions = tasks.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    create = actions.add_parser("create", parents=[common], help="create a task")
+    create.add_argument("--description", required=True, help="what to do (1-1000 characters)")
+    create.add_argument("--priority", default="none", help="none, low, medium or high")
+    create.add_argument(
+        "--start", type=_optional_time, help="RFC 3339 time, e.g. 2026-12-01T09:00:00Z"
+    )
+    create.add_argument("--due", type=_optional_time, help="RFC 3339 time, not before --start")
+    update = actions.add_parser("update", parents=[common], help="change some fields of a task")
+    update.add_argument("id")
+    update.add_argument("--description")
+    update.add_argument("--priority")
+    update.add_argument(
+        "--start", type=_optional_time, default=_UNSET, help="a time, or none to clear it"
+    )
+    update.add_argument(
+        "--due", type=_optional_time, default=_UNSET, help="a time, or none to clear it"
+    )
+    done = update.add_mutually_exclusive_group()
+    done.add_argument("--done", dest="is_done", action="store_const", const=True)
+    done.add_argument("--not-done", dest="is_done", action="store_const", const=False)
+    for name, text in (("get", "show a task"), ("delete", "delete a task")):
+        action = actions.add_parser(name, parents=[common], help=text)
+        action.add_argument("id")
+    listing = actions.add_parser("list", parents=[common], help="list tasks, newest first")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+
+    seed = commands.add_parser("seed", parents=[common], help="create N realistic tasks")
+    seed.add_argument("--count", type=int, required=True, help="how many tasks")
+    seed.add_argument(
+        "--batch", type=int, default=1000, help="tasks per transaction (default 1000)"
+    )
+    seed.add_argument("--seed", type=int, default=None, help="random seed, for repeatable data")
+
+    commands.add_parser("relay", help="publish the outbox to Kafka until SIGINT/SIGTERM")
+    commands.add_parser("indexer", help="index the topic into Elasticsearch until SIGINT/SIGTERM")
+
+    search = commands.add_parser("search", parents=[common], help="full-text search of tasks")
+    search.add_argument("text")
+    search.add_argument("--index", help="index to search (default: the live index)")
+    search.add_argument("--priority", help="only this priority")
+    state = search.add_mutually_exclusive_group()
+    state.add_argument("--done", dest="is_done", action="store_const", const=True)
+    state.add_argument("--not-done", dest="is_done", action="store_const", const=False)
+    search.add_argument("--limit", type=int, default=20)
+    return parser
+
+
+def _print_tasks(tasks: Sequence[Any]) -> None:
+    for task in tasks:
+        mark = "x" if task.is_done else " "
+        due = f"  due {task.dates.due:%Y-%m-%d %H:%M}" if task.dates.due else ""
+        print(f"[{mark}] {task.id}  {task.priority.value:<6}  {task.description}{due}")
+
+
+def _change_line(verb: str, change: Any) -> str:
+    event = change.event
+    return (
+        f"{verb} task {change.task.id}: event {event.type} (key {event.key}) will go to "
+        f"partition {event.partition} once the relay publishes it"
+    )
+
+
+def _tasks(args: argparse.Namespace, settings: Settings) -> Any:
+    from pipeline.bootstrap import open_task_service
+
+    with open_task_service(settings) as service:
+        if args.action == "create":
+            change = service.create(args.description, args.priority, args.start, args.due)
+            return _change_result(args, "created", change)
+        if args.action == "update":
+            changes = {
+                name: getattr(args, name)
+                for name in ("description", "priority", "is_done")
+                if getattr(args, name) is not None
+            }
+            # A date given as "none" clears it (None), so only an absent option leaves it alone.
+            changes.update(
+                {
+                    name: getattr(args, name)
+                    for name in ("start", "due")
+                    if getattr(args, name) is not _UNSET
+                }
+            )
+            return _change_result(args, "updated", service.update(args.id, **changes))
+        if args.action == "delete":
+            return _change_result(args, "deleted", service.delete(args.id))
+        if args.action == "get":
+            task = service.get(args.id)
+            if args.json:
+                return task_to_dict(task)
+            _print_tasks([task])
+            return None
+        page = service.list(limit=args.limit)
+        if args.json:
+            return [task_to_dict(t) for t in page.tasks]
+        _print_tasks(page.tasks)
+        print(f"{len(page.tasks)} of {page.total} task(s)", file=sys.stderr)
+        return None
+
+
+def _change_result(args: argparse.Namespace, verb: str, change: Any) -> Any:
+    if args.json:
+        return task_to_dict(change.task)
+    print(_change_line(verb, change))
+    return None
+
+
+def _seed(args: argparse.Namespace, settings: Settings) -> Any:
+    from tqdm import tqdm
+
+    from pipeline.bootstrap import open_task_service
+    from pipeline.seed import generate_tasks
+
+    if args.count < 1 or args.batch < 1:
+        raise UsageError(f"{PROG} seed: --count and --batch must be at least 1")
+    created = 0
+    tasks = generate_tasks(args.count, seed=args.seed)
+    with (
+        open_task_service(settings) as service,
+        tqdm(
+            total=args.count,
+            unit="task",
+            file=sys.stderr,
+            disable=args.json and not sys.stderr.isatty(),
+        ) as bar,
+    ):
+        while created < args.count:
+            batch = [next(tasks) for _ in range(min(args.batch, args.count - created))]
+            service.create_many(batch)
+            created += len(batch)
+            bar.update(len(batch))
+    if args.json:
+        return {"created": created}
+    print(
+        f"created {created} task(s); the relay publishes their events to '{settings.kafka_topic}'"
+    )
+    return None
+
+
+def _relay(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.relay import run_relay
+
+    return run_relay(settings)
+
+
+def _indexer(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.indexer import run_indexer
+
+    return run_indexer(settings)
+
+
+def _search(args: argparse.Namespace, settings: Settings) -> Any:
+    from pipeline.bootstrap import open_task_service
+
+    with open_task_service(settings) as service:
+        result = service.search(
+            args.text,
+            index=args.index,
+            priority=args.priority,
+            is_done=args.is_done,
+            limit=args.limit,
+        )
+    tasks = list(result.tasks)
+    if args.json:
+        return {"total": result.total, "tasks": [task_to_dict(t) for t in tasks]}
+    _print_tasks(tasks)
+    print(f"{len(tasks)} of {result.total} match(es)", file=sys.stderr)
+    return None
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
+    "tasks": _tasks,
+    "seed": _seed,
+    "relay": _relay,
+    "indexer": _indexer,
+    "search": _search,
+}
+LONG_RUNNING = {"relay", "indexer"}
+# Commands that change something: refused in read-only mode.
+WRITES = {("tasks", "create"), ("tasks", "update"), ("tasks", "delete"), ("seed", None)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code."""
+    from pipeline.service import NotFound, ReadOnlyError
+
+    try:
+        args = _parser().parse_args(argv)
+        # Workers log their progress; one-shot commands only warnings, so stderr stays one line.
+        quiet = logging.INFO if args.command in LONG_RUNNING else logging.WARNING
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else quiet,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        if args.command not in LONG_RUNNING:
+            # The pool logs every failed connection attempt; the one-line error says it all.
+            logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+        settings = load_settings()
+        if settings.read_only and (args.command, getattr(args, "action", None)) in WRITES:
+            raise ReadOnlyError(f"{args.command} {getattr(args, 'action', '') or ''}".strip())
+        result = COMMANDS[args.command](args, settings)
+    except (UsageError, ValidationError, NotFound, ReadOnlyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a service that does not answer, said in one line
+        print(f"error: {_describe(exc)}", file=sys.stderr)
+        return 1
+    if isinstance(result, int) and not isinstance(result, bool):
+        return result
+    if result is not None:
+        sys.stdout.write(dumps(result, indent=True).decode() + "\n")
+    return 0
+
+
+def _describe(exc: Exception) -> str:
+    import psycopg
+    import psycopg_pool
+    from confluent_kafka import KafkaException
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, psycopg.Error | psycopg_pool.PoolTimeout):
+        return f"PostgreSQL: {text} (is it running? `python -m devstack up`)"
+    if isinstance(exc, KafkaException):
+        return f"Kafka: {text} (is it running? `python -m devstack up`)"
+    if type(exc).__module__.startswith(("elasticsearch", "elastic_transport")):
+        return f"Elasticsearch: {text} (is it running? `python -m devstack up`)"
+    return f"{type(exc).__name__}: {text}"

@@ -1,0 +1,482 @@
+"""PostgreSQL adapter (psycopg 3 + psycopg_pool): migrations, the task repository, the outbox.
+
+Every change to a task and the event describing it are written in one transaction: the task row
+and an `outbox` row holding the exact Kafka value and headers. The relay (`pipeline.relay`)
+publishes outbox rows in `id` order and marks them published with their partition and offset.
+
+Schemas: everything here works in the connection's search_path. To run in another schema (tests
+do), build the pool with `pipeline.clients.postgres_pool(settings, schema=...)` and call
+`migrate(pool, schema=...)` once, which creates the schema if needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from pipeline import clock
+from pipeline.domain import Dates, FieldError, Priority, Task, ValidationError
+from pipeline.events import TaskEvent, encode_event
+from pipeline.service import PublishStatus
+
+__all__ = [
+    "MIGRATIONS",
+    "OutboxBatch",
+    "OutboxRow",
+    "OutboxStore",
+    "PostgresTaskRepository",
+    "SchemaTooNew",
+    "migrate",
+]
+
+_log = logging.getLogger("taskstream.postgres")
+
+# Ordered; version N is MIGRATIONS[N - 1]. Never edit one that has shipped: append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE tasks (
+        id          uuid PRIMARY KEY,
+        description text NOT NULL CHECK (length(description) BETWEEN 1 AND 1000),
+        priority    text NOT NULL CHECK (priority IN ('none', 'low', 'medium', 'high')),
+        start_at    timestamptz NULL,
+        due_at      timestamptz NULL,
+        is_done     boolean NOT NULL DEFAULT false,
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        updated_at  timestamptz NOT NULL DEFAULT now(),
+        CONSTRAINT tasks_start_not_after_due
+            CHECK (start_at IS NULL OR due_at IS NULL OR start_at <= due_at)
+    );
+    CREATE INDEX tasks_newest_first ON tasks (created_at DESC, id);
+
+    -- id gives the publish order. payload is the Kafka value byte for byte, headers a JSON array
+    -- of [name, text] pairs, so the relay sends exactly what the transaction stored.
+    CREATE TABLE outbox (
+        id           bigserial PRIMARY KEY,
+        event_id     uuid NOT NULL UNIQUE,
+        aggregate_id uuid NOT NULL,
+        type         text NOT NULL,
+        payload      bytea NOT NULL,
+        headers      jsonb NOT NULL,
+        occurred_at  timestamptz NOT NULL,
+        published_at timestamptz NULL,
+        partition    integer NULL,
+        kafka_offset bigint NULL,
+        attempts     integer NOT NULL DEFAULT 0,
+        last_error   text NULL
+    );
+    CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+    -- For the relay's per-task order check and "events of this task".
+    CREATE INDEX outbox_unpublished_by_task ON outbox (aggregate_id, id)
+        WHERE published_at IS NULL;
+    """,
+)
+
+# Advisory lock class for migrations (first key); the schema name hashes into the second.
+_MIGRATION_LOCK_CLASS = 0x7A5C
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer taskstream than this one."""
+
+
+def migrate(target: ConnectionPool | psycopg.Connection, schema: str | None = None) -> list[int]:
+    """Apply the migrations the database lacks, in order; returns the versions applied now.
+
+    Idempotent and safe to run from many processes at once: a transaction-level advisory lock
+    per schema serialises them. `schema` (created if missing) defaults to the current schema.
+    """
+    if isinstance(target, ConnectionPool):
+        with target.connection() as conn:
+            return _migrate(conn, schema)
+    return _migrate(target, schema)
+
+
+def _migrate(conn: psycopg.Connection, schema: str | None) -> list[int]:
+    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+        if schema is None:
+            schema = cur.execute("SELECT current_schema()").fetchone()[0]
+            if schema is None:
+                raise RuntimeError(
+                    "the search_path names no existing schema: pass schema= to migrate() "
+                    "to create it"
+                )
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_MIGRATION_LOCK_CLASS, schema)
+        )
+        name = sql.Identifier(schema)
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
+        cur.execute(sql.SQL("SET LOCAL search_path TO {}").format(name))
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = cur.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[
+            0
+        ]
+        if current > len(MIGRATIONS):
+            raise SchemaTooNew(
+                f"schema {schema} is at migration {current}, but this taskstream knows only "
+                f"{len(MIGRATIONS)}: upgrade taskstream"
+            )
+        applied = []
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            cur.execute(MIGRATIONS[version - 1])
+            cur.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)",
+                (version, clock.utcnow()),
+            )
+            applied.append(version)
+    if applied:
+        _log.info("schema %s migrated to version %d", schema, applied[-1])
+    return applied
+
+
+# -- tasks -----------------------------------------------------------------------------------
+
+_TASK_COLUMNS = "id, description, priority, start_at, due_at, is_done"
+_OUTBOX_INSERT = (
+    "INSERT INTO outbox (event_id, aggregate_id, type, payload, headers, occurred_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+)
+
+
+def _task_from_row(row: Sequence[Any]) -> Task:
+    task_id, description, priority, start_at, due_at, is_done = row
+    return Task(task_id, description, Priority(priority), Dates(start_at, due_at), is_done)
+
+
+def _outbox_params(event: TaskEvent) -> tuple[Any, ...]:
+    message = encode_event(event)
+    headers = [[name, value.decode()] for name, value in message.headers]
+    return (
+        event.event_id,
+        event.task_id,
+        event.type,
+        message.value,
+        Jsonb(headers),
+        event.occurred_at,
+    )
+
+
+class PostgresTaskRepository:
+    """`TaskRepository` on PostgreSQL: each change and its outbox row in one transaction."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def create(self, task: Task, event: TaskEvent) -> None:
+        """Insert the task and its event; raises ValidationError if the id is taken."""
+        with self._transaction() as cur:
+            try:
+                cur.execute(
+                    f"INSERT INTO tasks ({_TASK_COLUMNS}, created_at, updated_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (*_task_params(task), event.occurred_at, event.occurred_at),
+                )
+            except psycopg.errors.UniqueViolation:
+                raise ValidationError(
+                    [FieldError("id", f"a task with id {task.id} already exists")]
+                ) from None
+            cur.execute(_OUTBOX_INSERT, _outbox_params(event))
+
+    def create_many(self, items: Sequence[tuple[Task, TaskEvent]]) -> None:
+        """Insert all tasks and their events in one transaction with COPY (the seed path)."""
+        with self._transaction() as cur:
+            with cur.copy(
+                f"COPY tasks ({_TASK_COLUMNS}, created_at, updated_at) FROM STDIN"
+            ) as copy:
+                for task, event in items:
+                    copy.write_row((*_task_params(task), event.occurred_at, event.occurred_at))
+            # COPY assigns the bigserial ids in row order, so the publish order is the input's.
+            with cur.copy(
+                "COPY outbox (event_id, aggregate_id, type, payload, headers, occurred_at)"
+                " FROM STDIN"
+            ) as copy:
+                for _, event in items:
+                    copy.write_row(_outbox_params(event))
+
+    def get(self, task_id: uuid.UUID) -> Task | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = %s", (task_id,)
+            ).fetchone()
+        return None if row is None else _task_from_row(row)
+
+    def update(
+        self, task_id: uuid.UUID, change: Callable[[Task], tuple[Task, TaskEvent]]
+    ) -> tuple[Task, TaskEvent] | None:
+        with self._transaction() as cur:
+            # The row lock serialises writers of one task, so its outbox ids follow commit order.
+            row = cur.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = %s FOR UPDATE", (task_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            task, event = change(_task_from_row(row))
+            cur.execute(
+                "UPDATE tasks SET description = %s, priority = %s, start_at = %s, due_at = %s,"
+                " is_done = %s, updated_at = %s WHERE id = %s",
+                (*_task_params(task)[1:], event.occurred_at, task_id),
+            )
+            cur.execute(_OUTBOX_INSERT, _outbox_params(event))
+        return task, event
+
+    def delete(
+        self, task_id: uuid.UUID, event_for: Callable[[Task], TaskEvent]
+    ) -> tuple[Task, TaskEvent] | None:
+        with self._transaction() as cur:
+            row = cur.execute(
+                f"DELETE FROM tasks WHERE id = %s RETURNING {_TASK_COLUMNS}", (task_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            task = _task_from_row(row)
+            event = event_for(task)
+            cur.execute(_OUTBOX_INSERT, _outbox_params(event))
+        return task, event
+
+    def list(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        done: bool | None = None,
+        priority: Priority | None = None,
+        text: str | None = None,
+    ) -> list[Task]:
+        where, params = _filters(done, priority, text)
+        query = sql.SQL(
+            "SELECT {columns} FROM tasks{where} ORDER BY created_at DESC, id LIMIT %s OFFSET %s"
+        ).format(columns=sql.SQL(_TASK_COLUMNS), where=where)
+        with self._pool.connection() as conn:
+            rows = conn.execute(query, (*params, limit, offset)).fetchall()
+        return [_task_from_row(row) for row in rows]
+
+    def count(
+        self, *, done: bool | None = None, priority: Priority | None = None, text: str | None = None
+    ) -> int:
+        where, params = _filters(done, priority, text)
+        with self._pool.connection() as conn:
+            row = conn.execute(sql.SQL("SELECT count(*) FROM tasks{}").format(where), params)
+            return row.fetchone()[0]
+
+    def publish_status(self, event_id: uuid.UUID) -> PublishStatus | None:
+        with self._pool.connection() as conn:
+            return _publish_status(conn, event_id)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Cursor]:
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur
+
+
+def _task_params(task: Task) -> tuple[Any, ...]:
+    return (
+        task.id,
+        task.description,
+        task.priority.value,
+        task.dates.start,
+        task.dates.due,
+        task.is_done,
+    )
+
+
+def _filters(
+    done: bool | None, priority: Priority | None, text: str | None
+) -> tuple[sql.Composable, list[Any]]:
+    conditions: list[sql.Composable] = []
+    params: list[Any] = []
+    if done is not None:
+        conditions.append(sql.SQL("is_done = %s"))
+        params.append(done)
+    if priority is not None:
+        conditions.append(sql.SQL("priority = %s"))
+        params.append(Priority(priority).value)
+    if text:
+        # The user's text is matched literally: % and _ are not wildcards here.
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(sql.SQL("description ILIKE %s"))
+        params.append(f"%{escaped}%")
+    if not conditions:
+        return sql.SQL(""), params
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions), params
+
+
+# -- outbox ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One unpublished event as the relay sends it: key = task id, the stored value and headers."""
+
+    id: int
+    event_id: uuid.UUID
+    aggregate_id: uuid.UUID
+    type: str
+    payload: bytes
+    headers: list[tuple[str, bytes]]
+    occurred_at: datetime
+    attempts: int
+
+    @property
+    def key(self) -> bytes:
+        return str(self.aggregate_id).encode()
+
+
+class OutboxBatch:
+    """Outbox rows claimed by one relay; they stay locked until the `claim_batch` block ends.
+
+    `rows` are the ones to publish now, in id order. `deferred` are rows this relay also locked
+    but must not publish yet, because an earlier event of the same task is claimed by another
+    relay; they are released untouched, so per-task order holds with many relays.
+    """
+
+    def __init__(
+        self, cur: psycopg.Cursor, rows: list[OutboxRow], deferred: list[OutboxRow]
+    ) -> None:
+        self._cur = cur
+        self.rows = rows
+        self.deferred = deferred
+
+    def mark_published(self, deliveries: Sequence[tuple[int, int, int]]) -> None:
+        """Record (outbox id, partition, offset) for each row Kafka confirmed."""
+        if not deliveries:
+            return
+        ids, partitions, offsets = (list(column) for column in zip(*deliveries, strict=True))
+        self._cur.execute(
+            "UPDATE outbox AS o SET published_at = %s, partition = d.partition,"
+            " kafka_offset = d.kafka_offset, attempts = o.attempts + 1, last_error = NULL"
+            " FROM unnest(%s::bigint[], %s::integer[], %s::bigint[])"
+            " AS d(id, partition, kafka_offset) WHERE o.id = d.id",
+            (clock.utcnow(), ids, partitions, offsets),
+        )
+
+    def record_failure(self, ids: Sequence[int], error: str) -> None:
+        """Count a failed attempt on these rows and keep the error; they stay unpublished."""
+        if not ids:
+            return
+        self._cur.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE id = ANY(%s)",
+            (error[:1000], list(ids)),
+        )
+
+
+class OutboxStore:
+    """The relay's side of the outbox: claim, mark published, record failures, count."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    @contextmanager
+    def claim_batch(self, limit: int) -> Iterator[OutboxBatch]:
+        """Lock up to `limit` unpublished rows, oldest first, skipping rows other relays hold.
+
+        The transaction lasts as long as the block: publish inside it, record the outcome on the
+        batch, and leaving the block commits. An exception rolls back, so every row stays
+        unpublished and is claimed again later.
+        """
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            claimed = [
+                _outbox_row(row)
+                for row in cur.execute(
+                    "SELECT id, event_id, aggregate_id, type, payload, headers, occurred_at,"
+                    " attempts FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT %s"
+                    " FOR UPDATE SKIP LOCKED",
+                    (limit,),
+                ).fetchall()
+            ]
+            rows, deferred = _in_task_order(cur, claimed)
+            yield OutboxBatch(cur, rows, deferred)
+
+    def pending_count(self) -> int:
+        """How many events wait to be published."""
+        with self._pool.connection() as conn:
+            return conn.execute(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+            ).fetchone()[0]
+
+    def publish_status(self, event_id: uuid.UUID) -> PublishStatus | None:
+        """The event's status (partition and offset once published), or None if unknown."""
+        with self._pool.connection() as conn:
+            return _publish_status(conn, event_id)
+
+
+def _outbox_row(row: Sequence[Any]) -> OutboxRow:
+    row_id, event_id, aggregate_id, event_type, payload, headers, occurred_at, attempts = row
+    return OutboxRow(
+        id=row_id,
+        event_id=event_id,
+        aggregate_id=aggregate_id,
+        type=event_type,
+        payload=bytes(payload),
+        headers=[(name, value.encode()) for name, value in headers],
+        occurred_at=occurred_at,
+        attempts=attempts,
+    )
+
+
+def _in_task_order(
+    cur: psycopg.Cursor, claimed: list[OutboxRow]
+) -> tuple[list[OutboxRow], list[OutboxRow]]:
+    """Split claimed rows into those publishable now and those behind another relay's rows.
+
+    SKIP LOCKED alone would let relay B publish a task's update while relay A still holds its
+    create; the indexer keeps the event with the highest offset, so the older state would win.
+    """
+    if not claimed:
+        return [], []
+    blocked = dict(
+        cur.execute(
+            "SELECT aggregate_id, min(id) FROM outbox WHERE published_at IS NULL"
+            " AND aggregate_id = ANY(%s) AND id < %s AND NOT (id = ANY(%s))"
+            " GROUP BY aggregate_id",
+            (
+                list({row.aggregate_id for row in claimed}),
+                claimed[-1].id,
+                [row.id for row in claimed],
+            ),
+        ).fetchall()
+    )
+    if not blocked:
+        return claimed, []
+    rows, deferred = [], []
+    for row in claimed:
+        first_foreign = blocked.get(row.aggregate_id)
+        (deferred if first_foreign is not None and first_foreign < row.id else rows).append(row)
+    return rows, deferred
+
+
+def _publish_status(conn: psycopg.Connection, event_id: uuid.UUID) -> PublishStatus | None:
+    row = conn.execute(
+        "SELECT event_id, type, aggregate_id, occurred_at, published_at, partition, kafka_offset,"
+        " attempts, last_error FROM outbox WHERE event_id = %s",
+        (event_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    event_id, event_type, task_id, occurred_at, published_at, partition, offset, attempts, error = (
+        row
+    )
+    return PublishStatus(
+        event_id=event_id,
+        type=event_type,
+        task_id=task_id,
+        occurred_at=occurred_at.astimezone(UTC),
+        published_at=None if published_at is None else published_at.astimezone(UTC),
+        partition=partition,
+        offset=offset,
+        attempts=attempts,
+        last_error=error,
+    )

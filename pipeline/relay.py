@@ -1,0 +1,367 @@
+"""OutboxRelay: publishes outbox rows to Kafka, in order, and marks them published.
+
+Each round claims a batch of unpublished rows (`FOR UPDATE SKIP LOCKED`, so many relays never
+publish a row twice), produces them with the idempotent producer (key = task id, the stored value
+and headers), waits for every delivery report, and in the same transaction marks published only
+the rows Kafka confirmed, with their partition and offset.
+
+Delivery guarantee: at least once. A message whose report is an error (e.g. timed out while
+Kafka was down) may still have reached the broker, and a relay killed between Kafka's ack and
+the commit sends its batch again. Duplicates are harmless downstream: the indexer writes with
+external version = offset, and an event carries the task's whole state. What must not happen is a
+task's older event landing after a newer one, so:
+- a task's rows are published in id order by one relay at a time (see `OutboxStore.claim_batch`);
+- after a failed row, the same task's later rows in the batch are not marked published even if
+  delivered; they are sent again after the failed one, so the task's last event is the newest.
+`delivery_timeout` (librdkafka's message.timeout.ms) bounds how long a stuck batch holds its rows
+before giving up and retrying.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Protocol
+
+import psycopg
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from psycopg_pool import PoolTimeout
+
+from pipeline import clock
+from pipeline.backoff import Backoff
+from pipeline.clients import kafka_admin, postgres_pool
+from pipeline.kafka import Delivery, KafkaPublisher, OutgoingMessage, ensure_topics
+from pipeline.postgres import OutboxRow, OutboxStore, migrate
+from pipeline.settings import Settings
+
+__all__ = ["BatchResult", "OutboxRelay", "Publisher", "Settlement", "run_relay", "settle"]
+
+_log = logging.getLogger("taskstream.relay")
+# librdkafka's own lines for the relay's clients. Connection failures ("FAIL") are dropped there:
+# the relay reports an outage itself, once, instead of once per reconnect attempt.
+_client_log = logging.getLogger("taskstream.kafka.relay")
+
+HELD_BACK = "not marked published: an earlier event of the same task failed in this batch"
+
+
+class _DropConnectionFailures(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        facility = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        return facility != "FAIL" and not record.getMessage().startswith("FAIL ")
+
+
+_client_log.addFilter(_DropConnectionFailures())
+
+
+class Publisher(Protocol):
+    """Produces messages and reports each delivery (pipeline.kafka.KafkaPublisher)."""
+
+    def publish(self, topic: str, messages: Sequence[OutgoingMessage]) -> list[Delivery]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What to record for a published batch: confirmed (id, partition, offset), failed, held back."""
+
+    confirmed: list[tuple[int, int, int]]
+    failed: list[int]
+    held_back: list[int]
+    error: str | None
+
+
+def settle(rows: Sequence[OutboxRow], deliveries: Sequence[Delivery]) -> Settlement:
+    """Decide which rows count as published, keeping each task's events in order.
+
+    A row is confirmed when its delivery succeeded and no earlier row of the same task in this
+    batch failed; otherwise it stays unpublished (failed, or held back) and is sent again.
+    """
+    broken: set[uuid.UUID] = set()
+    confirmed: list[tuple[int, int, int]] = []
+    failed: list[int] = []
+    held_back: list[int] = []
+    error = None
+    for row, delivery in zip(rows, deliveries, strict=True):
+        if not delivery.ok:
+            broken.add(row.aggregate_id)
+            failed.append(row.id)
+            error = error or delivery.error
+        elif row.aggregate_id in broken:
+            held_back.append(row.id)
+        else:
+            assert delivery.partition is not None and delivery.offset is not None
+            confirmed.append((row.id, delivery.partition, delivery.offset))
+    return Settlement(confirmed, failed, held_back, error)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """One round: rows claimed, published, left unpublished, and deferred to another relay."""
+
+    claimed: int
+    published: int
+    unpublished: int
+    deferred: int
+    error: str | None = None
+
+
+class _Outage:
+    """Logs one warning when a service starts failing and one line when it works again."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._since: float | None = None
+        self._failures = 0
+
+    @property
+    def active(self) -> bool:
+        return self._since is not None
+
+    def failed(self, detail: str, retry_note: str) -> None:
+        self._failures += 1
+        if self._since is None:
+            self._since = clock.monotonic()
+            _log.warning("%s unavailable: %s; %s", self._service, detail, retry_note)
+
+    def recovered(self) -> None:
+        if self._since is not None:
+            _log.info(
+                "%s reachable again after %.1fs (%d failed attempts)",
+                self._service,
+                clock.monotonic() - self._since,
+                self._failures,
+            )
+            self._since = None
+            self._failures = 0
+
+
+class OutboxRelay:
+    """Moves outbox rows to Kafka until stopped; see the module docstring for the guarantees.
+
+    `run()` loops until `request_stop()` or SIGINT/SIGTERM, finishing the current batch first.
+    `run_once()` publishes one batch, for tests and scripts. Call `pipeline.postgres.migrate`
+    before starting a relay.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: OutboxStore,
+        *,
+        publisher: Publisher | None = None,
+        admin: AdminClient | None = None,
+        batch_size: int = 500,
+        delivery_timeout: float = 30.0,
+        idle_wait: float = 0.2,
+        backoff: Backoff | None = None,
+        progress_interval: float = 30.0,
+        admin_timeout: float = 5.0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self._settings = settings
+        self._store = store
+        self._owns_publisher = publisher is None
+        self._publisher: Publisher = publisher or KafkaPublisher(
+            settings, delivery_timeout=delivery_timeout, logger=_client_log
+        )
+        self._admin = admin
+        self._batch_size = batch_size
+        self._idle_wait = idle_wait
+        self._backoff = backoff or Backoff(initial=0.2, maximum=10.0)
+        self._progress_interval = progress_interval
+        self._admin_timeout = admin_timeout
+        self._stop = threading.Event()
+        self._topics_ready = False
+        self._kafka = _Outage("Kafka")
+        self._postgres = _Outage("PostgreSQL")
+        self.published_total = 0
+        # Rounds that failed for an unavailable service; an outage logs once however many.
+        self.failed_attempts = 0
+        self._window_start = clock.monotonic()
+        self._window_published = 0
+
+    @property
+    def topic(self) -> str:
+        return self._settings.kafka_topic
+
+    def request_stop(self) -> None:
+        """Ask `run()` to finish the current batch and return; safe from any thread or signal."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def ensure_topics(self) -> list[str]:
+        """Create the events topic and its dead-letter topic when missing; returns those created."""
+        if self._admin is None:
+            self._admin = kafka_admin(self._settings, logger=_client_log)
+        # A bounded probe first: ensure_topics waits 30 s for an unreachable broker, and a relay
+        # asked to stop should not.
+        self._admin.list_topics(timeout=self._admin_timeout)
+        created = ensure_topics(self._admin, self._settings)
+        for name in created:
+            _log.info("created topic %s", name)
+        self._topics_ready = True
+        return created
+
+    def run_once(self) -> int:
+        """Publish one batch; returns how many rows were marked published."""
+        if not self._topics_ready:
+            self.ensure_topics()
+        return self.publish_batch().published
+
+    def publish_batch(self) -> BatchResult:
+        """Claim, produce and settle one batch in one PostgreSQL transaction."""
+        with self._store.claim_batch(self._batch_size) as batch:
+            rows = batch.rows
+            deferred = len(batch.deferred)
+            if not rows:
+                return BatchResult(deferred, 0, 0, deferred)
+            messages = [OutgoingMessage(row.key, row.payload, row.headers) for row in rows]
+            try:
+                deliveries = self._publisher.publish(self.topic, messages)
+            except KafkaException as exc:
+                deliveries = [Delivery(error=str(exc))] * len(rows)
+            outcome = settle(rows, deliveries)
+            batch.mark_published(outcome.confirmed)
+            if outcome.failed:
+                batch.record_failure(outcome.failed, outcome.error or "delivery failed")
+            batch.record_failure(outcome.held_back, HELD_BACK)
+        published = len(outcome.confirmed)
+        self.published_total += published
+        self._window_published += published
+        return BatchResult(
+            claimed=len(rows) + deferred,
+            published=published,
+            unpublished=len(outcome.failed) + len(outcome.held_back),
+            deferred=deferred,
+            error=outcome.error,
+        )
+
+    def run(self, *, handle_signals: bool = True) -> None:
+        """Publish until stopped. With `handle_signals` (main thread only), SIGINT/SIGTERM stop it."""
+        previous = self._install_signal_handlers() if handle_signals else {}
+        _log.info("relay started: topic %s, batch size %d", self.topic, self._batch_size)
+        try:
+            self._ensure_topics_until_ready()
+            while not self._stop.is_set():
+                self._round()
+                self._maybe_log_progress()
+        finally:
+            self.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            _log.info("relay stopped: %d events published", self.published_total)
+
+    def close(self) -> None:
+        """Flush and drop the producer this relay created."""
+        if self._owns_publisher:
+            self._publisher.close()
+
+    def _round(self) -> None:
+        try:
+            result = self.publish_batch()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            self.failed_attempts += 1
+            self._postgres.failed(_one_line(exc), self._retry_note())
+            self._pause(self._backoff.next_delay())
+            return
+        self._postgres.recovered()
+        if result.unpublished:
+            self.failed_attempts += 1
+            client_error = getattr(self._publisher, "last_client_error", None)
+            detail = (
+                f"{result.unpublished} of {result.claimed} events not delivered ({result.error})"
+            )
+            if client_error:
+                detail += f"; last client error: {client_error}"
+            self._kafka.failed(detail, self._retry_note())
+            self._pause(self._backoff.next_delay())
+            return
+        if result.published:
+            self._kafka.recovered()
+            self._backoff.reset()
+        if result.published < self._batch_size:
+            # Nothing (or not a full batch) was waiting: poll again shortly.
+            self._pause(self._idle_wait)
+
+    def _ensure_topics_until_ready(self) -> None:
+        while not self._topics_ready and not self._stop.is_set():
+            try:
+                self.ensure_topics()
+            except KafkaException as exc:
+                self.failed_attempts += 1
+                self._kafka.failed(f"cannot create topics ({_one_line(exc)})", self._retry_note())
+                self._pause(self._backoff.next_delay())
+        if self._topics_ready:
+            self._kafka.recovered()
+        self._backoff.reset()
+
+    def _retry_note(self) -> str:
+        return "events stay in the outbox; retrying with backoff until it answers"
+
+    def _pause(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+    def _maybe_log_progress(self) -> None:
+        elapsed = clock.monotonic() - self._window_start
+        if elapsed < self._progress_interval:
+            return
+        try:
+            pending: Any = self._store.pending_count()
+        except (psycopg.OperationalError, PoolTimeout):
+            pending = "?"
+        if self._window_published or pending:
+            _log.info(
+                "relay: %d events published in %.0fs (%.1f/s), %s pending, %d in all",
+                self._window_published,
+                elapsed,
+                self._window_published / elapsed,
+                pending,
+                self.published_total,
+            )
+        self._window_start = clock.monotonic()
+        self._window_published = 0
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if self._stop.is_set():
+                raise KeyboardInterrupt  # a second signal: stop now, the batch rolls back
+            _log.info("%s received: finishing the current batch", signal.Signals(signum).name)
+            self.request_stop()
+
+        return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def run_relay(settings: Settings, **options: Any) -> int:
+    """`python -m pipeline relay`: migrate, then relay until SIGINT/SIGTERM; the exit code.
+
+    `options` go to `OutboxRelay` (e.g. batch_size). Read-only mode refuses to start (exit code 2).
+    """
+    if settings.read_only:
+        _log.error("read-only mode (TASKSTREAM_READ_ONLY): the relay writes, so it does not start")
+        return 2
+    pool = postgres_pool(settings, max_size=2)
+    try:
+        migrate(pool)
+        OutboxRelay(settings, OutboxStore(pool), **options).run()
+    finally:
+        pool.close()
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())[:300]
