@@ -94,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("relay", help="publish the outbox to Kafka until SIGINT/SIGTERM")
     commands.add_parser("indexer", help="index the topic into Elasticsearch until SIGINT/SIGTERM")
 
+    lag = commands.add_parser(
+        "lag", parents=[common], help="consumer groups' lag on the topic, per partition"
+    )
+    lag.add_argument("--group", action="append", dest="groups", help="only this group (repeatable)")
+
     search = commands.add_parser("search", parents=[common], help="full-text search of tasks")
     search.add_argument("text")
     search.add_argument("--index", help="index to search (default: the live index)")
@@ -228,7 +233,28 @@ def _search(args: argparse.Namespace, settings: Settings) -> Any:
     return None
 
 
+def _lag(args: argparse.Namespace, settings: Settings) -> Any:
+    from pipeline.lag import lag_report
+
+    snapshot = lag_report(settings, args.groups)
+    if args.json:
+        return snapshot.to_json()
+    print(f"topic {snapshot.topic}")
+    for group in snapshot.groups:
+        total = "-" if group.total_lag is None else group.total_lag
+        print(f"\ngroup {group.group}  state {group.state}  total lag {total}")
+        print(f"  {'PARTITION':>9}  {'COMMITTED':>10}  {'END':>10}  {'LAG':>8}")
+        for p in group.partitions:
+            committed = "-" if p.committed is None else p.committed
+            lag = "-" if p.lag is None else p.lag
+            print(f"  {p.partition:>9}  {committed:>10}  {p.end:>10}  {lag:>8}")
+    if not snapshot.groups:
+        print("no consumer group reads this topic")
+    return None
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
+    "lag": _lag,
     "tasks": _tasks,
     "seed": _seed,
     "relay": _relay,
@@ -242,6 +268,7 @@ WRITES = {("tasks", "create"), ("tasks", "update"), ("tasks", "delete"), ("seed"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
+    from pipeline.lag import UnknownTopic
     from pipeline.service import NotFound, ReadOnlyError
 
     try:
@@ -260,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.read_only and (args.command, getattr(args, "action", None)) in WRITES:
             raise ReadOnlyError(f"{args.command} {getattr(args, 'action', '') or ''}".strip())
         result = COMMANDS[args.command](args, settings)
-    except (UsageError, ValidationError, NotFound, ReadOnlyError) as exc:
+    except (UsageError, ValidationError, NotFound, ReadOnlyError, UnknownTopic) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

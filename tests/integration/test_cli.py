@@ -139,3 +139,37 @@ def test_a_dead_service_is_named_in_one_line(cli):
     assert result.returncode == 1
     assert result.stderr.startswith("error: PostgreSQL")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_lag_json_has_the_design_shape(cli, settings, topic, group):
+    from pipeline.clients import kafka_consumer, kafka_producer
+
+    producer = kafka_producer(settings)
+    for n in range(30):
+        producer.produce(topic, key=f"k{n}".encode(), value=b"{}")
+    assert producer.flush(30) == 0
+    consumer = kafka_consumer(settings, group)
+    consumer.subscribe([topic])
+    read = 0
+    for _ in range(60):
+        read += len(consumer.consume(num_messages=30, timeout=1.0))
+        if read >= 30:
+            break
+    consumer.commit(asynchronous=False)
+    consumer.close()
+
+    result = cli("lag", "--group", group, "--json", extra_env={"KAFKA_TOPIC": topic})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["topic"] == topic
+    [entry] = report["groups"]
+    assert entry["group"] == group
+    assert entry["total_lag"] == 0
+    partitions = entry["partitions"]
+    assert [p["partition"] for p in partitions] == list(range(6))
+    assert sum(p["end"] for p in partitions) == 30
+    assert all(p["lag"] == 0 and p["committed"] == p["end"] for p in partitions if p["end"])
+
+    unknown = cli("lag", "--json", extra_env={"KAFKA_TOPIC": f"{topic}-missing"})
+    assert unknown.returncode == 2
+    assert "does not exist" in unknown.stderr

@@ -1,0 +1,331 @@
+"""Lag history in PostgreSQL, and the background sampler that fills it.
+
+One table, `lag_samples`: per snapshot, one row per (group, partition) with the committed offset
+(NULL where the group has none) and the partition's watermarks, plus one row per partition with
+`group_id` NULL holding the topic's own watermarks, so end offsets (for lag in seconds and rates)
+are kept even when no group reads the topic. Retention is by age and by a row cap.
+
+The table has its own idempotent `migrate_lag_history()`, separate from `pipeline.postgres`'s
+numbered migrations, serialised by its own advisory lock. Everything works in the pool's
+search_path, so `postgres_pool(settings, schema=...)` puts the history in that schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from pipeline import clock
+from pipeline.lag import LagReader, LagSample, LagSnapshot, WatermarkSample
+
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "DEFAULT_RETENTION",
+    "LagHistory",
+    "LagSampler",
+    "migrate_lag_history",
+]
+
+_log = logging.getLogger("taskstream.lag")
+
+# Advisory lock classes (first key): pipeline.postgres uses 0x7A5C for its migrations.
+_MIGRATION_LOCK_CLASS = 0x7A5D
+_RECORD_LOCK_CLASS = 0x7A5E
+
+DEFAULT_RETENTION = timedelta(hours=24)
+DEFAULT_MAX_ROWS = 2_000_000
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS lag_samples (
+    taken_at     timestamptz NOT NULL,
+    topic        text        NOT NULL,
+    group_id     text        NULL,      -- NULL: the topic's own watermarks
+    partition    integer     NOT NULL,
+    committed    bigint      NULL,      -- NULL: the group has no committed offset
+    end_offset   bigint      NOT NULL,
+    start_offset bigint      NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lag_samples_series ON lag_samples (topic, group_id, taken_at);
+CREATE INDEX IF NOT EXISTS lag_samples_taken_at ON lag_samples (taken_at);
+"""
+_COLUMNS = "taken_at, topic, group_id, partition, committed, end_offset, start_offset"
+
+
+def migrate_lag_history(
+    target: ConnectionPool | psycopg.Connection, schema: str | None = None
+) -> None:
+    """Create the lag history table and its indexes if missing; safe to run concurrently.
+
+    `schema` (created if missing) defaults to the connection's current schema.
+    """
+    if isinstance(target, ConnectionPool):
+        with target.connection() as conn:
+            _migrate(conn, schema)
+    else:
+        _migrate(target, schema)
+
+
+def _migrate(conn: psycopg.Connection, schema: str | None) -> None:
+    with conn.transaction(), conn.cursor() as cur:
+        if schema is None:
+            schema = cur.execute("SELECT current_schema()").fetchone()[0]
+            if schema is None:
+                raise RuntimeError(
+                    "the search_path names no existing schema: pass schema= to "
+                    "migrate_lag_history() to create it"
+                )
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_MIGRATION_LOCK_CLASS, schema)
+        )
+        name = sql.Identifier(schema)
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
+        cur.execute(sql.SQL("SET LOCAL search_path TO {}").format(name))
+        cur.execute(_DDL)
+
+
+class LagHistory:
+    """Lag samples of topics and groups over time, in the pool's schema."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def record(self, snapshot: LagSnapshot, *, min_interval: timedelta | None = None) -> int:
+        """Store a snapshot; returns the rows written.
+
+        With `min_interval`, a snapshot taken sooner than that after the topic's newest recorded
+        one is skipped (returns 0), so several samplers of one topic do not double the history.
+        Groups Kafka did not answer for are left out rather than stored as "no committed offset".
+        """
+        rows: list[tuple] = [
+            (snapshot.taken_at, snapshot.topic, None, w.partition, None, w.end, w.start)
+            for w in snapshot.partitions
+        ]
+        for group in snapshot.groups:
+            if group.error is None:
+                rows.extend(
+                    (
+                        snapshot.taken_at,
+                        snapshot.topic,
+                        group.group,
+                        p.partition,
+                        p.committed,
+                        p.end,
+                        p.start,
+                    )
+                    for p in group.partitions
+                )
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            if min_interval is not None:
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '/' || %s))",
+                    (_RECORD_LOCK_CLASS, snapshot.topic),
+                )
+                newest = cur.execute(
+                    "SELECT max(taken_at) FROM lag_samples WHERE topic = %s AND group_id IS NULL",
+                    (snapshot.topic,),
+                ).fetchone()[0]
+                if newest is not None and snapshot.taken_at - newest < min_interval:
+                    return 0
+            with cur.copy(f"COPY lag_samples ({_COLUMNS}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        return len(rows)
+
+    def series(
+        self, topic: str, group: str, since: datetime, until: datetime | None = None
+    ) -> list[LagSample]:
+        """A group's samples on a topic from `since` (to `until`), oldest first."""
+        query = (
+            "SELECT taken_at, partition, committed, end_offset, start_offset FROM lag_samples"
+            " WHERE topic = %s AND group_id = %s AND taken_at >= %s"
+        )
+        params: list = [topic, group, since]
+        if until is not None:
+            query += " AND taken_at <= %s"
+            params.append(until)
+        with self._pool.connection() as conn:
+            rows = conn.execute(query + " ORDER BY taken_at, partition", params).fetchall()
+        return [LagSample(t, p, committed, end, start) for t, p, committed, end, start in rows]
+
+    def end_offsets(
+        self, topic: str, since: datetime, until: datetime | None = None
+    ) -> list[WatermarkSample]:
+        """The topic's recorded watermarks from `since` (to `until`), oldest first."""
+        query = (
+            "SELECT taken_at, partition, start_offset, end_offset FROM lag_samples"
+            " WHERE topic = %s AND group_id IS NULL AND taken_at >= %s"
+        )
+        params: list = [topic, since]
+        if until is not None:
+            query += " AND taken_at <= %s"
+            params.append(until)
+        with self._pool.connection() as conn:
+            rows = conn.execute(query + " ORDER BY taken_at, partition", params).fetchall()
+        return [WatermarkSample(t, p, start, end) for t, p, start, end in rows]
+
+    def groups(self, topic: str, since: datetime) -> list[str]:
+        """Groups with samples on the topic since `since`."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT group_id FROM lag_samples"
+                " WHERE topic = %s AND group_id IS NOT NULL AND taken_at >= %s ORDER BY 1",
+                (topic, since),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def count(self) -> int:
+        """Rows stored (all topics)."""
+        with self._pool.connection() as conn:
+            return conn.execute("SELECT count(*) FROM lag_samples").fetchone()[0]
+
+    def prune(
+        self,
+        older_than: datetime | timedelta | None = None,
+        *,
+        max_rows: int | None = None,
+    ) -> int:
+        """Delete samples taken before `older_than` (a time, or an age), then the oldest
+        snapshots beyond `max_rows` rows (all topics); returns the rows deleted."""
+        deleted = 0
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            if older_than is not None:
+                cutoff = (
+                    clock.utcnow() - older_than if isinstance(older_than, timedelta) else older_than
+                )
+                cur.execute("DELETE FROM lag_samples WHERE taken_at < %s", (cutoff,))
+                deleted += cur.rowcount
+            if max_rows is not None:
+                # Whole snapshots go together (they share taken_at), so at most max_rows remain.
+                cur.execute(
+                    "DELETE FROM lag_samples WHERE taken_at <= (SELECT taken_at FROM lag_samples"
+                    " ORDER BY taken_at DESC OFFSET %s LIMIT 1)",
+                    (max_rows,),
+                )
+                deleted += cur.rowcount
+        return deleted
+
+
+class LagSampler:
+    """Takes a lag snapshot every `interval` seconds in a daemon thread and records it.
+
+    It survives errors (Kafka or PostgreSQL down): the first failure of an outage is logged as
+    a warning, the rest quietly, and the recovery once. Retention runs every `prune_every`.
+    `run(stop)` is the same loop for a process of its own (a CLI command).
+    """
+
+    def __init__(
+        self,
+        reader: LagReader,
+        history: LagHistory,
+        *,
+        interval: float = 5.0,
+        groups: Sequence[str] | None = None,
+        retention: timedelta | None = DEFAULT_RETENTION,
+        max_rows: int | None = DEFAULT_MAX_ROWS,
+        prune_every: timedelta = timedelta(minutes=1),
+        on_snapshot: Callable[[LagSnapshot], None] | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be positive, got {interval}")
+        self._reader = reader
+        self._history = history
+        self.interval = interval
+        self.groups = list(groups) if groups is not None else None
+        self.retention = retention
+        self.max_rows = max_rows
+        self.prune_every = prune_every
+        self._on_snapshot = on_snapshot
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_prune: float | None = None
+        self.last_snapshot: LagSnapshot | None = None
+        self.last_error: str | None = None
+        self.failures = 0  # consecutive failed attempts
+        self.recorded = 0  # snapshots recorded
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start sampling in a daemon thread (no-op if it already runs)."""
+        if self.running:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self.run, args=(self._stop,), name=f"lag-sampler-{self._reader.topic}"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop the thread after the sample in progress."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> LagSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def run(self, stop: threading.Event) -> None:
+        """Sample every `interval` seconds until `stop` is set."""
+        next_at = clock.monotonic()
+        while not stop.is_set():
+            self.step()
+            next_at += self.interval
+            # After a long stall, start a fresh cadence instead of firing a burst.
+            next_at = max(next_at, clock.monotonic())
+            stop.wait(next_at - clock.monotonic())
+
+    def step(self) -> bool:
+        """One attempt that never raises: snapshot, record, prune when due. True if recorded."""
+        try:
+            snapshot = self.sample_once()
+        except Exception as exc:  # anything from Kafka or PostgreSQL: keep sampling
+            self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if self.failures == 1:
+                _log.warning(
+                    "lag sampler for %s failed: %s; retrying every %gs, quietly until it recovers",
+                    self._reader.topic,
+                    self.last_error,
+                    self.interval,
+                )
+            return False
+        if self.failures:
+            _log.info(
+                "lag sampler for %s recovered after %d failed attempts",
+                self._reader.topic,
+                self.failures,
+            )
+        self.failures = 0
+        self.last_error = None
+        return snapshot is not None
+
+    def sample_once(self) -> LagSnapshot | None:
+        """Snapshot and record now (errors propagate); the snapshot, or None if skipped because
+        another sampler recorded this topic less than half an interval ago."""
+        snapshot = self._reader.snapshot(self.groups)
+        self.last_snapshot = snapshot
+        if self._on_snapshot is not None:
+            self._on_snapshot(snapshot)
+        written = self._history.record(snapshot, min_interval=timedelta(seconds=self.interval / 2))
+        now = clock.monotonic()
+        if self._last_prune is None or now - self._last_prune >= self.prune_every.total_seconds():
+            self._history.prune(self.retention, max_rows=self.max_rows)
+            self._last_prune = now
+        if not written:
+            return None
+        self.recorded += 1
+        return snapshot

@@ -1,0 +1,339 @@
+"""Lag snapshots against the real broker, checked against Kafka's own kafka-consumer-groups tool,
+and the lag history and sampler against the real PostgreSQL (in a schema of their own)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pipeline import clock
+from pipeline.clients import kafka_consumer, kafka_producer, postgres_pool
+from pipeline.events import dumps
+from pipeline.lag import (
+    GroupLag,
+    LagReader,
+    LagSample,
+    LagSnapshot,
+    PartitionLag,
+    PartitionWatermarks,
+    WatermarkSample,
+    lag_report,
+)
+from pipeline.lag_history import LagHistory, LagSampler, migrate_lag_history
+
+REPO = Path(__file__).resolve().parents[2]
+KAFKA_CONSUMER_GROUPS = [sys.executable, "-m", "devstack", "kafka", "kafka-consumer-groups"]
+PARTITIONS = 6
+# Synthetic samples are an hour old: far past any retention a test prunes by age.
+HOUR_AGO = clock.utcnow().replace(microsecond=0) - timedelta(hours=1)
+
+
+def produce(settings, topic: str, count: int, prefix: str = "task") -> Counter[int]:
+    """Produce `count` keyed messages; how many landed on each partition."""
+    landed: Counter[int] = Counter()
+
+    def on_delivery(err, msg):
+        assert err is None, err
+        landed[msg.partition()] += 1
+
+    producer = kafka_producer(settings)
+    for i in range(count):
+        producer.produce(topic, key=f"{prefix}-{i}".encode(), value=b"{}", on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    assert sum(landed.values()) == count
+    return landed
+
+
+def commit_offsets(admin: AdminClient, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Commit offsets for a group without running a consumer."""
+    request = [TopicPartition(topic, p, o) for p, o in offsets.items()]
+    admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, request)])[
+        group
+    ].result(timeout=30)
+
+
+def kafka_cli_describe(group: str) -> dict[tuple[str, int], tuple[int | None, int, int | None]]:
+    """(topic, partition) → (CURRENT-OFFSET, LOG-END-OFFSET, LAG) as Kafka's own tool prints
+    them, through devstack's Kafka CLI; "-" (none) becomes None."""
+    done = subprocess.run(
+        [*KAFKA_CONSUMER_GROUPS, "--describe", "--group", group],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["GROUP", "TOPIC"])
+    header = lines[start].split()
+    table = {}
+    for line in lines[start + 1 :]:
+        cells = line.split()
+        if len(cells) != len(header) or cells[0] != group:
+            continue
+        row = dict(zip(header, cells, strict=True))
+
+        def number(text: str) -> int | None:
+            return None if text == "-" else int(text)
+
+        table[(row["TOPIC"], int(row["PARTITION"]))] = (
+            number(row["CURRENT-OFFSET"]),
+            int(row["LOG-END-OFFSET"]),
+            number(row["LAG"]),
+        )
+    return table
+
+
+def assert_matches_kafka_cli(group: GroupLag, topic: str) -> dict:
+    """Every partition the tool prints has our numbers; every other one has no committed offset."""
+    printed = kafka_cli_describe(group.group)
+    assert printed, "kafka-consumer-groups printed no partitions"
+    for p in group.partitions:
+        if (topic, p.partition) in printed:
+            assert (p.committed, p.end, p.lag) == printed[(topic, p.partition)], p
+        else:
+            assert (p.committed, p.lag) == (None, None), p
+    return printed
+
+
+@pytest.fixture
+def forget(admin: AdminClient) -> Iterator[list[str]]:
+    """Groups to delete after the test (committed offsets outlive their test otherwise)."""
+    names: list[str] = []
+    yield names
+    if names:
+        for future in admin.delete_consumer_groups(names, request_timeout=30).values():
+            future.exception(timeout=60)  # an already-gone group is fine
+
+
+@pytest.fixture
+def other_topic(admin: AdminClient, unique: str) -> Iterator[str]:
+    name = f"test-other-{unique}"
+    admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])[name].result(30)
+    yield name
+    admin.delete_topics([name])[name].result(timeout=30)
+
+
+# -- snapshots against Kafka ----------------------------------------------------------------------
+
+
+def test_snapshot_equals_kafka_consumer_groups_describe(settings, admin, topic, group, forget):
+    forget.append(group)
+    landed = produce(settings, topic, 120)
+    assert len(landed) == PARTITIONS and min(landed.values()) >= 2, landed
+    # Read everything, then commit: half of partitions 0-3, all of 4, nothing on 5.
+    committed = {p: landed[p] // 2 for p in range(4)} | {4: landed[4]}
+    consumer = kafka_consumer(settings, group)
+    consumer.subscribe([topic])
+    try:
+        read = 0
+        deadline = time.monotonic() + 60
+        while read < 120 and time.monotonic() < deadline:
+            read += sum(m.error() is None for m in consumer.consume(100, timeout=1.0))
+        assert read == 120
+        consumer.commit(
+            offsets=[TopicPartition(topic, p, o) for p, o in committed.items()],
+            asynchronous=False,
+        )
+
+        snapshot = LagReader(admin, topic).snapshot()
+        live = snapshot.group(group)
+        assert live is not None, [g.group for g in snapshot.groups]
+        assert [(w.partition, w.start, w.end) for w in snapshot.partitions] == [
+            (p, 0, landed[p]) for p in range(PARTITIONS)
+        ]
+        assert [(p.partition, p.committed, p.lag) for p in live.partitions] == [
+            (p, committed.get(p), None if p == 5 else landed[p] - committed[p])
+            for p in range(PARTITIONS)
+        ]
+        assert live.total_lag == sum(landed[p] - committed[p] for p in committed)
+        assert live.state == "Stable"
+        assert [m.partitions for m in live.members] == [list(range(PARTITIONS))]
+        assert live.assignor
+        printed = assert_matches_kafka_cli(live, topic)
+        assert printed[(topic, 5)][0] is None  # the tool, too, says "-" for no commit
+    finally:
+        consumer.close()
+
+    left = LagReader(admin, topic).snapshot([group]).group(group)
+    assert (left.state, left.members) == ("Empty", [])
+    printed = assert_matches_kafka_cli(left, topic)
+    assert (topic, 5) not in printed
+    assert left.partition(5).committed is None and left.partition(5).lag is None
+
+
+def test_listing_keeps_groups_of_this_topic_only(
+    settings, admin, topic, other_topic, group, forget
+):
+    produce(settings, topic, 30)
+    here, elsewhere = f"{group}-here", f"{group}-elsewhere"
+    forget.extend([here, elsewhere])
+    commit_offsets(admin, here, topic, {0: 0})
+    commit_offsets(admin, elsewhere, other_topic, {1: 0})
+    names = [g.group for g in LagReader(admin, topic).snapshot().groups]
+    assert here in names and elsewhere not in names
+    assert elsewhere in [g.group for g in LagReader(admin, other_topic).snapshot().groups]
+    # Asked for by name, a group appears whatever it committed.
+    asked = LagReader(admin, topic).snapshot([elsewhere]).group(elsewhere)
+    assert asked is not None and asked.state == "Empty" and asked.total_lag is None
+    assert all(p.committed is None for p in asked.partitions)
+
+
+def test_an_unknown_group_asked_for_shows_dead_with_no_offsets(admin, topic, group):
+    snapshot = LagReader(admin, topic).snapshot([group])
+    [unknown] = snapshot.groups
+    assert (unknown.group, unknown.state, unknown.members, unknown.total_lag) == (
+        group,
+        "Dead",
+        [],
+        None,
+    )
+    assert [(p.partition, p.committed, p.lag) for p in unknown.partitions] == [
+        (p, None, None) for p in range(PARTITIONS)
+    ]
+    assert group not in [g.group for g in LagReader(admin, topic).snapshot().groups]
+
+
+def test_committed_offset_below_the_low_watermark_is_flagged(settings, admin, topic, group, forget):
+    forget.append(group)
+    landed = produce(settings, topic, 120)
+    partition = max(landed, key=landed.__getitem__)
+    commit_offsets(admin, group, topic, {partition: 1})
+    admin.delete_records([TopicPartition(topic, partition, 3)])[
+        TopicPartition(topic, partition)
+    ].result(timeout=30)
+
+    lag = LagReader(admin, topic).snapshot([group]).group(group).partition(partition)
+    assert (lag.committed, lag.start, lag.end) == (1, 3, landed[partition])
+    assert lag.committed_below_start and lag.deleted_unread == 2
+    assert lag.lag == landed[partition] - 3  # only the messages that still exist
+
+
+def test_lag_report_json_is_the_design_shape(settings, admin, topic, group, forget):
+    forget.append(group)
+    landed = produce(settings, topic, 30)
+    commit_offsets(admin, group, topic, {0: landed[0]})
+    snapshot = lag_report(settings.model_copy(update={"kafka_topic": topic}), [group])
+    document = json.loads(dumps(snapshot.to_json()))
+    assert document["topic"] == topic
+    [entry] = document["groups"]
+    assert (entry["group"], entry["state"], entry["total_lag"]) == (group, "Empty", 0)
+    assert [(p["partition"], p["committed"], p["end"], p["lag"]) for p in entry["partitions"]] == [
+        (0, landed[0], landed[0], 0)
+    ] + [(p, None, landed[p], None) for p in range(1, 6)]
+
+
+# -- history and sampler in PostgreSQL ------------------------------------------------------------
+
+
+@pytest.fixture
+def history(settings, pg_schema) -> Iterator[LagHistory]:
+    pool = postgres_pool(settings, schema=pg_schema, max_size=4)
+    migrate_lag_history(pool)
+    migrate_lag_history(pool)  # idempotent
+    yield LagHistory(pool)
+    pool.close()
+
+
+def synthetic(topic: str, seconds: float, end: int) -> LagSnapshot:
+    taken_at = HOUR_AGO + timedelta(seconds=seconds)
+    watermarks = [PartitionWatermarks(0, 0, end), PartitionWatermarks(1, 2, end + 1)]
+    ok = GroupLag(
+        "g1",
+        "Stable",
+        [],
+        "range",
+        0,
+        [PartitionLag.of(0, end - 5, 0, end), PartitionLag.of(1, None, 2, end + 1)],
+    )
+    broken = GroupLag(
+        "g2", "Unknown", [], "", None, [PartitionLag(0, None, 0, end, None)], error="timed out"
+    )
+    return LagSnapshot(topic, taken_at, watermarks, [ok, broken])
+
+
+def test_history_round_trip_in_its_schema(pg, pg_schema, history):
+    tables = pg.execute(
+        "SELECT table_schema FROM information_schema.tables WHERE table_name = 'lag_samples'"
+        " AND table_schema = %s",
+        (pg_schema,),
+    ).fetchall()
+    assert tables == [(pg_schema,)]
+    first, second = synthetic("t", 0, 100), synthetic("t", 60, 130)
+    assert history.record(first) == 4  # 2 watermark rows + 2 rows of g1; g2 (error) is left out
+    assert history.record(second) == 4
+    history.record(synthetic("other-topic", 30, 7))
+
+    since = first.taken_at - timedelta(seconds=1)
+    assert history.series("t", "g1", since) == [
+        LagSample(first.taken_at, 0, 95, 100, 0),
+        LagSample(first.taken_at, 1, None, 101, 2),
+        LagSample(second.taken_at, 0, 125, 130, 0),
+        LagSample(second.taken_at, 1, None, 131, 2),
+    ]
+    assert history.series("t", "g1", second.taken_at) == history.series("t", "g1", since)[2:]
+    assert history.series("t", "g1", since, until=first.taken_at)[-1].end == 101
+    assert history.series("t", "g2", since) == []
+    assert history.end_offsets("t", since) == [
+        WatermarkSample(first.taken_at, 0, 0, 100),
+        WatermarkSample(first.taken_at, 1, 2, 101),
+        WatermarkSample(second.taken_at, 0, 0, 130),
+        WatermarkSample(second.taken_at, 1, 2, 131),
+    ]
+    assert history.groups("t", since) == ["g1"]
+    # A second sampler of the same topic does not double the history.
+    assert history.record(synthetic("t", 61, 131), min_interval=timedelta(seconds=5)) == 0
+    assert history.record(synthetic("t", 70, 140), min_interval=timedelta(seconds=5)) == 4
+
+
+def test_history_retention_by_age_and_row_cap(history):
+    snapshots = [synthetic("t", 10 * i, 100 + i) for i in range(5)]
+    for snapshot in snapshots:
+        history.record(snapshot)
+    assert history.count() == 20
+
+    assert history.prune(snapshots[2].taken_at) == 8  # the two oldest snapshots
+    since = snapshots[0].taken_at
+    assert [s.taken_at for s in history.end_offsets("t", since)][::2] == [
+        s.taken_at for s in snapshots[2:]
+    ]
+    assert history.prune(max_rows=5) == 8  # whole snapshots, never more than the cap left
+    assert history.count() == 4
+    assert {s.taken_at for s in history.series("t", "g1", since)} == {snapshots[-1].taken_at}
+    assert history.prune(timedelta(minutes=30)) == 4  # an age: all are an hour old
+    assert history.count() == 0
+
+
+def test_sampler_records_real_snapshots(settings, admin, topic, group, history, forget):
+    forget.append(group)
+    landed = produce(settings, topic, 60)
+    commit_offsets(admin, group, topic, {0: 1, 3: landed[3]})
+    started = clock.utcnow()
+    sampler = LagSampler(LagReader(admin, topic), history, interval=0.2, groups=[group])
+    sampler.start()
+    try:
+        deadline = time.monotonic() + 60
+        while sampler.recorded < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        sampler.stop()
+    assert sampler.recorded >= 2, sampler.last_error
+
+    samples = history.series(topic, group, started)
+    assert len({s.taken_at for s in samples}) >= 2
+    newest = max(s.taken_at for s in samples)
+    assert sorted((s.partition, s.committed, s.end) for s in samples if s.taken_at == newest) == [
+        (p, {0: 1, 3: landed[3]}.get(p), landed[p]) for p in range(PARTITIONS)
+    ]
+    ends = history.end_offsets(topic, started)
+    assert {(w.partition, w.end) for w in ends} == {(p, landed[p]) for p in range(PARTITIONS)}
