@@ -1,0 +1,985 @@
+"""The indexer: task events from Kafka into Elasticsearch, at least once, never past a gap.
+
+One loop: consume a batch, decode each message, turn it into a bulk action through `HANDLERS`
+(a map from event type to handler), write the batch with one bulk request, retry what failed
+for a reason that can pass (with capped exponential backoff, never skipping), dead-letter what
+can never be indexed, and only then commit, per partition, the offset after the last message
+that is either acknowledged by Elasticsearch or confirmed on the dead-letter topic.
+
+The loop is pipelined by one batch: while batch N's bulk request is in flight (on a writer
+thread, which only talks to Elasticsearch), the main thread reads and decodes batch N+1. Retries,
+dead letters, commits and every consumer call stay on the main thread, and a rebalance waits
+for the write in flight before deciding what to commit.
+
+Re-processing after a crash or rebalance is harmless: writes carry external versions (the
+offset), so an event applied twice, or late, never overwrites newer state (see
+`pipeline.elasticsearch_index`).
+
+`Indexer` takes its group, topic, index and dead-letter topic explicitly, plus hooks, so replay
+workers (group `replay-<name>`, index `scratch-<name>`) reuse it with the same handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+from elasticsearch import ApiError, TransportError
+
+from pipeline import clock
+from pipeline.backoff import Backoff
+from pipeline.clients import elasticsearch_client, kafka_admin, kafka_consumer, kafka_producer
+from pipeline.domain import task_to_dict
+from pipeline.elasticsearch_index import (
+    BulkAction,
+    BulkItemResult,
+    IndexMappingError,
+    ItemOutcome,
+    TaskIndex,
+)
+from pipeline.events import (
+    TASK_CREATED,
+    TASK_DELETED,
+    TASK_UPDATED,
+    DecodedEvent,
+    MalformedEvent,
+    decode_event,
+)
+from pipeline.kafka import ensure_topic
+from pipeline.settings import Settings
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "HANDLERS",
+    "BatchEntry",
+    "BatchReport",
+    "Handler",
+    "Indexer",
+    "IndexerStats",
+    "commit_positions",
+    "dead_letter_headers",
+    "delete_action",
+    "index_action",
+    "plan_batch",
+    "run_indexer",
+    "run_until_signalled",
+]
+
+_log = logging.getLogger("taskstream.indexer")
+
+Handler = Callable[[DecodedEvent, Message], BulkAction]
+TopicPartitionKey = tuple[str, int]
+
+DEFAULT_BATCH_SIZE = 2_000
+DEFAULT_BATCH_WAIT = 0.2  # seconds consume() waits to fill a batch: the latency at low traffic
+DEFAULT_PROGRESS_INTERVAL = 10.0
+_IDLE_PROGRESS_INTERVAL = 60.0  # an idle indexer logs a line at most this often
+_IDLE_SLICE = 0.2  # how often waits look at the stop flag and serve the group protocol
+_PAUSE_AFTER = 1.0  # seconds idle with a full batch held before pausing the partitions
+_DLQ_FLUSH_TIMEOUT = 2.0
+# The dead-letter producer accepts messages up to this size; the broker may still refuse them
+# (its default limit is ~1 MB), in which case the letter goes without its value.
+_DLQ_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_MAX_ERROR_HEADER = 2_000
+_SIZE_ERRORS = frozenset(
+    {KafkaError.MSG_SIZE_TOO_LARGE, getattr(KafkaError, "RECORD_LIST_TOO_LARGE", 18)}
+)
+
+
+# -- handlers: event type -> bulk action -----------------------------------------------------
+
+
+def index_action(event: DecodedEvent, message: Message) -> BulkAction:
+    """Created or updated: index the task's whole state at version = the message's offset."""
+    if event.task is None:  # decode_event always sets it for these types
+        raise MalformedEvent(f"{event.type} event without a task")
+    return BulkAction("index", str(event.task_id), message.offset(), task_to_dict(event.task))
+
+
+def delete_action(event: DecodedEvent, message: Message) -> BulkAction:
+    """Deleted: remove the document, versioned so an older event can't bring it back."""
+    return BulkAction("delete", str(event.task_id), message.offset())
+
+
+HANDLERS: dict[str, Handler] = {
+    TASK_CREATED: index_action,
+    TASK_UPDATED: index_action,
+    TASK_DELETED: delete_action,
+}
+
+
+# -- batch bookkeeping (pure) ----------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class BatchEntry:
+    """One consumed message and what became of it.
+
+    `action` is what to write; `error` (set instead, or after Elasticsearch refused the action
+    for good) is why it goes to the dead-letter topic. `done` means the partition may move past
+    it: acknowledged by Elasticsearch or confirmed on the dead-letter topic.
+    """
+
+    message: Message
+    action: BulkAction | None = None
+    error: str | None = None
+    done: bool = False
+    # Dead-letter bookkeeping: a produce awaiting its delivery report; send without the value.
+    letter_in_flight: bool = False
+    drop_value: bool = False
+
+    @property
+    def partition_key(self) -> TopicPartitionKey:
+        return (self.message.topic(), self.message.partition())
+
+    @property
+    def offset(self) -> int:
+        return self.message.offset()
+
+
+def plan_batch(
+    messages: Iterable[Message], handlers: Mapping[str, Handler] = HANDLERS
+) -> list[BatchEntry]:
+    """Decode each message and map it through `handlers`; malformed ones get an `error`."""
+    entries = []
+    for message in messages:
+        entry = BatchEntry(message)
+        try:
+            event = decode_event(message.key(), message.value(), message.headers())
+            handler = handlers.get(event.type)
+            if handler is None:
+                entry.error = f"no handler for event type {event.type}"
+            else:
+                entry.action = handler(event, message)
+        except MalformedEvent as exc:
+            entry.error = exc.reason
+        entries.append(entry)
+    return entries
+
+
+def commit_positions(entries: Iterable[BatchEntry]) -> dict[TopicPartitionKey, int]:
+    """Per partition, the offset to commit: just after the longest run of done entries from the
+    partition's first entry. A partition whose first entry is not done is left out."""
+    positions: dict[TopicPartitionKey, int] = {}
+    blocked: set[TopicPartitionKey] = set()
+    for entry in sorted(entries, key=lambda e: (e.partition_key, e.offset)):
+        key = entry.partition_key
+        if key in blocked:
+            continue
+        if entry.done:
+            positions[key] = entry.offset + 1
+        else:
+            blocked.add(key)
+    return positions
+
+
+def dead_letter_headers(
+    message: Message, error: str, *, dropped_value: bool = False
+) -> list[tuple[str, bytes | None]]:
+    """The original headers plus `error` and where the message came from."""
+    headers: list[tuple[str, bytes | None]] = list(message.headers() or [])
+    headers += [
+        ("error", _truncate_utf8(error, _MAX_ERROR_HEADER)),
+        ("source_topic", message.topic().encode()),
+        ("source_partition", str(message.partition()).encode()),
+        ("source_offset", str(message.offset()).encode()),
+    ]
+    if dropped_value:
+        size = len(message.value() or b"")
+        headers.append(
+            ("value_dropped", f"{size} bytes, over the dead-letter topic's size limit".encode())
+        )
+    return headers
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+
+@dataclass
+class IndexerStats:
+    """Counters since the indexer started."""
+
+    consumed: int = 0  # messages read, valid or not
+    indexed: int = 0  # actions Elasticsearch acknowledged (including `stale`)
+    stale: int = 0  # ... of which it already held at that version or newer (409)
+    dead_lettered: int = 0  # confirmed on the dead-letter topic
+    skipped: int = 0  # malformed with no dead-letter topic configured (replays)
+    retries: int = 0  # write or dead-letter attempts that failed and were retried
+    errors: int = 0  # consumer and commit errors
+    batches: int = 0
+    committed: dict[int, int] = field(default_factory=dict)  # partition -> committed offset
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """One finished batch, for the `after_batch` hook."""
+
+    consumed: int
+    indexed: int
+    dead_lettered: int
+    # partition -> next offset to read, for every partition this batch moved
+    positions: Mapping[int, int]
+    # largest message timestamp (ms since the epoch) in the batch; None if it had none
+    max_timestamp_ms: int | None
+
+
+# -- the worker ------------------------------------------------------------------------------
+
+
+class Indexer:
+    """Consumes `topic` in consumer group `group` and keeps index `index` in step with it.
+
+    Malformed messages go to `dlq_topic` (or, when it is None, are counted and skipped: replays
+    leave dead-lettering to the live indexer). Hooks, all called on the worker's thread:
+
+    - `before_batch(indexer) -> int | None`: before each consume; may block (call
+      `indexer.idle(seconds)` while waiting, so the consumer stays in its group); returns the
+      most messages to take next (None: `batch_size`; 0: none now).
+    - `before_write(indexer, messages)`: after a batch is read, before it is written.
+    - `after_batch(indexer, report)`: after a batch is committed.
+
+    `until` (partition -> offset) bounds a run: messages at or beyond a partition's offset are
+    neither indexed nor committed, partitions not listed have nothing to read, and `run()`
+    returns once every listed partition is done. Meant for one worker owning every partition.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group: str,
+        topic: str,
+        index: str,
+        dlq_topic: str | None,
+        topic_partitions: int | None = None,
+        create_topics: bool = True,
+        handlers: Mapping[str, Handler] = HANDLERS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_wait: float = DEFAULT_BATCH_WAIT,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+        backoff: Callable[[], Backoff] | None = None,
+        until: Mapping[int, int] | None = None,
+        before_batch: Callable[[Indexer], int | None] | None = None,
+        before_write: Callable[[Indexer, Sequence[Message]], None] | None = None,
+        after_batch: Callable[[Indexer, BatchReport], None] | None = None,
+        consumer_overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
+        self.settings = settings
+        self.group = group
+        self.topic = topic
+        self.index_name = index
+        self.dlq_topic = dlq_topic
+        self.topic_partitions = topic_partitions or settings.kafka_topic_partitions
+        self.create_topics = create_topics
+        self.handlers = dict(handlers)
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self.progress_interval = progress_interval
+        self._backoff_factory = backoff or (lambda: Backoff(initial=0.2, maximum=5.0))
+        self.until = dict(until) if until is not None else None
+        self._before_batch = before_batch
+        self._before_write = before_write
+        self._after_batch = after_batch
+        self._consumer_overrides = dict(consumer_overrides or {})
+
+        self.stats = IndexerStats()
+        self._stop = threading.Event()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._admin: AdminClient | None = None
+        self._index: TaskIndex | None = None
+        self._batch: list[BatchEntry] | None = None  # being written; not yet committed
+        self._next: list[BatchEntry] = []  # read and decoded; written after `_batch`
+        # The current batch's first write, sent on the writer thread while the next is read.
+        self._inflight: tuple[list[BatchEntry], Future[list[BulkItemResult]]] | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._held: list[Message] = []  # read while idle, for the next batch
+        self._held_full_since: float | None = None
+        self._rewound: dict[TopicPartitionKey, int] = {}  # paused partitions sought back
+        self._assigned: set[TopicPartitionKey] = set()
+        self._acked: dict[TopicPartitionKey, int] = {}
+        self._committed: dict[TopicPartitionKey, int] = {}
+        self._start_positions: dict[TopicPartitionKey, int] = {}
+        self._finished: set[TopicPartitionKey] = set()
+        self._paused = False
+        self._last_progress = 0.0
+        self._last_progress_consumed = 0
+        self._last_progress_errors = 0
+        self._warned: dict[str, float] = {}
+
+    @classmethod
+    def live(cls, settings: Settings, **options: Any) -> Indexer:
+        """The live indexer: settings' topic, group, index and dead-letter topic."""
+        return cls(
+            settings,
+            group=settings.indexer_group,
+            topic=settings.kafka_topic,
+            index=settings.elasticsearch_index,
+            dlq_topic=settings.dlq_topic,
+            **options,
+        )
+
+    # -- control ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Finish the current batch (or give up retrying it), commit, close. Safe from signals."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def idle(self, seconds: float) -> None:
+        """Wait up to `seconds` (less if stopped) while serving the consumer group.
+
+        Messages that arrive meanwhile are held for the next batch, up to a batch. With that
+        full for a while, the assigned partitions are paused (the main loop resumes them) and
+        polling goes on, so a long wait neither grows memory nor drops the consumer from its
+        group. Pausing is kept for long waits because resuming restarts fetching, which costs.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            self._stop.wait(seconds)
+            return
+        deadline = clock.monotonic() + seconds
+        while not self._stop.is_set():
+            now = clock.monotonic()
+            remaining = deadline - now
+            if remaining <= 0:
+                break
+            slice_ = min(remaining, _IDLE_SLICE)
+            room = self.batch_size - len(self._held)
+            if room > 0:
+                self._held.extend(consumer.consume(num_messages=room, timeout=slice_))
+                continue
+            # Kept across calls: a hook waiting in many short calls must still get here.
+            if self._held_full_since is None:
+                self._held_full_since = now
+            if not self._paused and now - self._held_full_since < _PAUSE_AFTER:
+                self._stop.wait(slice_)
+                continue
+            if not self._paused:
+                self._pause_assigned()
+            for message in consumer.consume(num_messages=100, timeout=slice_):
+                if message.error() is not None:
+                    self._held.append(message)
+                else:  # from a partition assigned while paused: read it again later
+                    self._unread(message)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> IndexerStats:
+        """Index until `request_stop()` (or until every `until` partition is done)."""
+        if not self._open():
+            return self.stats
+        try:
+            self._loop()
+        finally:
+            self._close()
+        return self.stats
+
+    def _loop(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        while not self._stop.is_set():
+            budget = self.batch_size
+            if self._before_batch is not None:
+                wanted = self._before_batch(self)
+                if wanted is not None:
+                    budget = max(0, min(int(wanted), self.batch_size))
+            if self._stop.is_set():
+                break
+            if budget == 0:
+                self._finish_batch()
+                self.idle(self.batch_wait)
+                continue
+            self._resume_paused()
+            if self._held:
+                messages, self._held = self._held[:budget], self._held[budget:]
+                self._held_full_since = None
+                if len(messages) < budget:
+                    messages += consumer.consume(num_messages=budget - len(messages), timeout=0)
+            else:
+                messages = consumer.consume(num_messages=budget, timeout=self.batch_wait)
+            # Read and decode this batch while the previous one is being written, then finish
+            # that one (retries, dead letters, commit) and send this one on its way.
+            self._next = self._prepare(messages)
+            self._finish_batch()
+            if self._next and not self._stop.is_set():
+                self._start_batch()
+            self._next = []
+            if self.until is not None and self._until_done():
+                _log.info("%s: reached the end offsets %s", self._name(), self.until)
+                break
+            self._log_progress()
+        self._finish_batch()
+
+    def _open(self) -> bool:
+        """Create topics and index (retrying while the services are away), then subscribe."""
+        index = TaskIndex(elasticsearch_client(self.settings, max_retries=0), self.index_name)
+        self._index = index
+        backoff = self._backoff_factory()
+        warned = False
+        while not self._stop.is_set():
+            try:
+                admin = self._admin = self._admin or kafka_admin(self.settings)
+                if self.create_topics:
+                    ensure_topic(admin, self.topic, self.topic_partitions)
+                    if self.dlq_topic is not None:
+                        ensure_topic(admin, self.dlq_topic, self.topic_partitions)
+                index.ensure_index(self.index_name)
+                break
+            except IndexMappingError:
+                index.client.close()
+                raise
+            except (KafkaException, ApiError, TransportError) as exc:
+                if not warned:
+                    _log.warning("%s: waiting for Kafka and Elasticsearch: %s", self._name(), exc)
+                    warned = True
+                self._stop.wait(backoff.next_delay())
+        else:
+            index.client.close()
+            return False
+        if self.dlq_topic is not None:
+            self._producer = kafka_producer(
+                self.settings, **{"message.max.bytes": _DLQ_MAX_MESSAGE_BYTES}
+            )
+        consumer = kafka_consumer(self.settings, self.group, **self._consumer_overrides)
+        consumer.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self._consumer = consumer
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="indexer-writer")
+        self._last_progress = clock.monotonic()
+        _log.info(
+            "%s: consuming %s as group %s into index %s",
+            self._name(),
+            self.topic,
+            self.group,
+            self.index_name,
+        )
+        return True
+
+    def _close(self) -> None:
+        consumer, producer, index = self._consumer, self._producer, self._index
+        try:
+            if consumer is not None:
+                self._commit()
+                self._log_progress(force=True)
+        finally:
+            if producer is not None:
+                remaining = producer.flush(5.0)
+                if remaining:
+                    _log.warning("%s: %d dead letters unconfirmed at exit", self._name(), remaining)
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+            if consumer is not None:
+                consumer.close()
+            if index is not None:
+                index.client.close()
+            self._consumer = None
+            committed = dict(sorted(self.stats.committed.items()))
+            _log.info("%s: stopped; committed offsets %s", self._name(), committed)
+
+    # -- one batch -------------------------------------------------------------------------
+
+    def _prepare(self, messages: list[Message]) -> list[BatchEntry]:
+        """Decode a batch and map it to actions; drop errors and what lies beyond `until`."""
+        valid: list[Message] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._consumer_error(error)
+                continue
+            key = (message.topic(), message.partition())
+            if self.until is not None and (
+                key in self._finished or message.offset() >= self.until.get(message.partition(), 0)
+            ):
+                if key not in self._finished:
+                    self._unread(message)
+                    self._finished.add(key)
+                continue
+            valid.append(message)
+        self.stats.consumed += len(valid)
+        return plan_batch(valid, self.handlers)
+
+    def _start_batch(self) -> None:
+        """Make the prepared batch current: dead letters out, first write sent on the writer."""
+        entries, self._next = self._next, []
+        self._batch = entries
+        if self._before_write is not None:
+            self._before_write(self, [e.message for e in entries])
+        self._dead_letter([e for e in entries if e.error is not None], wait=False)
+        to_write = [e for e in entries if e.action is not None]
+        if to_write:
+            assert self._index is not None and self._writer is not None
+            actions = [e.action for e in to_write if e.action is not None]
+            future = self._writer.submit(self._index.bulk, actions, self.index_name)
+            self._inflight = (to_write, future)
+
+    def _finish_batch(self) -> None:
+        """Complete the current batch (see `_complete`), commit it and report it."""
+        if self._batch is None:
+            return
+        entries = self._batch
+        try:
+            self._complete()
+            # Partitions revoked meanwhile have left the batch; the rest is final now.
+            positions = commit_positions(self._batch)
+        finally:
+            self._batch = None
+        for key, position in positions.items():
+            self._acked[key] = max(self._acked.get(key, -1), position)
+        self._commit()
+        self.stats.batches += 1
+        if self._after_batch is not None:
+            timestamps = [e.message.timestamp() for e in entries]
+            stamped = [ms for kind, ms in timestamps if kind != 0]
+            self._after_batch(
+                self,
+                BatchReport(
+                    consumed=len(entries),
+                    indexed=sum(1 for e in entries if e.done and e.error is None),
+                    dead_lettered=sum(1 for e in entries if e.done and e.error is not None),
+                    positions={key[1]: pos for key, pos in positions.items()},
+                    max_timestamp_ms=max(stamped) if stamped else None,
+                ),
+            )
+
+    def _complete(self) -> None:
+        """Write and dead-letter the batch until every entry is done, retrying with backoff.
+
+        Gives up early only when stopping; undone entries are then simply not committed.
+        """
+        assert self._batch is not None
+        backoff = self._backoff_factory()
+        outage: str | None = None
+        while True:
+            failure = self._write()
+            letters_failure = self._dead_letter([e for e in self._batch if e.error is not None])
+            failure = failure or letters_failure
+            # on_revoke may have taken entries out of the batch during a wait.
+            if all(e.done for e in self._batch):
+                break
+            self.stats.retries += 1
+            if outage is None:
+                outage = failure or "not all events confirmed"
+                _log.warning("%s: retrying with backoff: %s", self._name(), outage)
+            if self._stop.is_set():
+                _log.warning(
+                    "%s: stopping with %d events not indexed; they stay uncommitted",
+                    self._name(),
+                    sum(1 for e in self._batch if not e.done),
+                )
+                return
+            self.idle(backoff.next_delay())
+        if outage is not None:
+            _log.info("%s: recovered after %d attempts", self._name(), backoff.attempts + 1)
+
+    def _write(self) -> str | None:
+        """One write attempt: the one already sent, else the batch's undone actions now.
+
+        Returns why something failed in a way worth retrying, or None.
+        """
+        if self._inflight is not None:
+            return self._await_write()
+        assert self._index is not None and self._batch is not None
+        to_write = [
+            e for e in self._batch if e.action is not None and e.error is None and not e.done
+        ]
+        if not to_write:
+            return None
+        actions = [e.action for e in to_write if e.action is not None]
+        return self._apply(to_write, self._index.bulk(actions, self.index_name))
+
+    def _await_write(self) -> str | None:
+        """Wait for the write sent on the writer thread and apply its results."""
+        if self._inflight is None:
+            return None
+        to_write, future = self._inflight
+        self._inflight = None
+        return self._apply(to_write, future.result())
+
+    def _apply(self, entries: list[BatchEntry], results: list[BulkItemResult]) -> str | None:
+        failure: str | None = None
+        for entry, result in zip(entries, results, strict=True):
+            if result.outcome is ItemOutcome.OK:
+                entry.done = True
+                self.stats.indexed += 1
+                self.stats.stale += result.stale
+            elif result.outcome is ItemOutcome.PERMANENT:
+                entry.error = f"elasticsearch refused it ({result.status}): {result.reason}"
+            else:
+                failure = failure or f"elasticsearch ({result.status}): {result.reason}"
+        return failure
+
+    def _dead_letter(self, entries: list[BatchEntry], wait: bool = True) -> str | None:
+        """Send letters not yet sent and (with `wait`) wait briefly for their confirmations.
+
+        Returns the last failure, if any.
+        """
+        waiting = [e for e in entries if not e.done]
+        if not waiting:
+            return None
+        if self.dlq_topic is None:
+            for entry in waiting:
+                entry.done = True
+                self.stats.skipped += 1
+                self._warn_once(
+                    "skip",
+                    "%s: skipping malformed messages (no dead-letter topic): %s",
+                    entry.error,
+                )
+            return None
+        producer = self._producer
+        assert producer is not None
+        failures: list[str] = []
+        for entry in waiting:
+            if not entry.letter_in_flight:
+                self._send_letter(producer, entry, failures)
+        if not wait:
+            producer.poll(0)
+            return None
+        producer.flush(_DLQ_FLUSH_TIMEOUT)
+        if any(not e.done for e in waiting):
+            return failures[-1] if failures else "dead letters not confirmed yet"
+        return None
+
+    def _send_letter(self, producer: Producer, entry: BatchEntry, failures: list[str]) -> None:
+        message = entry.message
+        assert entry.error is not None and self.dlq_topic is not None
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            entry.letter_in_flight = False
+            if err is None:
+                entry.done = True
+                self.stats.dead_lettered += 1
+            elif err.code() in _SIZE_ERRORS and not entry.drop_value:
+                entry.drop_value = True
+                failures.append(f"dead letter too large, resending without its value: {err.str()}")
+            else:
+                failures.append(f"dead-letter topic: {err.str()}")
+
+        try:
+            producer.produce(
+                self.dlq_topic,
+                key=message.key(),
+                value=None if entry.drop_value else message.value(),
+                headers=dead_letter_headers(message, entry.error, dropped_value=entry.drop_value),
+                on_delivery=delivered,
+            )
+            entry.letter_in_flight = True
+        except BufferError:
+            producer.poll(0.5)
+            failures.append("dead-letter producer queue full")
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() in _SIZE_ERRORS and not entry.drop_value:
+                entry.drop_value = True
+                self._send_letter(producer, entry, failures)
+            else:
+                failures.append(f"dead-letter topic: {error.str()}")
+
+    # -- offsets and the group -------------------------------------------------------------
+
+    def _commit(self, only: set[TopicPartitionKey] | None = None) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        offsets = [
+            TopicPartition(topic, partition, position)
+            for (topic, partition), position in self._acked.items()
+            if (topic, partition) in self._assigned
+            and (only is None or (topic, partition) in only)
+            and self._committed.get((topic, partition)) != position
+        ]
+        if not offsets:
+            return
+        backoff = Backoff(initial=0.1, maximum=1.0)
+        for attempt in range(5):
+            try:
+                result = consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.retriable() and attempt < 4:
+                    self._stop.wait(backoff.next_delay())
+                    continue
+                # E.g. the group rebalanced: the new owner re-reads from the last commit, which
+                # re-applies some events; harmless, since versions refuse the older writes.
+                self.stats.errors += 1
+                _log.warning("%s: commit failed: %s", self._name(), error.str())
+                return
+            for tp in result or []:
+                if tp.error is not None:
+                    self.stats.errors += 1
+                    _log.warning("%s: commit of %s failed: %s", self._name(), tp, tp.error)
+                    continue
+                self._committed[(tp.topic, tp.partition)] = tp.offset
+                self.stats.committed[tp.partition] = tp.offset
+            return
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._assigned.add(key)
+            for table in (self._acked, self._committed, self._start_positions):
+                table.pop(key, None)
+            self._finished.discard(key)
+        _log.info(
+            "%s: assigned partitions %s", self._name(), sorted(tp.partition for tp in partitions)
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        # A write in flight decides what is done: wait for it (one bulk request at most).
+        self._await_write()
+        self._next = [e for e in self._next if e.partition_key not in revoked]
+        if self._batch is not None:
+            # Mid-batch (waiting to retry): keep what is done, leave the rest to the new owner.
+            positions = commit_positions(e for e in self._batch if e.partition_key in revoked)
+            for key, position in positions.items():
+                self._acked[key] = max(self._acked.get(key, -1), position)
+            self._batch[:] = [e for e in self._batch if e.partition_key not in revoked]
+        self._commit(only=revoked)
+        self._forget(revoked)
+        _log.info("%s: revoked partitions %s", self._name(), sorted(p for _, p in revoked))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another member may own them already: committing now could move its offsets backwards.
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self._await_write()
+        self._next = [e for e in self._next if e.partition_key not in lost]
+        if self._batch is not None:
+            self._batch[:] = [e for e in self._batch if e.partition_key not in lost]
+        self._forget(lost)
+        _log.warning("%s: lost partitions %s", self._name(), sorted(p for _, p in lost))
+
+    def _forget(self, keys: set[TopicPartitionKey]) -> None:
+        # Held messages of these partitions are not ours to index any more.
+        self._held = [m for m in self._held if (m.topic(), m.partition()) not in keys]
+        for key in keys:
+            self._rewound.pop(key, None)
+        for key in keys:
+            self._assigned.discard(key)
+            self._finished.discard(key)
+            for table in (self._acked, self._committed, self._start_positions):
+                table.pop(key, None)
+
+    def _unread(self, message: Message) -> None:
+        """Rewind a partition to `message` and pause it, so the message is read again later."""
+        consumer = self._consumer
+        assert consumer is not None
+        key = (message.topic(), message.partition())
+        if self._rewound.get(key, message.offset() + 1) <= message.offset():
+            return  # already rewound to an earlier message of this partition
+        self._rewound[key] = message.offset()
+        tp = TopicPartition(message.topic(), message.partition(), message.offset())
+        try:
+            consumer.seek(tp)
+            consumer.pause([TopicPartition(message.topic(), message.partition())])
+        except KafkaException as exc:
+            # Not assigned any more (revoked meanwhile): its next owner reads it.
+            _log.debug("could not rewind %s: %s", tp, exc)
+        self._paused = True
+
+    def _pause_assigned(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        assignment = consumer.assignment()
+        if assignment:
+            consumer.pause(assignment)
+        self._paused = True
+
+    def _resume_paused(self) -> None:
+        if not self._paused:
+            return
+        consumer = self._consumer
+        assert consumer is not None
+        resumable = [
+            TopicPartition(tp.topic, tp.partition)
+            for tp in consumer.assignment()
+            if (tp.topic, tp.partition) not in self._finished
+        ]
+        if resumable:
+            consumer.resume(resumable)
+        self._paused = False
+        self._rewound.clear()
+
+    def _until_done(self) -> bool:
+        """Mark (and pause) assigned partitions that reached their `until` offset; all done?"""
+        consumer = self._consumer
+        assert consumer is not None and self.until is not None
+        for key in sorted(self._assigned - self._finished):
+            position = self._position(key)
+            if position is not None and position >= self.until.get(key[1], 0):
+                self._finished.add(key)
+                consumer.pause([TopicPartition(*key)])
+        return all((self.topic, partition) in self._finished for partition in self.until)
+
+    def _position(self, key: TopicPartitionKey) -> int | None:
+        """The next offset this worker will read from the partition."""
+        if key in self._acked:
+            return self._acked[key]
+        if key not in self._start_positions:
+            consumer = self._consumer
+            assert consumer is not None
+            try:
+                committed = consumer.committed([TopicPartition(*key)], timeout=10)[0].offset
+                if (
+                    committed < 0
+                ):  # no commit yet: auto.offset.reset=earliest starts at the low mark
+                    committed = consumer.get_watermark_offsets(TopicPartition(*key), timeout=10)[0]
+            except KafkaException as exc:
+                self._warn_once("position", "%s: cannot read the start position: %s", exc)
+                return None
+            self._start_positions[key] = committed
+        return self._start_positions[key]
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def lag(self) -> int | None:
+        """Events on the assigned partitions not yet read: end offset minus position.
+
+        Asks the admin client, in one request: the consumer's own connection would queue the
+        question behind its long-polling fetch.
+        """
+        consumer, admin = self._consumer, self._admin
+        if consumer is None or admin is None:
+            return None
+        assignment = consumer.assignment()
+        if not assignment:
+            return 0
+        try:
+            positions = consumer.position(assignment)
+            futures = admin.list_offsets(
+                {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in assignment},
+                request_timeout=5,
+            )
+            ends = {
+                (tp.topic, tp.partition): future.result(timeout=5).offset
+                for tp, future in futures.items()
+            }
+        except KafkaException:
+            return None
+        total = 0
+        for tp in positions:
+            key = (tp.topic, tp.partition)
+            end = ends.get(key, 0)
+            if self.until is not None:
+                end = min(end, self.until.get(tp.partition, 0))
+            position = tp.offset if tp.offset >= 0 else self._committed.get(key)
+            if position is None:
+                continue  # nothing read or committed yet: unknown, not zero
+            total += max(0, end - position)
+        return total
+
+    def _log_progress(self, force: bool = False) -> None:
+        now = clock.monotonic()
+        elapsed = now - self._last_progress
+        if not force and elapsed < self.progress_interval:
+            return
+        events = self.stats.consumed - self._last_progress_consumed
+        new_errors = self.stats.errors + self.stats.retries - self._last_progress_errors
+        lag = self.lag()
+        quiet = not events and not new_errors and not lag
+        if quiet and not force and elapsed < _IDLE_PROGRESS_INTERVAL:
+            return
+        rate = events / elapsed if elapsed > 0 else 0.0
+        _log.info(
+            "%s: %d events in %.0fs (%.0f/s), lag %s, indexed %d (stale %d), dead-lettered %d, "
+            "skipped %d, retries %d, errors %d",
+            self._name(),
+            events,
+            elapsed,
+            rate,
+            "?" if lag is None else lag,
+            self.stats.indexed,
+            self.stats.stale,
+            self.stats.dead_lettered,
+            self.stats.skipped,
+            self.stats.retries,
+            self.stats.errors,
+        )
+        self._last_progress = now
+        self._last_progress_consumed = self.stats.consumed
+        self._last_progress_errors = self.stats.errors + self.stats.retries
+
+    def _consumer_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.fatal():
+            raise KafkaException(error)
+        self.stats.errors += 1
+        self._warn_once(error.str(), "%s: consumer error: %s", error.str())
+
+    def _warn_once(self, key: str, message: str, detail: object) -> None:
+        """Log a repeated warning at most once a minute."""
+        now = clock.monotonic()
+        last = self._warned.get(key)
+        if last is None or now - last >= 60.0:
+            self._warned[key] = now
+            _log.warning(message, self._name(), detail)
+
+    def _name(self) -> str:
+        return f"indexer {self.topic}→{self.index_name}"
+
+
+# -- entry points ----------------------------------------------------------------------------
+
+
+def run_until_signalled(worker: Indexer) -> int:
+    """Run `worker` until SIGINT/SIGTERM asks it to stop; 0 once it stopped cleanly.
+
+    A second signal while stopping gives up waiting and exits with 128 + the signal number.
+    """
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        if worker.stopping:
+            raise SystemExit(128 + signum)
+        _log.info("%s received: finishing the current batch", signal.Signals(signum).name)
+        worker.request_stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def run_indexer(settings: Settings, **options: Any) -> int:
+    """`python -m pipeline indexer`: the live indexer until SIGINT/SIGTERM; the exit code.
+
+    `options` go to `Indexer` (e.g. batch_size). Exit code 2 without starting in read-only
+    mode, or when the index exists with a mapping other than the contract's.
+    """
+    if settings.read_only:
+        _log.error(
+            "read-only mode (TASKSTREAM_READ_ONLY): the indexer writes, so it does not start"
+        )
+        return 2
+    try:
+        return run_until_signalled(Indexer.live(settings, **options))
+    except IndexMappingError as exc:  # a configuration problem, not a crash: say what to do
+        _log.error("%s", exc)
+        return 2
+
+
+def _truncate_utf8(text: str, limit: int) -> bytes:
+    data = text.encode()
+    if len(data) <= limit:
+        return data
+    return data[: limit - 3].decode("utf-8", errors="ignore").encode() + b"..."
