@@ -41,6 +41,11 @@ test: up
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
+## bench: throughput and lag-snapshot benchmarks against the running services (on demand)
+bench: up
+	$(PY) -m bench.pipeline_throughput
+	$(PY) -m bench.lag_snapshot
+
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 

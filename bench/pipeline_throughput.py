@@ -1,6 +1,6 @@
 """Pipeline throughput on this machine, against the devstack (run on demand, not in tests).
 
-    .venv/bin/python bench/pipeline_throughput.py [--tasks 10000] [--per-event 2000]
+    .venv/bin/python -m bench.pipeline_throughput [--tasks 50000] [--per-event 2000]
 
 Measures, each on fresh names (schema, topic, groups, indices) that are removed afterwards:
   write side  batched: TaskService.create_many → outbox → OutboxRelay → Kafka
@@ -17,9 +17,6 @@ import platform
 import sys
 import time
 import uuid
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
 from confluent_kafka import TopicPartition
@@ -63,7 +60,7 @@ def end_offsets(settings, topic: str, partitions: int) -> dict[int, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=10_000, help="tasks for the batched paths")
+    parser.add_argument("--tasks", type=int, default=50_000, help="tasks for the batched paths")
     parser.add_argument("--per-event", type=int, default=2_000, help="tasks for per-event paths")
     args = parser.parse_args()
 

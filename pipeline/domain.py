@@ -48,6 +48,8 @@ class Priority(StrEnum):
 
 
 _PRIORITY_NAMES = ", ".join(p.value for p in Priority)
+# A dict lookup is several times cheaper than calling Priority(...).
+_PRIORITY_BY_VALUE: dict[str, Priority] = {p.value: p for p in Priority}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,10 @@ def parse_time(value: datetime | date | str, field: str = "time") -> datetime:
     Accepts datetimes (naive ones are UTC), dates and RFC 3339 / ISO 8601 text; a date alone,
     like "2026-12-01", means midnight UTC.
     """
+    if type(value) is str:
+        fast = _utc_from_text(value)
+        if fast is not None:
+            return fast
     errors: list[FieldError] = []
     result = _check_time(value, field, errors)
     if errors or result is None:
@@ -203,6 +209,80 @@ def task_from_dict(data: Mapping[str, Any]) -> Task:
 
     Every key of the shape is required; `dates.start` and `dates.due` may be null.
     """
+    if type(data) is dict:
+        task = _task_from_plain_dict(data, None)
+        if task is not None:
+            return task
+    return _task_from_mapping(data)
+
+
+def _task_from_dict_with_id(data: Mapping[str, Any], task_id: uuid.UUID) -> Task:
+    """`task_from_dict` for a caller that has already parsed `data["id"]`, a str, as `task_id`.
+
+    `task_id` must equal `uuid.UUID(data["id"].strip())`; it saves parsing the id twice.
+    """
+    if type(data) is dict and type(data.get("id")) is str:
+        task = _task_from_plain_dict(data, task_id)
+        if task is not None:
+            return task
+    return _task_from_mapping(data)
+
+
+def _task_from_plain_dict(data: dict[str, Any], task_id: uuid.UUID | None) -> Task | None:
+    """The common case of `task_from_dict`, cheaply: a Task, or None to run the full checks.
+
+    Accepts only input the full checks accept, giving the same Task; anything unusual (a missing
+    key, a value needing conversion or an error message) returns None.
+    """
+    try:
+        raw_id = data["id"]
+        description = data["description"]
+        priority = data["priority"]
+        dates = data["dates"]
+        is_done = data["is_done"]
+    except KeyError:
+        return None
+    if type(dates) is not dict or (is_done is not True and is_done is not False):
+        return None
+    try:
+        start = dates["start"]
+        due = dates["due"]
+    except KeyError:
+        return None
+    if type(description) is not str or type(priority) is not str:
+        return None
+    text = description.strip()
+    if not text or len(text) > MAX_DESCRIPTION_LENGTH or "\x00" in text:
+        return None
+    level = _PRIORITY_BY_VALUE.get(priority)
+    if level is None:
+        return None
+    if start is not None:
+        if type(start) is not str:
+            return None
+        start = _utc_from_text(start)
+        if start is None:
+            return None
+    if due is not None:
+        if type(due) is not str:
+            return None
+        due = _utc_from_text(due)
+        if due is None:
+            return None
+        if start is not None and start > due:
+            return None
+    if task_id is None:
+        if type(raw_id) is not str:
+            return None
+        try:
+            task_id = uuid.UUID(raw_id.strip())
+        except ValueError:
+            return None
+    return _checked_task(task_id, text, level, start, due, is_done)
+
+
+def _task_from_mapping(data: Any) -> Task:
+    """`task_from_dict`'s full checks, which report every problem."""
     if not isinstance(data, Mapping):
         raise ValidationError(
             [FieldError("task", f"must be an object with {_TASK_KEYS} (got {_type_name(data)})")]
@@ -268,7 +348,43 @@ def _build(
     if errors:
         raise ValidationError(errors)
     task_uuid, text, level, start_utc, due_utc = values
-    return Task(task_uuid, text, level, Dates(start_utc, due_utc), is_done)
+    return _checked_task(task_uuid, text, level, start_utc, due_utc, is_done)
+
+
+_new = object.__new__
+# The slots' own setters: what object.__setattr__ would call, found without a lookup.
+_set_start = Dates.__dict__["start"].__set__
+_set_due = Dates.__dict__["due"].__set__
+_set_id = Task.__dict__["id"].__set__
+_set_description = Task.__dict__["description"].__set__
+_set_priority = Task.__dict__["priority"].__set__
+_set_dates = Task.__dict__["dates"].__set__
+_set_is_done = Task.__dict__["is_done"].__set__
+
+
+def _checked_task(
+    task_id: uuid.UUID,
+    description: str,
+    priority: Priority,
+    start: datetime | None,
+    due: datetime | None,
+    is_done: bool,
+) -> Task:
+    """A Task from values `_validate` (or `_task_from_plain_dict`) has already checked and
+    normalised, skipping `__post_init__`, whose checks they pass unchanged: the id a UUID, the
+    description stripped text of allowed length, a Priority, start and due None or UTC datetimes
+    (tzinfo `UTC`) in order, is_done a bool. Only this module may call it.
+    """
+    dates = _new(Dates)
+    _set_start(dates, start)
+    _set_due(dates, due)
+    task = _new(Task)
+    _set_id(task, task_id)
+    _set_description(task, description)
+    _set_priority(task, priority)
+    _set_dates(task, dates)
+    _set_is_done(task, is_done)
+    return task
 
 
 def _validate(
@@ -334,10 +450,9 @@ def _check_priority(value: Any, errors: list[FieldError]) -> Priority | None:
     if isinstance(value, Priority):
         return value
     if isinstance(value, str):
-        try:
-            return Priority(value.strip().lower())
-        except ValueError:
-            pass
+        level = _PRIORITY_BY_VALUE.get(value.strip().lower())
+        if level is not None:
+            return level
     errors.append(FieldError("priority", f"must be one of {_PRIORITY_NAMES} (got {_quote(value)})"))
     return None
 
@@ -375,6 +490,16 @@ def _check_time(value: Any, field: str, errors: list[FieldError]) -> datetime | 
             return _checked_utc(parsed, field, errors)
     errors.append(FieldError(field, _time_message(value)))
     return None
+
+
+def _utc_from_text(text: str) -> datetime | None:
+    """What `_check_time` makes of `text` when it is a time in UTC ("Z" or +00:00), else None."""
+    try:
+        parsed = datetime.fromisoformat(text.strip().upper())
+    except ValueError:
+        return None
+    # `_as_utc` would return a datetime whose tzinfo is already UTC unchanged.
+    return parsed if parsed.tzinfo is UTC else None
 
 
 def _checked_utc(value: datetime, field: str, errors: list[FieldError]) -> datetime | None:

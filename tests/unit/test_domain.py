@@ -3,6 +3,7 @@
 import pickle
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
+from types import MappingProxyType
 
 import pytest
 
@@ -372,3 +373,115 @@ def test_task_from_dict_refuses_non_objects_and_bad_dates() -> None:
 def test_task_from_dict_ignores_unknown_keys() -> None:
     task = new_task("x", task_id=TASK_ID)
     assert task_from_dict({**task_to_dict(task), "tags": ["later"]}) == task
+
+
+# --- the fast path for plain dicts keeps the full checks' results ------------------------------
+
+
+def full_checks(data: dict[str, object]) -> Task:
+    """task_from_dict on a Mapping that is not a dict, which always takes the full checks."""
+    return task_from_dict(MappingProxyType({**data, "dates": MappingProxyType(data["dates"])}))  # type: ignore[arg-type]
+
+
+def described(task: Task) -> tuple[object, ...]:
+    start, due = task.dates.start, task.dates.due
+    return (
+        task,
+        type(task.id),
+        type(task.priority),
+        None if start is None else start.tzinfo,
+        None if due is None else due.tzinfo,
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"description": "  x  ", "priority": "low", "dates": {"start": None, "due": None}},
+        {"description": "x", "priority": " HIGH ", "dates": {"start": "2026-12-01", "due": None}},
+        {
+            "description": "x" * MAX_DESCRIPTION_LENGTH,
+            "priority": "medium",
+            "dates": {"start": "2026-12-01t09:00:00z", "due": "2026-12-02T09:00:00+02:00"},
+        },
+        {
+            "description": "x",
+            "priority": "none",
+            "dates": {"start": "2026-12-01T09:00:00Z", "due": "2026-12-01T09:00:00.5+00:00"},
+        },
+        {"description": "x", "priority": "low", "dates": {"start": None, "due": "2026-12-01T09"}},
+    ],
+)
+def test_task_from_dict_plain_dicts_give_what_the_full_checks_give(
+    data: dict[str, object],
+) -> None:
+    data = {"id": " " + str(TASK_ID).upper(), "is_done": True, **data}
+    task = task_from_dict(data)
+    assert described(task) == described(full_checks(data))
+    assert task.id == TASK_ID
+    assert task.dates.start is None or task.dates.start.tzinfo is UTC
+    assert task.dates.due is None or task.dates.due.tzinfo is UTC
+
+
+def test_task_from_dict_gives_an_ordinary_task() -> None:
+    task = new_task("x", "high", DEC_1, DEC_2, task_id=TASK_ID)
+    read = task_from_dict(task_to_dict(task))
+    assert read == Task(TASK_ID, "x", Priority.HIGH, Dates(DEC_1, DEC_2), False)
+    assert hash(read) == hash(task)
+    assert read.dates == Dates(DEC_1, DEC_2)
+    assert pickle.loads(pickle.dumps(read)) == read
+    with pytest.raises(AttributeError):
+        read.description = "y"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        read.dates.due = None  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("priority", "LOUD", "must be one of none, low, medium, high (got 'LOUD')"),
+        ("priority", Priority.LOW, None),
+        ("is_done", 1, "must be true or false (got 1)"),
+        ("description", "x" * (MAX_DESCRIPTION_LENGTH + 1), None),
+        ("description", "a\x00b", "must not contain NUL characters (remove them)"),
+    ],
+)
+def test_task_from_dict_odd_values_get_the_full_checks(
+    field: str, value: object, message: str | None
+) -> None:
+    data = {**task_to_dict(new_task("x", task_id=TASK_ID)), field: value}
+    if field == "priority" and message is None:
+        assert task_from_dict(data).priority is Priority.LOW
+        return
+    with pytest.raises(ValidationError) as excinfo:
+        task_from_dict(data)
+    assert excinfo.value.fields == [field]
+    if message is not None:
+        assert errors_of(excinfo) == {field: message}
+
+
+def test_task_from_dict_dates_out_of_order_or_range_get_the_full_messages() -> None:
+    data = task_to_dict(new_task("x", task_id=TASK_ID))
+    with pytest.raises(ValidationError) as excinfo:
+        task_from_dict({**data, "dates": {"start": "2026-12-02Z", "due": "2026-12-01T00:00:00Z"}})
+    assert excinfo.value.fields == ["dates.start"]
+    with pytest.raises(ValidationError) as excinfo:
+        task_from_dict(
+            {**data, "dates": {"start": "2026-12-02T00:00:00Z", "due": "2026-12-01T00:00:00Z"}}
+        )
+    assert errors_of(excinfo) == {
+        "dates.due": "must not be before dates.start "
+        "(start 2026-12-02T00:00:00Z, due 2026-12-01T00:00:00Z), move one of them"
+    }
+    with pytest.raises(ValidationError) as excinfo:
+        task_from_dict({**data, "dates": {"start": "0001-01-01T00:00:00+01:00", "due": None}})
+    assert errors_of(excinfo) == {
+        "dates.start": "is out of range (got '0001-01-01 00:00:00+01:00')"
+    }
+
+
+def test_parse_time_utc_text_is_utc() -> None:
+    for text in ("2026-12-01T00:00:00Z", "2026-12-01t00:00:00z", "2026-12-01T00:00:00+00:00"):
+        parsed = parse_time(text)
+        assert parsed == DEC_1
+        assert parsed.tzinfo is UTC

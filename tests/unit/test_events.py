@@ -1,5 +1,6 @@
 """The JSON codec and the event contract of topic `tasks`: encoding, decoding, malformed input."""
 
+import pickle
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -335,3 +336,73 @@ def test_header_occurred_at_may_be_a_date() -> None:
 def test_events_module_exports_its_public_names() -> None:
     assert "decode_event" in events.__all__
     assert all(hasattr(events, name) for name in events.__all__)
+
+
+# --- the fast path for valid events keeps the full path's results -----------------------------
+
+
+def test_decoded_event_is_the_same_as_one_built_directly() -> None:
+    encoded = encode_event(created_event(TASK, event_id=EVENT_ID, occurred_at=AT))
+    decoded = decode_event(encoded.key, encoded.value, encoded.headers)
+    built = DecodedEvent(TASK_CREATED, TASK_ID, TASK, EVENT_ID, AT)
+    assert decoded == built
+    assert vars(decoded) == vars(built)
+    assert list(vars(decoded)) == list(vars(built))
+    assert hash(decoded.task) == hash(TASK)
+    assert decoded.occurred_at is not None
+    assert decoded.occurred_at.tzinfo is UTC
+    with pytest.raises(AttributeError):
+        decoded.type = TASK_DELETED  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(decoded)) == decoded
+
+
+@pytest.mark.parametrize(
+    "key", [KEY, str(TASK_ID), bytearray(KEY), memoryview(KEY), b" " + KEY + b"\n"]
+)
+def test_any_spelling_of_the_key_is_accepted(key: object) -> None:
+    value = message({"type": TASK_CREATED, "value": task_value()})
+    assert decode_event(key, value, HEADERS).task_id == TASK_ID  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("convert", [bytes, bytearray, memoryview, lambda v: v.decode()])
+def test_value_may_be_bytes_like_or_text(convert: Callable[[bytes], object]) -> None:
+    value = message({"type": TASK_CREATED, "value": task_value()})
+    decoded = decode_event(KEY, convert(value), HEADERS)  # type: ignore[arg-type]
+    assert decoded == DecodedEvent(TASK_CREATED, TASK_ID, TASK, EVENT_ID, AT)
+
+
+def test_values_json_refuses_keep_the_full_reasons() -> None:
+    assert reason_of(KEY, b"\xef\xbb\xbf" + message({"type": TASK_DELETED})).startswith(
+        "message value is not JSON (UTF-8 byte order mark"
+    )
+    # A UTF-16 surrogate encoded as bytes is not UTF-8.
+    assert reason_of(KEY, b'{"type": "\xed\xa0\x80"}') == "message value is not UTF-8 (byte 10)"
+    assert reason_of(KEY, bytearray(b'{"type": "\xff"}')) == "message value is not UTF-8 (byte 10)"
+
+
+def test_headers_first_of_a_name_wins_and_every_header_must_be_utf8() -> None:
+    value = message({"type": TASK_DELETED, "value": {"id": str(TASK_ID)}})
+    other = uuid.UUID("00000000-0000-4000-8000-000000000000")
+    headers = [("Event_ID", str(EVENT_ID).encode()), ("event_id", str(other).encode())]
+    assert decode_event(KEY, value, headers).event_id == EVENT_ID
+    assert decode_event(KEY, value, [*headers, ("event_id", b"\xff")]).event_id == EVENT_ID
+    assert reason_of(KEY, value, [("x-trace", b"\xff")]) == "header x-trace is not UTF-8"
+    assert decode_event(KEY, value, (("event_id", str(EVENT_ID)),)).event_id == EVENT_ID  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-27T12:30:15Z", AT),
+        ("2026-11-27t12:30:15z", AT),
+        (" 2026-11-27T12:30:15+00:00 ", AT),
+        ("2026-11-27T14:30:15+02:00", AT),
+        ("2026-11-27T12:30:15", AT),
+    ],
+)
+def test_header_occurred_at_spellings_all_give_utc(text: str, expected: datetime) -> None:
+    value = message({"type": TASK_DELETED, "value": {"id": str(TASK_ID)}})
+    decoded = decode_event(KEY, value, [("occurred_at", text.encode())])
+    assert decoded.occurred_at == expected
+    assert decoded.occurred_at is not None
+    assert decoded.occurred_at.tzinfo is UTC
