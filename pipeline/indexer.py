@@ -833,19 +833,42 @@ class Indexer:
         if key in self._acked:
             return self._acked[key]
         if key not in self._start_positions:
-            consumer = self._consumer
-            assert consumer is not None
-            try:
-                committed = consumer.committed([TopicPartition(*key)], timeout=10)[0].offset
-                if (
-                    committed < 0
-                ):  # no commit yet: auto.offset.reset=earliest starts at the low mark
-                    committed = consumer.get_watermark_offsets(TopicPartition(*key), timeout=10)[0]
-            except KafkaException as exc:
-                self._warn_once("position", "%s: cannot read the start position: %s", exc)
-                return None
-            self._start_positions[key] = committed
-        return self._start_positions[key]
+            self._load_start_positions()
+        return self._start_positions.get(key)
+
+    def _load_start_positions(self) -> None:
+        """Start positions of every assigned partition lacking one, in two requests in all.
+
+        Committed offsets from the coordinator; where there is none, the low watermark (where
+        auto.offset.reset=earliest starts) from the admin client, since the consumer's own
+        connection would queue the question behind its long-polling fetch (0.5 s a partition).
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        missing = [
+            TopicPartition(*key) for key in sorted(self._assigned - set(self._start_positions))
+        ]
+        if not missing:
+            return
+        try:
+            committed = consumer.committed(missing, timeout=10)
+            unset = [TopicPartition(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
+            lows: dict[TopicPartitionKey, int] = {}
+            if unset:
+                admin = self._admin = self._admin or kafka_admin(self.settings)
+                futures = admin.list_offsets(
+                    {tp: OffsetSpec.earliest() for tp in unset}, request_timeout=10
+                )
+                lows = {
+                    (tp.topic, tp.partition): future.result(timeout=10).offset
+                    for tp, future in futures.items()
+                }
+        except KafkaException as exc:
+            self._warn_once("position", "%s: cannot read the start positions: %s", exc)
+            return
+        for tp in committed:
+            key = (tp.topic, tp.partition)
+            self._start_positions[key] = tp.offset if tp.offset >= 0 else lows[key]
 
     # -- reporting -------------------------------------------------------------------------
 
