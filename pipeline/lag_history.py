@@ -18,11 +18,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from pipeline import clock
 from pipeline.lag import LagReader, LagSample, LagSnapshot, WatermarkSample
+from pipeline.postgres import schema_transaction
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -72,20 +72,10 @@ def migrate_lag_history(
 
 
 def _migrate(conn: psycopg.Connection, schema: str | None) -> None:
-    with conn.transaction(), conn.cursor() as cur:
-        if schema is None:
-            schema = cur.execute("SELECT current_schema()").fetchone()[0]
-            if schema is None:
-                raise RuntimeError(
-                    "the search_path names no existing schema: pass schema= to "
-                    "migrate_lag_history() to create it"
-                )
-        cur.execute(
-            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_MIGRATION_LOCK_CLASS, schema)
-        )
-        name = sql.Identifier(schema)
-        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
-        cur.execute(sql.SQL("SET LOCAL search_path TO {}").format(name))
+    with schema_transaction(conn, schema, _MIGRATION_LOCK_CLASS, "migrate_lag_history") as (
+        cur,
+        _,
+    ):
         cur.execute(_DDL)
 
 

@@ -102,21 +102,29 @@ def migrate(target: ConnectionPool | psycopg.Connection, schema: str | None = No
     return _migrate(target, schema)
 
 
-def _migrate(conn: psycopg.Connection, schema: str | None) -> list[int]:
+@contextmanager
+def schema_transaction(
+    conn: psycopg.Connection, schema: str | None, lock_class: int, caller: str
+) -> Iterator[tuple[psycopg.Cursor, str]]:
+    """A transaction holding the advisory lock `lock_class` for `schema` (created if missing),
+    with search_path set to it: the frame for every idempotent migration in the project."""
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         if schema is None:
             schema = cur.execute("SELECT current_schema()").fetchone()[0]
             if schema is None:
                 raise RuntimeError(
-                    "the search_path names no existing schema: pass schema= to migrate() "
+                    f"the search_path names no existing schema: pass schema= to {caller}() "
                     "to create it"
                 )
-        cur.execute(
-            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_MIGRATION_LOCK_CLASS, schema)
-        )
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (lock_class, schema))
         name = sql.Identifier(schema)
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
         cur.execute(sql.SQL("SET LOCAL search_path TO {}").format(name))
+        yield cur, schema
+
+
+def _migrate(conn: psycopg.Connection, schema: str | None) -> list[int]:
+    with schema_transaction(conn, schema, _MIGRATION_LOCK_CLASS, "migrate") as (cur, schema):
         cur.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY,"

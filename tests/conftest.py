@@ -17,8 +17,10 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from elasticsearch import Elasticsearch
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
-from pipeline.clients import elasticsearch_client, kafka_admin
+from pipeline.clients import elasticsearch_client, kafka_admin, postgres_pool
+from pipeline.postgres import migrate
 from pipeline.settings import Settings, load_settings, redact_url
 
 START_HINT = "start the services with `python -m devstack up` (or `make up`)"
@@ -115,3 +117,14 @@ def pg_schema(pg: psycopg.Connection, unique: str) -> Iterator[str]:
     pg.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
     yield name
     pg.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pool(settings: Settings, pg_schema: str) -> Iterator[ConnectionPool]:
+    """A connection pool on the test's own schema, with taskstream's migrations applied."""
+    pool = postgres_pool(settings, schema=pg_schema, max_size=6)
+    try:
+        migrate(pool)
+        yield pool
+    finally:
+        pool.close()

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg_pool import ConnectionPool
 
 from pipeline.clients import postgres_pool
 from pipeline.domain import Priority, apply_changes, new_task
@@ -34,16 +32,6 @@ from pipeline.postgres import (
 )
 from pipeline.seed import generate_tasks
 from pipeline.service import TaskService
-
-
-@pytest.fixture
-def pool(settings, pg_schema) -> Iterator[ConnectionPool]:
-    pool = postgres_pool(settings, schema=pg_schema, max_size=4)
-    try:
-        migrate(pool)
-        yield pool
-    finally:
-        pool.close()
 
 
 @pytest.fixture

@@ -37,16 +37,6 @@ RELAY_LOGGER = "taskstream.relay"
 
 
 @pytest.fixture
-def pool(settings, pg_schema) -> Iterator[ConnectionPool]:
-    pool = postgres_pool(settings, schema=pg_schema, max_size=6)
-    try:
-        migrate(pool)
-        yield pool
-    finally:
-        pool.close()
-
-
-@pytest.fixture
 def relay_settings(settings, topic, admin) -> Iterator[Settings]:
     """Settings whose events topic is the test's own; the relay also creates its .dlq topic."""
     relay_settings = settings.model_copy(update={"kafka_topic": topic})
