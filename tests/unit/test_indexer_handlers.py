@@ -17,6 +17,7 @@ from pipeline.events import (
     deleted_event,
     dumps,
     encode_event,
+    loads,
     updated_event,
 )
 from pipeline.indexer import (
@@ -53,7 +54,8 @@ def test_created_and_updated_index_the_whole_task_at_the_offset(make_event):
     task = new_task("water the plants", priority="high", due="2026-12-01T09:00:00Z")
     msg = message(make_event(task), offset=41)
     action = HANDLERS[make_event(task).type](decoded(msg), msg)
-    assert action == BulkAction("index", str(task.id), 41, task_to_dict(task))
+    assert (action.op, action.doc_id, action.version) == ("index", str(task.id), 41)
+    assert loads(dumps(action.document)) == task_to_dict(task)
 
 
 def test_deleted_deletes_at_the_offset():
@@ -75,7 +77,9 @@ def test_plan_batch_keeps_message_order_and_marks_malformed_messages():
     entries = plan_batch([good, not_json, unknown, no_id])
 
     assert [e.offset for e in entries] == [3, 4, 5, 6]
-    assert entries[0].action == BulkAction("index", str(task.id), 3, task_to_dict(task))
+    action = entries[0].action
+    assert (action.op, action.doc_id, action.version) == ("index", str(task.id), 3)
+    assert loads(dumps(action.document)) == task_to_dict(task)
     assert entries[0].error is None
     assert [e.action for e in entries[1:]] == [None, None, None]
     assert "not JSON" in entries[1].error
@@ -124,3 +128,21 @@ def test_a_long_error_is_cut_to_a_header_sized_valid_utf8_text():
     error = dict(dead_letter_headers(msg, "é" * 5_000))["error"]
     assert len(error) <= 2_000
     assert error.decode("utf-8").endswith("...")
+
+
+def test_task_document_serialises_exactly_like_the_task_dict():
+    from datetime import UTC, datetime
+
+    from pipeline.elasticsearch_index import bulk_body, task_document
+    from pipeline.seed import generate_tasks
+
+    tasks = [
+        *generate_tasks(300, seed=9),
+        new_task("µs", start=datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=UTC),
+                 due=datetime(2026, 1, 2, 3, 4, 5, 120000, tzinfo=UTC)),
+    ]  # fmt: skip
+    for task in tasks:
+        assert dumps(task_document(task)) == dumps(task_to_dict(task))
+    native = [BulkAction("index", str(t.id), n, task_document(t)) for n, t in enumerate(tasks)]
+    text = [BulkAction("index", str(t.id), n, task_to_dict(t)) for n, t in enumerate(tasks)]
+    assert bulk_body(native, "i") == bulk_body(text, "i")
