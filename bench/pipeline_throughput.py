@@ -33,7 +33,7 @@ from pipeline.clients import (
 from pipeline.domain import task_to_dict
 from pipeline.elasticsearch_index import BulkAction, TaskIndex
 from pipeline.events import created_event, decode_event, encode_event
-from pipeline.indexer import Indexer
+from pipeline.indexer import DEFAULT_BATCH_SIZE, Indexer
 from pipeline.postgres import OutboxStore, PostgresTaskRepository, migrate
 from pipeline.relay import OutboxRelay
 from pipeline.seed import generate_tasks
@@ -62,6 +62,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=50_000, help="tasks for the batched paths")
     parser.add_argument("--per-event", type=int, default=2_000, help="tasks for per-event paths")
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+        help="indexer batch = raw-bulk request size (default: the indexer's)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     base = load_settings()
@@ -137,7 +141,7 @@ def main() -> int:
         first_batch: list[float] = []
         indexer = Indexer(
             settings, group=groups[0], topic=topic, index=indices[0], dlq_topic=None,
-            create_topics=False, until=until, progress_interval=3600,
+            create_topics=False, until=until, progress_interval=3600, batch_size=args.batch_size,
             before_write=lambda _indexer, _messages: first_batch or first_batch.append(time.perf_counter()),
         )  # fmt: skip
         started = time.perf_counter()
