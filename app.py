@@ -6,6 +6,13 @@ from ui.sidebar import render_sidebar
 
 st.set_page_config(page_title="taskstream", page_icon=":material/stream:", layout="wide")
 
-navigation = st.navigation([st.Page("pages/overview.py", title="Overview", icon=":material/home:")])
+navigation = st.navigation(
+    [
+        st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
+        st.Page("pages/tasks.py", title="Tasks", icon=":material/checklist:"),
+        st.Page("pages/topic.py", title="Topic", icon=":material/view_stream:"),
+        st.Page("pages/groups.py", title="Consumer groups", icon=":material/groups:"),
+    ]
+)
 render_sidebar()
 navigation.run()

@@ -1,13 +1,22 @@
-"""The Streamlit process's long-lived objects, built once per process with st.cache_resource."""
+"""The Streamlit process's long-lived objects, built once per process with st.cache_resource.
+
+Pages get clients and services only from here; they never build one themselves.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
+from confluent_kafka.admin import AdminClient
+from elasticsearch import Elasticsearch
 
+from pipeline.clients import elasticsearch_client, kafka_admin, postgres_pool
+from pipeline.elasticsearch_index import TaskIndex
 from pipeline.health import ServiceHealth, check_all
+from pipeline.postgres import PostgresTaskRepository, migrate
+from pipeline.service import TaskService
 from pipeline.settings import Settings, load_settings
 
-__all__ = ["service_health", "settings"]
+__all__ = ["admin", "es", "service_health", "settings", "task_index", "task_service"]
 
 
 @st.cache_resource
@@ -20,3 +29,34 @@ def settings() -> Settings:
 def service_health() -> list[ServiceHealth]:
     """Each service's health, refreshed at most every 5 seconds across all sessions."""
     return check_all(settings(), timeout=3.0)
+
+
+@st.cache_resource
+def admin() -> AdminClient:
+    """One Kafka admin client for the process (thread-safe)."""
+    return kafka_admin(settings())
+
+
+@st.cache_resource
+def es() -> Elasticsearch:
+    """One Elasticsearch client for the process (thread-safe, pooled connections)."""
+    return elasticsearch_client(settings())
+
+
+@st.cache_resource
+def task_index() -> TaskIndex:
+    """The task index adapter over the live index."""
+    return TaskIndex(es(), settings().elasticsearch_index)
+
+
+@st.cache_resource
+def task_service() -> TaskService:
+    """The TaskService over a process-wide PostgreSQL pool (schema migrated once).
+
+    Raises when PostgreSQL does not answer; st.cache_resource does not cache a failure, so the
+    next rerun tries again. Pages show a banner instead of the traceback.
+    """
+    pool = postgres_pool(settings(), max_size=4)
+    if not settings().read_only:
+        migrate(pool)
+    return TaskService(PostgresTaskRepository(pool), settings(), search=task_index())

@@ -1,0 +1,6 @@
+"""Groups page (being built)."""
+
+import streamlit as st
+
+st.title("Groups")
+st.info("This page is being built.")

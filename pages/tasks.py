@@ -1,0 +1,6 @@
+"""Tasks page (being built)."""
+
+import streamlit as st
+
+st.title("Tasks")
+st.info("This page is being built.")
