@@ -1,6 +1,233 @@
-"""Groups page (being built)."""
+"""Consumer groups: every group reading the topic, its lag and status, and one group in detail."""
+
+from __future__ import annotations
+
+from datetime import timedelta
 
 import streamlit as st
 
-st.title("Groups")
-st.info("This page is being built.")
+from pipeline.lag import LagSnapshot, UnknownTopic
+from pipeline.lag_history import LagHistory
+from ui.lag_panel import (
+    NO_COMMIT,
+    STATUS_HELP,
+    STATUS_WINDOW,
+    cli_commands,
+    group_rows,
+    group_status,
+    lag_chart_frame,
+    member_rows,
+    partition_rows,
+)
+from ui.lag_resources import SAMPLE_INTERVAL, lag_history, lag_reader, lag_sampler
+from ui.resources import service_health, settings
+
+INTERVALS = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30}
+CHART_SPANS = {
+    "15 min": timedelta(minutes=15),
+    "1 h": timedelta(hours=1),
+    "6 h": timedelta(hours=6),
+    "24 h": timedelta(hours=24),
+}
+# How far back end offsets are read for lag in seconds (older lag shows as unknown).
+END_HISTORY = timedelta(hours=1)
+
+config = settings()
+topic = config.kafka_topic
+
+st.title("Consumer groups")
+st.caption(
+    "A **consumer group** is a set of consumers sharing one `group.id`: Kafka gives each "
+    "partition of the topic to exactly one member, and the group remembers how far it got "
+    "by **committing offsets** (the next offset to read) per partition."
+)
+
+controls = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
+search = controls[0].text_input(
+    "Search groups", key="group_search", placeholder="part of a group name"
+)
+interval_label = controls[1].selectbox("Refresh every", list(INTERVALS), index=1, key="interval")
+live = controls[2].toggle("Live", value=True, key="live", help="Pause to freeze the numbers.")
+span_label = controls[3].selectbox("Chart range", list(CHART_SPANS), index=1, key="span")
+run_every = INTERVALS[interval_label] if live else None
+
+
+def kafka_banner() -> bool:
+    """Show why Kafka cannot be read, if it cannot; True when the page can go on."""
+    kafka = next((h for h in service_health() if h.name == "Kafka"), None)
+    if kafka is not None and not kafka.ok:
+        st.error(
+            f"Kafka does not answer at `{config.kafka_bootstrap_servers}` ({kafka.detail}). "
+            "Start it with `python -m devstack up`; `python -m devstack status` shows why.",
+            icon=":material/cloud_off:",
+        )
+        return False
+    return True
+
+
+def history_or_warning() -> LagHistory | None:
+    """The lag history with its sampler running, or None (and a warning) without PostgreSQL."""
+    try:
+        history = lag_history()
+        sampler = lag_sampler()
+    except Exception as exc:  # PostgreSQL down or refusing: live numbers still work
+        st.warning(
+            "Lag history is unavailable (PostgreSQL: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): live numbers "
+            "only, no status window, no lag in seconds, no chart.",
+            icon=":material/database:",
+        )
+        return None
+    if sampler.last_error:
+        st.caption(f":orange[Background sampler: {sampler.last_error}]")
+    return history
+
+
+def read_snapshot() -> LagSnapshot | None:
+    """A snapshot of every group on the topic, or None after a banner saying why not."""
+    try:
+        return lag_reader().snapshot()
+    except UnknownTopic:
+        st.error(
+            f"Topic `{topic}` does not exist on `{config.kafka_bootstrap_servers}`, so no group "
+            "can read it. The relay creates it on start (`python -m pipeline relay`); or check "
+            "`KAFKA_TOPIC`.",
+            icon=":material/help:",
+        )
+    except Exception as exc:  # any broker failure: a banner, never a traceback
+        st.error(
+            f"Could not read consumer groups from Kafka at `{config.kafka_bootstrap_servers}`: "
+            f"{exc}",
+            icon=":material/cloud_off:",
+        )
+    return None
+
+
+@st.fragment(run_every=run_every)
+def groups_panel() -> None:
+    if not kafka_banner():
+        return
+    snapshot = read_snapshot()
+    if snapshot is None:
+        return
+    history = history_or_warning()
+    for problem in snapshot.errors:
+        st.warning(problem)
+
+    statuses = {}
+    for group in snapshot.groups:
+        recorded = (
+            history.series(topic, group.group, snapshot.taken_at - STATUS_WINDOW)
+            if history is not None and group.error is None
+            else []
+        )
+        statuses[group.group] = group_status(group, recorded, snapshot)
+
+    st.subheader(f"Groups reading `{topic}`")
+    st.caption(
+        "**Lag** is how many messages are written but not yet committed by the group: the "
+        "partition's end offset minus the group's committed offset. “—” means the group has "
+        "committed nothing there, so its lag is unknown (not zero). "
+        f"Updated {snapshot.taken_at:%H:%M:%S} UTC" + ("." if run_every else " (paused).")
+    )
+    rows = group_rows(snapshot.groups, statuses, search)
+    if not snapshot.groups:
+        st.info(
+            f"No consumer group has committed offsets on `{topic}` or is assigned its partitions. "
+            "Start the indexer (`python -m pipeline indexer`) to see one.",
+            icon=":material/group_off:",
+        )
+    elif not rows:
+        st.info(f"No group name contains “{search}”.")
+    else:
+        st.dataframe(
+            rows,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "status": st.column_config.TextColumn("status", help=STATUS_HELP),
+                "rule": st.column_config.TextColumn("rule that fired", width="large"),
+                "total lag": st.column_config.TextColumn(
+                    "total lag", help="Sum over partitions with a committed offset."
+                ),
+            },
+        )
+        st.caption(STATUS_HELP)
+
+    names = [g.group for g in snapshot.groups]
+    chosen = st.selectbox(
+        "Group", names, index=None, key="group", placeholder="Choose a group for details"
+    )
+    group = snapshot.group(chosen) if chosen else None
+    if group is not None:
+        group_detail(snapshot, group.group, history)
+
+    with st.expander("The same with Kafka's own tool"):
+        st.code(cli_commands(config.kafka_bootstrap_servers, chosen, topic), language="bash")
+
+
+def group_detail(snapshot: LagSnapshot, name: str, history: LagHistory | None) -> None:
+    group = snapshot.group(name)
+    assert group is not None
+    st.subheader(f"`{name}`")
+    if group.error:
+        st.error(f"Kafka did not answer for this group: {group.error}")
+    cols = st.columns(4)
+    cols[0].metric("State", group.state)
+    cols[1].metric("Members", len(group.members))
+    cols[2].metric("Assignor", group.assignor or "—")
+    cols[3].metric("Total lag", "—" if group.total_lag is None else f"{group.total_lag:,}")
+    st.caption(
+        "A **rebalance** reassigns partitions when a member joins, leaves or stops sending "
+        "heartbeats: the group passes through PreparingRebalance and CompletingRebalance, and no "
+        "member consumes until it is Stable again. An Empty group has no members but keeps its "
+        "committed offsets."
+    )
+
+    st.markdown("**Members**")
+    if group.members:
+        st.dataframe(member_rows(group), hide_index=True, width="stretch")
+    else:
+        st.caption("No active members: nobody is consuming for this group now.")
+
+    end_history = (
+        history.end_offsets(topic, snapshot.taken_at - END_HISTORY) if history is not None else []
+    )
+    st.markdown("**Partitions**")
+    st.dataframe(
+        partition_rows(group, snapshot, end_history),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "committed": st.column_config.TextColumn(
+                "committed", help=f"Next offset the group will read; “{NO_COMMIT}” if none."
+            ),
+            "lag (time)": st.column_config.TextColumn(
+                "lag (time)",
+                help="How long ago the next unread message was written, interpolated from the "
+                "recorded end offsets (as kafka-lag-exporter does).",
+            ),
+            "lag seconds": None,  # machine-readable twin of "lag (time)"
+        },
+    )
+
+    st.markdown("**Lag over time**")
+    if history is None:
+        st.caption("No history without PostgreSQL.")
+        return
+    span = CHART_SPANS[span_label]
+    frame = lag_chart_frame(history.series(topic, name, snapshot.taken_at - span), span)
+    if frame.empty:
+        st.caption(
+            f"No samples yet: the background sampler records every {SAMPLE_INTERVAL:g} s, "
+            "and keeps a day of history in PostgreSQL."
+        )
+    else:
+        st.line_chart(frame, y_label="lag (messages)", x_label="time (UTC)")
+        st.caption(
+            f"{len(frame)} points from the lag history in PostgreSQL (sampled every "
+            f"{SAMPLE_INTERVAL:g} s, kept for a day); gaps mean no committed offset."
+        )
+
+
+groups_panel()

@@ -1,0 +1,266 @@
+"""The consumer-groups page against the real Kafka and PostgreSQL, headless with AppTest.
+
+Each test points the app at its own topic and PostgreSQL schema, makes a group with known
+committed offsets, and reads the page's tables; the background sampler the page starts is
+stopped (and the caches cleared) at the end of each test.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import pyarrow as pa
+import pytest
+import streamlit as st
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+from streamlit.testing.v1 import AppTest
+
+from pipeline import clock
+from pipeline.clients import kafka_consumer, kafka_producer, postgres_pool
+from pipeline.lag import (
+    GroupLag,
+    LagSnapshot,
+    PartitionLag,
+    PartitionWatermarks,
+    lag_report,
+)
+from pipeline.lag_history import LagHistory, migrate_lag_history
+from ui.lag_panel import NO_COMMIT
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 6
+MESSAGES = 120
+
+
+def fresh_caches() -> None:
+    st.cache_resource.clear()  # on_release stops the sampler and closes the history pool
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def app_env(monkeypatch, settings, topic, pg_schema) -> Iterator[str]:
+    """The app reading `topic` with its history in the test's schema; the sampler stopped after."""
+    monkeypatch.setenv("KAFKA_TOPIC", topic)
+    options = quote("-c search_path=" + pg_schema)
+    monkeypatch.setenv("DATABASE_URL", f"{settings.database_url}?options={options}")
+    fresh_caches()
+    yield topic
+    fresh_caches()
+    assert not sampler_threads(), "the page's sampler outlived st.cache_resource.clear()"
+
+
+def sampler_threads() -> list[threading.Thread]:
+    """Live LagSampler threads in this process (they are named lag-sampler-<topic>)."""
+    return [t for t in threading.enumerate() if t.name.startswith("lag-sampler-") and t.is_alive()]
+
+
+@pytest.fixture
+def forget(admin: AdminClient) -> Iterator[list[str]]:
+    """Groups to delete after the test (committed offsets outlive their test otherwise)."""
+    names: list[str] = []
+    yield names
+    if names:
+        for future in admin.delete_consumer_groups(names, request_timeout=30).values():
+            future.exception(timeout=60)
+
+
+@pytest.fixture
+def history(settings, pg_schema) -> Iterator[LagHistory]:
+    """The lag history in the test's schema, written directly (as a sampler would)."""
+    pool = postgres_pool(settings, schema=pg_schema, max_size=2)
+    migrate_lag_history(pool)
+    yield LagHistory(pool)
+    pool.close()
+
+
+def produce(settings, topic: str, count: int) -> Counter[int]:
+    """Produce `count` keyed messages; how many landed on each partition."""
+    landed: Counter[int] = Counter()
+
+    def on_delivery(err, msg):
+        assert err is None, err
+        landed[msg.partition()] += 1
+
+    producer = kafka_producer(settings)
+    for i in range(count):
+        producer.produce(topic, key=f"task-{i}".encode(), value=b"{}", on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    assert sum(landed.values()) == count
+    return landed
+
+
+def consume_and_commit(settings, topic: str, group: str, offsets: dict[int, int]) -> None:
+    """Read everything as a member of `group`, commit `offsets`, leave the group."""
+    consumer = kafka_consumer(settings, group)
+    consumer.subscribe([topic])
+    try:
+        read = 0
+        deadline = time.monotonic() + 60
+        while read < MESSAGES and time.monotonic() < deadline:
+            read += sum(m.error() is None for m in consumer.consume(100, timeout=1.0))
+        assert read == MESSAGES
+        consumer.commit(
+            offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
+        )
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def lagging_group(settings, topic, group, forget) -> tuple[Counter[int], dict[int, int]]:
+    """`group` with half of partitions 0-3 and all of 4 committed, nothing on 5; no members."""
+    forget.append(group)
+    landed = produce(settings, topic, MESSAGES)
+    assert len(landed) == PARTITIONS and min(landed.values()) >= 2, landed
+    committed = {p: landed[p] // 2 for p in range(4)} | {4: landed[4]}
+    consume_and_commit(settings, topic, group, committed)
+    return landed, committed
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/groups.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def groups_table(at: AppTest):
+    [table] = [d.value for d in at.dataframe if "total lag" in d.value.columns]
+    return table.set_index("group")
+
+
+def partitions_table(at: AppTest):
+    [table] = [d.value for d in at.dataframe if "partition" in d.value.columns]
+    return table.set_index("partition")
+
+
+def chart_lines(at: AppTest) -> dict[str, list[float]]:
+    """The drawn line chart's points, as {series name: values} (NaN and gaps dropped)."""
+    [chart] = at.get("vega_lite_chart")
+    [dataset] = chart.proto.datasets
+    data = pa.ipc.open_stream(dataset.data.data).read_pandas()
+    data.columns = [str(c).removesuffix(" -- streamlit-generated") for c in data.columns]
+    return {str(name): rows["value"].dropna().tolist() for name, rows in data.groupby("color")}
+
+
+def test_table_shows_the_group_with_kafkas_numbers(settings, app_env, group, lagging_group):
+    landed, committed = lagging_group
+    expected = sum(landed[p] - committed[p] for p in committed)
+    report = lag_report(settings.model_copy(update={"kafka_topic": app_env}), [group])
+    assert report.group(group).total_lag == expected
+
+    at = open_page()
+    assert not at.error, [e.value for e in at.error]
+    table = groups_table(at)
+    row = table.loc[group]
+    assert row["total lag"] == str(expected)
+    assert (row["state"], row["members"]) == ("Empty", 0)
+    # Lag and nobody to consume it: Burrow's STOP, with the rule in words.
+    assert row["status"] == "STOP"
+    assert "no active members" in row["rule"]
+
+    # The page started one background sampler for the process; a second session reuses it.
+    assert [t.name for t in sampler_threads()] == [f"lag-sampler-{app_env}"]
+    open_page()
+    assert [t.name for t in sampler_threads()] == [f"lag-sampler-{app_env}"]
+
+    at.selectbox(key="group").select(group).run()
+    assert not at.exception, at.exception
+    parts = partitions_table(at)
+    assert list(parts.index) == list(range(PARTITIONS))
+    for p in range(5):
+        assert parts.loc[p, "committed"] == str(committed[p])
+        assert parts.loc[p, "end"] == landed[p]
+        assert parts.loc[p, "lag"] == str(landed[p] - committed[p])
+    assert parts.loc[4, "note"] == "caught up"
+    assert (parts.loc[5, "committed"], parts.loc[5, "lag"], parts.loc[5, "note"]) == (
+        NO_COMMIT,
+        "—",
+        NO_COMMIT,
+    )
+    assert parts.loc[5, "end"] == landed[5]
+    assert f"--describe --group {group}" in at.code[0].value
+
+
+def test_search_filters_the_groups(app_env, group, lagging_group):
+    at = open_page()
+    assert group in groups_table(at).index
+    at.text_input(key="group_search").input(group.upper()[-12:]).run()
+    assert list(groups_table(at).index) == [group]
+    at.text_input(key="group_search").input("no-such-group-name").run()
+    assert not at.exception
+    assert not [d for d in at.dataframe if "total lag" in d.value.columns]
+    assert any("no-such-group-name" in i.value for i in at.info)
+
+
+def test_history_gives_lag_seconds_and_a_chart_that_outlives_the_session(
+    app_env, group, lagging_group, history
+):
+    landed, committed = lagging_group
+    # Half an hour ago each partition ended where the group's committed offset is now; ten
+    # minutes later it had reached today's end. So the next unread message is ≥ 30 min old.
+    then = clock.utcnow() - timedelta(minutes=30)
+    for at_time, ends in ((then, committed), (then + timedelta(minutes=10), landed)):
+        marks = [PartitionWatermarks(p, 0, ends.get(p, landed[p])) for p in range(PARTITIONS)]
+        parts = [PartitionLag.of(p, committed.get(p), 0, w.end) for p, w in enumerate(marks)]
+        lags = [x.lag for x in parts if x.lag is not None]
+        history.record(
+            LagSnapshot(
+                app_env, at_time, marks, [GroupLag(group, "Empty", [], "", sum(lags), parts)]
+            )
+        )
+
+    at = open_page()
+    at.selectbox(key="group").select(group).run()
+    assert not at.exception, at.exception
+    parts = partitions_table(at)
+    for p in range(4):  # lag > 0: the age is interpolated from the recorded end offsets
+        assert parts.loc[p, "lag seconds"] >= 30 * 60, parts.loc[p].to_dict()
+    assert parts.loc[4, "lag seconds"] == 0
+    assert parts.loc[5, "lag (time)"] == "—"
+
+    # A new session (a page reload) draws the recorded history from PostgreSQL.
+    reloaded = open_page()
+    reloaded.selectbox(key="group").select(group).run()
+    lines = chart_lines(reloaded)
+    assert {"total", "partition 0", "partition 4"} <= set(lines), lines.keys()
+    assert sum(landed[p] - committed[p] for p in committed) in lines["total"]
+    assert lines["partition 4"] and set(lines["partition 4"]) == {0}
+    # Partition 5 has no committed offset: never drawn as lag.
+    assert not lines.get("partition 5")
+
+
+def test_paused_page_says_so(app_env, group, lagging_group):
+    at = open_page()
+    at.toggle(key="live").set_value(False).run()
+    assert not at.exception
+    assert any("(paused)" in c.value for c in at.caption)
+
+
+def test_missing_topic_shows_a_banner_not_a_traceback(monkeypatch, app_env, unique):
+    monkeypatch.setenv("KAFKA_TOPIC", f"missing-{unique}")
+    fresh_caches()
+    at = open_page()
+    assert not at.exception
+    assert any("does not exist" in e.value and f"missing-{unique}" in e.value for e in at.error)
+    assert not at.dataframe
+
+
+def test_kafka_down_shows_a_banner_not_a_traceback(monkeypatch, app_env):
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    fresh_caches()
+    at = open_page()
+    assert not at.exception
+    assert any("Kafka does not answer" in e.value and str(port) in e.value for e in at.error)
+    assert not at.dataframe

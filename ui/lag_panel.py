@@ -1,0 +1,217 @@
+"""What the consumer-groups page shows, computed from lag snapshots and the lag history.
+
+Pure functions over `pipeline.lag` values (no Streamlit, no I/O), so the page stays a layout.
+Lag is never invented: a missing committed offset is shown as "—" and said in words.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from pipeline.lag import (
+    GroupLag,
+    LagSample,
+    LagSnapshot,
+    LagStatus,
+    Status,
+    WatermarkSample,
+    evaluate_group,
+    lag_seconds,
+)
+
+__all__ = [
+    "DASH",
+    "NO_COMMIT",
+    "STATUS_HELP",
+    "STATUS_WINDOW",
+    "cli_commands",
+    "group_rows",
+    "group_status",
+    "lag_chart_frame",
+    "member_rows",
+    "partition_rows",
+    "snapshot_samples",
+]
+
+NO_COMMIT = "no committed offset"
+DASH = "—"
+# Longer than Burrow's default STOP threshold (5 min), so "not moving for 5 min" can fire.
+STATUS_WINDOW = timedelta(minutes=6)
+_CHART_POINTS = 600  # per line: enough for the eye, small enough for the browser
+
+
+def snapshot_samples(snapshot: LagSnapshot, group: GroupLag) -> list[LagSample]:
+    """The group's partitions in `snapshot`, as history samples (the newest point of a window)."""
+    return [
+        LagSample(snapshot.taken_at, p.partition, p.committed, p.end, p.start)
+        for p in group.partitions
+    ]
+
+
+def group_status(
+    group: GroupLag, history: Sequence[LagSample], snapshot: LagSnapshot
+) -> LagStatus | None:
+    """Burrow's status of the group over its recorded window plus the live snapshot.
+
+    None when Kafka did not answer for the group: its status is unknown.
+    """
+    if group.error is not None:
+        return None
+    samples = [s for s in history if s.taken_at < snapshot.taken_at]
+    samples.extend(snapshot_samples(snapshot, group))
+    return evaluate_group(samples, has_members=group.has_members, now=snapshot.taken_at)
+
+
+def _number(value: int | None) -> str:
+    return DASH if value is None else str(value)
+
+
+def group_rows(
+    groups: Iterable[GroupLag], statuses: dict[str, LagStatus | None], search: str = ""
+) -> list[dict]:
+    """One row per group whose name contains `search` (any case): worst status first, then most lag."""
+    needle = search.strip().lower()
+    rows = []
+    for g in groups:
+        if needle and needle not in g.group.lower():
+            continue
+        status = statuses.get(g.group)
+        rows.append(
+            {
+                "group": g.group,
+                "state": g.state,
+                "members": len(g.members),
+                "assignor": g.assignor or DASH,
+                "total lag": _number(g.total_lag),
+                "status": "?" if status is None else status.status.value,
+                "rule": (g.error or "Kafka did not answer") if status is None else status.rule,
+                "_severity": -1 if status is None else status.status.severity,
+                "_lag": g.total_lag or 0,
+            }
+        )
+    rows.sort(key=lambda r: (-r["_severity"], -r["_lag"], r["group"]))
+    for row in rows:
+        del row["_severity"], row["_lag"]
+    return rows
+
+
+def member_rows(group: GroupLag) -> list[dict]:
+    """One row per active member: who it is and which partitions of the topic it holds."""
+    return [
+        {
+            "client id": m.client_id,
+            "host": m.host,
+            "partitions": ", ".join(map(str, m.partitions)) or "none of this topic",
+            "member id": m.member_id,
+        }
+        for m in group.members
+    ]
+
+
+def _seconds_text(seconds: float | None) -> str:
+    if seconds is None:
+        return DASH
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+
+
+def partition_rows(
+    group: GroupLag, snapshot: LagSnapshot, end_history: Sequence[WatermarkSample]
+) -> list[dict]:
+    """Per partition: committed, end, lag, lag in seconds (interpolated end-offset history,
+    newest point the snapshot) and, in words, anything a number would hide."""
+    history: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
+    for w in end_history:
+        if w.taken_at < snapshot.taken_at:
+            history[w.partition].append((w.taken_at, w.end))
+    rows = []
+    for p in group.partitions:
+        owner = group.owner(p.partition)
+        points = [*history[p.partition], (snapshot.taken_at, p.end)]
+        seconds = lag_seconds(p.committed, points, at=snapshot.taken_at)
+        if p.committed is None:
+            note = NO_COMMIT
+        elif p.committed_below_start:
+            note = f"retention deleted {p.deleted_unread} messages this group never read"
+        elif p.lag == 0:
+            note = "caught up" if p.end > p.start else "idle: the partition is empty"
+        elif seconds is None:
+            note = "lag in seconds unknown: the end-offset history does not reach back to it"
+        else:
+            note = ""
+        rows.append(
+            {
+                "partition": p.partition,
+                "committed": NO_COMMIT if p.committed is None else str(p.committed),
+                "start": p.start,
+                "end": p.end,
+                "lag": _number(p.lag),
+                "lag (time)": _seconds_text(seconds),
+                "lag seconds": None if seconds is None else round(seconds, 1),
+                "owner": f"{owner.client_id} @ {owner.host}" if owner else DASH,
+                "note": note,
+            }
+        )
+    return rows
+
+
+def lag_chart_frame(samples: Sequence[LagSample], span: timedelta) -> pd.DataFrame:
+    """Lag over time, one column per partition plus "total", indexed by time (UTC).
+
+    A time with no committed offset on a partition stays empty (NaN), never 0. Resampled to at
+    most about `_CHART_POINTS` points, keeping each bucket's last value.
+    """
+    if not samples:
+        return pd.DataFrame()
+    frame = pd.DataFrame(
+        {
+            "time": [s.taken_at for s in samples],
+            "partition": [f"partition {s.partition}" for s in samples],
+            "lag": [s.lag for s in samples],
+        }
+    )
+    frame["lag"] = pd.to_numeric(frame["lag"], errors="coerce")
+    wide = frame.pivot_table(
+        index="time", columns="partition", values="lag", aggfunc="last", dropna=False
+    )
+    wide["total"] = wide.sum(axis=1, min_count=1)
+    bucket = span / _CHART_POINTS
+    if len(wide) > _CHART_POINTS and bucket > timedelta(seconds=1):
+        wide = wide.resample(bucket).last().dropna(how="all")
+    wide.index.name = "time"
+    return wide
+
+
+def cli_commands(bootstrap: str, group: str | None, topic: str) -> str:
+    """The same view with Kafka's own tool, plain and through devstack's cache of it."""
+    target = ["--group", group] if group else ["--all-groups"]
+    args = ["--bootstrap-server", bootstrap, "--describe", *target]
+    plain = shlex.join(["kafka-consumer-groups", *args])
+    members = shlex.join(["kafka-consumer-groups", *args, "--members", "--verbose"])
+    state = shlex.join(["kafka-consumer-groups", *args, "--state"])
+    devstack = shlex.join(["python", "-m", "devstack", "kafka", "kafka-consumer-groups", *args])
+    return (
+        f"# committed offset, log end offset and lag per partition of every topic ({topic} too)\n"
+        f"{plain}\n"
+        f"# members and their assigned partitions\n{members}\n"
+        f"# state, coordinator, assignor\n{state}\n"
+        f"# on this machine, Kafka's tools from devstack's cache\n{devstack}\n"
+    )
+
+
+# Status names, for help text next to the table.
+STATUS_HELP = (
+    "Burrow-style status over the last few minutes of samples: "
+    f"**{Status.OK}** keeping up · **{Status.WARN}** committing but lag keeps growing · "
+    f"**{Status.STALL}** members present but the committed offset does not move · "
+    f"**{Status.STOP}** lag and no members, or no commit for 5 min · "
+    f"**{Status.REWIND}** the committed offset went backwards."
+)

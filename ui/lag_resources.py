@@ -1,0 +1,76 @@
+"""Long-lived objects of the consumer-groups page, built once per Streamlit process.
+
+A `LagReader` over the shared admin client, a `LagHistory` over a small PostgreSQL pool of its
+own, and one `LagSampler` daemon thread that records a snapshot of every group every few seconds
+(with retention), so the lag chart survives page reloads and covers time nobody was watching.
+`st.cache_resource.clear()` stops the sampler and closes the pool (their `on_release`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import streamlit as st
+from psycopg_pool import ConnectionPool
+
+from pipeline.clients import postgres_pool
+from pipeline.lag import LagReader
+from pipeline.lag_history import DEFAULT_MAX_ROWS, LagHistory, LagSampler, migrate_lag_history
+from ui.resources import admin, settings
+
+__all__ = [
+    "HISTORY_RETENTION",
+    "SAMPLE_INTERVAL",
+    "lag_history",
+    "lag_reader",
+    "lag_sampler",
+]
+
+# Every 5 s for a day: ~17k snapshots; the row cap bounds the table whatever the group count.
+SAMPLE_INTERVAL = 5.0
+HISTORY_RETENTION = timedelta(hours=24)
+# Short enough that a dead broker shows its banner quickly, long enough for a busy cluster.
+_SNAPSHOT_TIMEOUT = 5.0
+
+
+@st.cache_resource(show_spinner=False)
+def lag_reader() -> LagReader:
+    """Lag snapshots of the configured topic, over the process's admin client."""
+    return LagReader(admin(), settings().kafka_topic, timeout=_SNAPSHOT_TIMEOUT)
+
+
+@st.cache_resource(show_spinner=False, on_release=lambda pool: pool.close())
+def _history_pool() -> ConnectionPool:
+    pool = postgres_pool(settings(), max_size=3)
+    try:
+        migrate_lag_history(pool)
+    except Exception:
+        pool.close()
+        raise
+    return pool
+
+
+@st.cache_resource(show_spinner=False)
+def lag_history() -> LagHistory:
+    """The lag history in PostgreSQL (table created if missing).
+
+    Raises when PostgreSQL does not answer; a failure is not cached, so the next run retries.
+    """
+    return LagHistory(_history_pool())
+
+
+@st.cache_resource(show_spinner=False, on_release=lambda sampler: sampler.stop())
+def lag_sampler() -> LagSampler:
+    """The process's one background sampler of every group on the topic, already started.
+
+    It keeps going through Kafka or PostgreSQL outages (and says so in `last_error`).
+    """
+    sampler = LagSampler(
+        LagReader(admin(), settings().kafka_topic, timeout=_SNAPSHOT_TIMEOUT),
+        lag_history(),
+        interval=SAMPLE_INTERVAL,
+        retention=HISTORY_RETENTION,
+        max_rows=DEFAULT_MAX_ROWS,
+    )
+    sampler.start()
+    return sampler
