@@ -1,6 +1,287 @@
-"""Topic page (being built)."""
+"""Topic: each partition's watermarks, leader and write rate, and a bounded message browser."""
 
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
 import streamlit as st
 
+from pipeline import clock
+from pipeline.browse import (
+    BrowsePage,
+    MessageFilter,
+    Start,
+    TopicOverview,
+    UnknownTopic,
+    browse,
+    console_consumer_commands,
+    list_topic_names,
+    topic_overview,
+    topic_rate_series,
+)
+from pipeline.events import EVENT_TYPES
+from pipeline.lag import produce_rates
+from ui.lag_resources import lag_history, lag_sampler
+from ui.resources import admin, service_health, settings
+
+RATE_WINDOW = timedelta(minutes=15)
+START_MODES = {
+    "earliest": "Earliest (first stored message)",
+    "latest": "Latest − N (the last N of each partition)",
+    "offset": "Offset",
+    "timestamp": "Timestamp (first message at or after)",
+}
+ANY_TYPE = "any type"
+# Expanders beyond this many make the page slow; the table still has every message.
+MAX_EXPANDERS = 50
+
+config = settings()
+
 st.title("Topic")
-st.info("This page is being built.")
+st.caption(
+    "A **topic** is split into **partitions**, each an append-only log. A message's **offset** is "
+    "its position in its partition. The **low watermark** is the first offset still stored "
+    "(older ones were removed by retention), the **high watermark** the offset the next message "
+    "will get; the partition holds high − low messages. Each partition has one **leader** "
+    "broker that serves its reads and writes."
+)
+
+
+def kafka_answers() -> bool:
+    """Show why Kafka cannot be read, if it cannot; True when the page can go on."""
+    kafka = next((h for h in service_health() if h.name == "Kafka"), None)
+    if kafka is not None and not kafka.ok:
+        st.error(
+            f"Kafka does not answer at `{config.kafka_bootstrap_servers}` ({kafka.detail}). "
+            "Start it with `python -m devstack up`; `python -m devstack status` shows why.",
+            icon=":material/cloud_off:",
+        )
+        return False
+    return True
+
+
+def topic_choices() -> list[str]:
+    """The events topic, the dead-letter topic, then every other topic on the cluster."""
+    names = [config.kafka_topic, config.dlq_topic]
+    try:
+        names += [n for n in list_topic_names(admin()) if n not in names]
+    except Exception as exc:  # the two known topics are still worth offering
+        st.warning(f"Could not list the cluster's topics: {exc}", icon=":material/cloud_off:")
+    return names
+
+
+def read_overview(topic: str) -> TopicOverview | None:
+    try:
+        return topic_overview(admin(), topic, timeout=5.0)
+    except UnknownTopic:
+        hint = (
+            "Nothing has been dead-lettered yet: the indexer creates it with the first "
+            "malformed message."
+            if topic == config.dlq_topic
+            else "The relay creates it on start (`python -m pipeline relay`)."
+        )
+        st.error(
+            f"Topic `{topic}` does not exist on `{config.kafka_bootstrap_servers}`. {hint}",
+            icon=":material/help:",
+        )
+    except Exception as exc:  # any broker failure: a banner, never a traceback
+        st.error(
+            f"Could not read topic `{topic}` from Kafka at `{config.kafka_bootstrap_servers}`: "
+            f"{exc}",
+            icon=":material/cloud_off:",
+        )
+    return None
+
+
+def rate_history(topic: str):
+    """Recorded end offsets of the topic over RATE_WINDOW, or None (with a note) without them."""
+    try:
+        history = lag_history()
+        lag_sampler()  # keeps recording the events topic while anyone watches
+        return history.end_offsets(topic, clock.utcnow() - RATE_WINDOW)
+    except Exception as exc:  # PostgreSQL down: the live numbers still work
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        st.info(f"No write-rate history (PostgreSQL: {first}).", icon=":material/database:")
+        return None
+
+
+if not kafka_answers():
+    st.stop()
+
+topic = st.selectbox(
+    "Topic",
+    topic_choices(),
+    key="topic",
+    help=f"`{config.kafka_topic}` holds the task events, `{config.dlq_topic}` the dead letters.",
+)
+
+
+@st.fragment(run_every=10)
+def overview_panel() -> None:
+    overview = read_overview(topic)
+    if overview is None:
+        return
+    samples = rate_history(topic)
+    rates = produce_rates(samples) if samples else {}
+    frame = pd.DataFrame(
+        [
+            {
+                "partition": p.partition,
+                "low watermark": p.low,
+                "high watermark": p.high,
+                "messages": p.messages,
+                "leader": "none" if p.leader is None else f"broker {p.leader}",
+                "replicas": ", ".join(map(str, p.replicas)),
+                "in sync": ", ".join(map(str, p.isr)),
+                "msg/s": None if rates.get(p.partition) is None else round(rates[p.partition], 2),
+            }
+            for p in overview.partitions
+        ]
+    )
+    st.subheader(f"`{topic}`: {len(overview.partitions)} partitions, {overview.messages} messages")
+    left, right = st.columns([3, 2])
+    left.dataframe(frame, hide_index=True, key="partitions")
+    right.bar_chart(frame.set_index("partition")[["messages"]], y_label="messages")
+
+    st.markdown("**Messages per second** (last 15 minutes)")
+    series = topic_rate_series(samples or [])
+    if series:
+        rate_frame = pd.DataFrame(series, columns=["time", "msg/s"]).set_index("time")
+        st.line_chart(rate_frame)
+    elif samples is not None:
+        st.info(
+            f"No end-offset history for `{topic}` in the last 15 minutes: the background "
+            f"sampler records only `{config.kafka_topic}`, every few seconds once a page has "
+            "started it. Come back in a little while.",
+            icon=":material/hourglass_empty:",
+        )
+    st.session_state["partition_numbers"] = [p.partition for p in overview.partitions]
+
+
+overview_panel()
+
+# -- the message browser -----------------------------------------------------------------------
+
+st.subheader("Messages")
+partition_numbers = st.session_state.get("partition_numbers") or []
+with st.form("browse"):
+    row = st.columns([2, 2, 1, 1])
+    chosen = row[0].multiselect(
+        "Partitions", partition_numbers, key="browse_partitions", placeholder="all partitions"
+    )
+    mode = row[1].selectbox(
+        "Start", list(START_MODES), format_func=START_MODES.get, key="browse_mode"
+    )
+    limit = row[2].number_input("Max messages", 1, 5000, 50, key="browse_limit")
+    seconds = row[3].number_input("Max seconds", 1, 60, 5, key="browse_seconds")
+    row = st.columns([1, 1, 1, 1])
+    back = row[0].number_input("N (latest − N)", 0, 1_000_000, 10, key="browse_n")
+    offset = row[1].number_input("Offset", 0, None, 0, key="browse_offset")
+    now = clock.utcnow()
+    day = row[2].date_input("Date (UTC)", now.date(), key="browse_date")
+    moment = row[3].time_input("Time (UTC)", now.time().replace(microsecond=0), key="browse_time")
+    row = st.columns([1, 1, 2])
+    key_filter = row[0].text_input("Key contains", key="browse_key")
+    type_filter = row[1].selectbox("Event type", [ANY_TYPE, *EVENT_TYPES], key="browse_type")
+    text_filter = row[2].text_input("Text anywhere", key="browse_text")
+    submitted = st.form_submit_button("Read", icon=":material/search:")
+
+
+def run_browse(start: Start) -> None:
+    filter = MessageFilter(
+        key=key_filter or None,
+        event_type=None if type_filter == ANY_TYPE else type_filter,
+        text=text_filter or None,
+    )
+    try:
+        page = browse(
+            config, topic, chosen, start, limit=int(limit), timeout=float(seconds), filter=filter
+        )
+    except Exception as exc:  # missing topic, bad partition, Kafka down: say so
+        st.session_state.pop("browse_page", None)
+        st.error(f"Could not read `{topic}`: {exc}", icon=":material/error:")
+        return
+    st.session_state["browse_page"] = page
+
+
+if submitted:
+    match mode:
+        case "earliest":
+            run_browse(Start.earliest())
+        case "latest":
+            run_browse(Start.latest_minus(int(back)))
+        case "offset":
+            run_browse(Start.at_offset(int(offset)))
+        case _:
+            run_browse(Start.at_time(datetime.combine(day, moment, tzinfo=UTC)))
+
+page: BrowsePage | None = st.session_state.get("browse_page")
+if page is not None and page.topic != topic:
+    page = None
+if page is not None and st.button("Next page", icon=":material/navigate_next:", key="next_page"):
+    run_browse(page.next_start())
+    page = st.session_state.get("browse_page")
+
+if page is not None:
+    for note in page.notes:
+        st.warning(note, icon=":material/vertical_align_center:")
+    ended = (
+        "reached the end of every partition"
+        if page.at_end
+        else "stopped at the time limit"
+        if page.timed_out
+        else "stopped at the message limit"
+    )
+    st.caption(
+        f"From {page.start.describe()}: kept {len(page.messages)} of {page.scanned} read; "
+        f"{ended}. Next page starts at "
+        + ", ".join(f"{p}:{o}" for p, o in sorted(page.next_offsets.items()))
+        + "."
+    )
+    if not page.messages:
+        st.info("No messages in this range match.", icon=":material/inbox:")
+    else:
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "partition": m.partition,
+                        "offset": m.offset,
+                        "timestamp": m.timestamp,
+                        "key": m.key,
+                        "type": m.event_type,
+                        "format": m.value_format,
+                        "value": m.value if len(m.value) <= 120 else m.value[:119] + "…",
+                    }
+                    for m in page.messages
+                ]
+            ),
+            hide_index=True,
+            key="messages",
+        )
+        for m in page.messages[:MAX_EXPANDERS]:
+            with st.expander(f"partition {m.partition} · offset {m.offset} · key {m.key}"):
+                st.caption(
+                    f"{m.timestamp:%Y-%m-%d %H:%M:%S.%f} UTC · key as {m.key_format} · "
+                    f"value as {m.value_format} · {m.size} bytes"
+                    if m.timestamp
+                    else f"no timestamp · value as {m.value_format}"
+                )
+                if m.headers:
+                    st.table(pd.DataFrame(m.headers, columns=["header", "value"]))
+                st.code(m.value or "(null)", language="json" if m.value_format == "json" else None)
+        if len(page.messages) > MAX_EXPANDERS:
+            st.caption(f"Details of the first {MAX_EXPANDERS} messages only.")
+
+    with st.expander("The same read with Kafka's own console consumer"):
+        lines = console_consumer_commands(
+            config.kafka_bootstrap_servers, topic, page.starts, int(limit)
+        )
+        st.markdown(
+            "One command per partition (the tool reads one partition from an offset). "
+            "With devstack's copy of Kafka's tools:"
+        )
+        st.code("\n".join(f"python -m devstack kafka {line}" for line in lines), language="bash")
+        st.markdown("Or with a Kafka installation of your own:")
+        st.code("\n".join(lines), language="bash")

@@ -1,0 +1,174 @@
+"""The Topic page against the real Kafka and PostgreSQL, headless with AppTest."""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from pipeline import clock
+from pipeline.clients import kafka_producer
+from pipeline.lag import LagSnapshot, PartitionWatermarks
+
+ROOT = Path(__file__).resolve().parents[2]
+COUNT = 90
+
+
+def fresh_caches() -> None:
+    st.cache_resource.clear()  # on_release stops the sampler and closes the history pool
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def app_env(monkeypatch, settings, topic, pg_schema) -> Iterator[str]:
+    """The app reading `topic`, its lag history in the test's schema; caches cleared after."""
+    monkeypatch.setenv("KAFKA_TOPIC", topic)
+    options = quote("-c search_path=" + pg_schema)
+    monkeypatch.setenv("DATABASE_URL", f"{settings.database_url}?options={options}")
+    fresh_caches()
+    yield topic
+    fresh_caches()
+
+
+@pytest.fixture
+def landed(settings, topic) -> Counter[int]:
+    """COUNT keyed JSON messages (every 9th one plain text) on `topic`; how many per partition."""
+    counts: Counter[int] = Counter()
+
+    def on_delivery(err, msg):
+        assert err is None, err
+        counts[msg.partition()] += 1
+
+    producer = kafka_producer(settings)
+    for i in range(COUNT):
+        value = b"not json" if i % 9 == 0 else b'{"type": "tasks.event.created", "n": %d}' % i
+        producer.produce(topic, key=f"task-{i:03d}".encode(), value=value, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    assert sum(counts.values()) == COUNT
+    return counts
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/topic.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def table(at: AppTest, column: str):
+    [frame] = [d.value for d in at.dataframe if column in d.value.columns]
+    return frame
+
+
+def test_watermarks_table_equals_produced_counts(app_env, landed):
+    at = open_page()
+    assert not at.error, [e.value for e in at.error]
+    parts = table(at, "high watermark").set_index("partition")
+    assert list(parts.index) == list(range(6))
+    for p in range(6):
+        assert parts.loc[p, "messages"] == landed[p]
+        assert (parts.loc[p, "low watermark"], parts.loc[p, "high watermark"]) == (0, landed[p])
+        assert parts.loc[p, "leader"].startswith("broker ")
+    assert any(f"{COUNT} messages" in h.value for h in at.subheader)
+    # No history recorded yet for this fresh topic: said, not drawn.
+    assert any("No end-offset history" in i.value for i in at.info)
+
+
+def test_browsing_shows_the_messages(settings, app_env, landed):
+    at = open_page()
+    at.number_input(key="browse_limit").set_value(500)
+    at.button[0].click()  # the form's submit ("Read") is the page's first button
+    at.run()
+    assert not at.exception, at.exception
+    messages = table(at, "offset")
+    assert len(messages) == COUNT
+    assert sorted(messages["key"]) == [f"task-{i:03d}" for i in range(COUNT)]
+    assert Counter(messages["partition"]) == landed
+    assert set(messages["format"]) == {"json", "text"}
+    assert any("reached the end of every partition" in c.value for c in at.caption)
+    # Expanders show pretty JSON; the CLI expander has one console-consumer line per partition.
+    assert any('"type": "tasks.event.created"' in c.value for c in at.code)
+    [cli] = [c.value for c in at.code if c.value.startswith("python -m devstack kafka")]
+    assert cli.count("kafka-console-consumer") == 6
+    assert f"--topic {app_env}" in cli and "--max-messages 500" in cli
+
+    # Filter by key: only that message.
+    at.text_input(key="browse_key").input("task-017")
+    at.button[0].click()
+    at.run()
+    filtered = table(at, "offset")
+    assert list(filtered["key"]) == ["task-017"]
+
+    # Latest − 2 on one partition, then the next page is empty (we are at the end).
+    at.text_input(key="browse_key").input("")
+    at.multiselect(key="browse_partitions").select(0)
+    at.selectbox(key="browse_mode").select("latest")
+    at.number_input(key="browse_n").set_value(2)
+    at.button[0].click()
+    at.run()
+    last = table(at, "offset")
+    assert list(last["offset"]) == [landed[0] - 2, landed[0] - 1]
+    assert set(last["partition"]) == {0}
+    at.button(key="next_page").click().run()
+    assert not at.exception
+    assert any("No messages" in i.value for i in at.info)
+
+
+def test_offset_past_the_end_is_clamped_with_a_message(app_env, landed):
+    at = open_page()
+    at.multiselect(key="browse_partitions").select(1)
+    at.selectbox(key="browse_mode").select("offset")
+    at.number_input(key="browse_offset").set_value(10_000)
+    at.button[0].click()
+    at.run()
+    assert not at.exception
+    assert any("past the end" in w.value for w in at.warning)
+
+
+def test_rate_from_recorded_end_offsets(settings, app_env, landed, pg_schema):
+    from pipeline.clients import postgres_pool
+    from pipeline.lag_history import LagHistory, migrate_lag_history
+
+    pool = postgres_pool(settings, schema=pg_schema, max_size=2)
+    try:
+        migrate_lag_history(pool)
+        history = LagHistory(pool)
+        then = clock.utcnow() - timedelta(minutes=5)
+        for seconds, ends in ((0, 0), (60, 10)):  # 6 partitions × 10 messages in a minute
+            marks = [PartitionWatermarks(p, 0, ends) for p in range(6)]
+            history.record(LagSnapshot(app_env, then + timedelta(seconds=seconds), marks, []))
+    finally:
+        pool.close()
+    at = open_page()
+    assert not at.exception
+    parts = table(at, "msg/s").set_index("partition")
+    assert [parts.loc[p, "msg/s"] for p in range(6)] == [round(10 / 60, 2)] * 6
+    assert at.get("arrow_line_chart") or at.get("vega_lite_chart")
+    assert not any("No end-offset history" in i.value for i in at.info)
+
+
+def test_missing_dead_letter_topic_shows_a_banner(app_env, landed):
+    at = open_page()
+    at.selectbox(key="topic").select(f"{app_env}.dlq").run()
+    assert not at.exception
+    assert any("does not exist" in e.value and f"{app_env}.dlq" in e.value for e in at.error)
+    assert not [d for d in at.dataframe if "high watermark" in d.value.columns]
+
+
+def test_kafka_down_shows_a_banner_not_a_traceback(monkeypatch, app_env):
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    fresh_caches()
+    at = open_page()
+    assert not at.exception
+    assert any("does not answer" in e.value for e in at.error)
+    assert not at.dataframe
