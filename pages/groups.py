@@ -8,6 +8,7 @@ import streamlit as st
 
 from pipeline.lag import LagSnapshot, UnknownTopic
 from pipeline.lag_history import LagHistory
+from ui.banners import kafka_answers
 from ui.lag_panel import (
     NO_COMMIT,
     STATUS_HELP,
@@ -20,7 +21,7 @@ from ui.lag_panel import (
     partition_rows,
 )
 from ui.lag_resources import SAMPLE_INTERVAL, lag_history, lag_reader, lag_sampler
-from ui.resources import service_health, settings
+from ui.resources import settings
 
 INTERVALS = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30}
 CHART_SPANS = {
@@ -50,19 +51,6 @@ interval_label = controls[1].selectbox("Refresh every", list(INTERVALS), index=1
 live = controls[2].toggle("Live", value=True, key="live", help="Pause to freeze the numbers.")
 span_label = controls[3].selectbox("Chart range", list(CHART_SPANS), index=1, key="span")
 run_every = INTERVALS[interval_label] if live else None
-
-
-def kafka_banner() -> bool:
-    """Show why Kafka cannot be read, if it cannot; True when the page can go on."""
-    kafka = next((h for h in service_health() if h.name == "Kafka"), None)
-    if kafka is not None and not kafka.ok:
-        st.error(
-            f"Kafka does not answer at `{config.kafka_bootstrap_servers}` ({kafka.detail}). "
-            "Start it with `python -m devstack up`; `python -m devstack status` shows why.",
-            icon=":material/cloud_off:",
-        )
-        return False
-    return True
 
 
 def history_or_warning() -> LagHistory | None:
@@ -105,7 +93,7 @@ def read_snapshot() -> LagSnapshot | None:
 
 @st.fragment(run_every=run_every)
 def groups_panel() -> None:
-    if not kafka_banner():
+    if not kafka_answers():
         return
     snapshot = read_snapshot()
     if snapshot is None:

@@ -22,8 +22,9 @@ from pipeline.browse import (
 )
 from pipeline.events import EVENT_TYPES
 from pipeline.lag import produce_rates
+from ui.banners import kafka_answers
 from ui.lag_resources import lag_history, lag_sampler
-from ui.resources import admin, service_health, settings
+from ui.resources import admin, settings
 
 RATE_WINDOW = timedelta(minutes=15)
 START_MODES = {
@@ -46,19 +47,6 @@ st.caption(
     "will get; the partition holds high − low messages. Each partition has one **leader** "
     "broker that serves its reads and writes."
 )
-
-
-def kafka_answers() -> bool:
-    """Show why Kafka cannot be read, if it cannot; True when the page can go on."""
-    kafka = next((h for h in service_health() if h.name == "Kafka"), None)
-    if kafka is not None and not kafka.ok:
-        st.error(
-            f"Kafka does not answer at `{config.kafka_bootstrap_servers}` ({kafka.detail}). "
-            "Start it with `python -m devstack up`; `python -m devstack status` shows why.",
-            icon=":material/cloud_off:",
-        )
-        return False
-    return True
 
 
 def topic_choices() -> list[str]:

@@ -10,6 +10,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from typing import NoReturn
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -22,6 +23,7 @@ from psycopg_pool import ConnectionPool
 from pipeline.clients import elasticsearch_client, kafka_admin, postgres_pool
 from pipeline.postgres import migrate
 from pipeline.settings import Settings, load_settings, redact_url
+from ui.resources import clear_caches
 
 START_HINT = "start the services with `python -m devstack up` (or `make up`)"
 
@@ -128,3 +130,15 @@ def pool(settings: Settings, pg_schema: str) -> Iterator[ConnectionPool]:
         yield pool
     finally:
         pool.close()
+
+
+@pytest.fixture
+def app_env(monkeypatch, settings: Settings, topic: str, pg_schema: str) -> Iterator[str]:
+    """The app reading `topic`, with its PostgreSQL tables in the test's schema."""
+    monkeypatch.setenv("KAFKA_TOPIC", topic)
+    monkeypatch.setenv(
+        "DATABASE_URL", f"{settings.database_url}?options={quote('-c search_path=' + pg_schema)}"
+    )
+    clear_caches()
+    yield topic
+    clear_caches()

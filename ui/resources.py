@@ -16,7 +16,15 @@ from pipeline.postgres import PostgresTaskRepository, migrate
 from pipeline.service import TaskService
 from pipeline.settings import Settings, load_settings
 
-__all__ = ["admin", "es", "service_health", "settings", "task_index", "task_service"]
+__all__ = [
+    "admin",
+    "clear_caches",
+    "es",
+    "service_health",
+    "settings",
+    "task_index",
+    "task_service",
+]
 
 
 @st.cache_resource
@@ -60,3 +68,9 @@ def task_service() -> TaskService:
     if not settings().read_only:
         migrate(pool)
     return TaskService(PostgresTaskRepository(pool), settings(), search=task_index())
+
+
+def clear_caches() -> None:
+    """Forget every cached client and result: the next run reads the settings and connects anew."""
+    st.cache_resource.clear()  # on_release stops the lag sampler and closes its pool
+    st.cache_data.clear()

@@ -14,11 +14,9 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 import pyarrow as pa
 import pytest
-import streamlit as st
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 from streamlit.testing.v1 import AppTest
@@ -34,26 +32,18 @@ from pipeline.lag import (
 )
 from pipeline.lag_history import LagHistory, migrate_lag_history
 from ui.lag_panel import NO_COMMIT
+from ui.resources import clear_caches
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 6
 MESSAGES = 120
 
 
-def fresh_caches() -> None:
-    st.cache_resource.clear()  # on_release stops the sampler and closes the history pool
-    st.cache_data.clear()
-
-
-@pytest.fixture
-def app_env(monkeypatch, settings, topic, pg_schema) -> Iterator[str]:
-    """The app reading `topic` with its history in the test's schema; the sampler stopped after."""
-    monkeypatch.setenv("KAFKA_TOPIC", topic)
-    options = quote("-c search_path=" + pg_schema)
-    monkeypatch.setenv("DATABASE_URL", f"{settings.database_url}?options={options}")
-    fresh_caches()
-    yield topic
-    fresh_caches()
+@pytest.fixture(autouse=True)
+def no_sampler_left(app_env) -> Iterator[None]:
+    """The page's background sampler must stop when the app's caches are cleared."""
+    yield
+    clear_caches()
     assert not sampler_threads(), "the page's sampler outlived st.cache_resource.clear()"
 
 
@@ -247,7 +237,7 @@ def test_paused_page_says_so(app_env, group, lagging_group):
 
 def test_missing_topic_shows_a_banner_not_a_traceback(monkeypatch, app_env, unique):
     monkeypatch.setenv("KAFKA_TOPIC", f"missing-{unique}")
-    fresh_caches()
+    clear_caches()
     at = open_page()
     assert not at.exception
     assert any("does not exist" in e.value and f"missing-{unique}" in e.value for e in at.error)
@@ -259,7 +249,7 @@ def test_kafka_down_shows_a_banner_not_a_traceback(monkeypatch, app_env):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
-    fresh_caches()
+    clear_caches()
     at = open_page()
     assert not at.exception
     assert any("Kafka does not answer" in e.value and str(port) in e.value for e in at.error)

@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-import streamlit as st
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 from psycopg_pool import ConnectionPool
@@ -26,14 +25,9 @@ from pipeline.postgres import OutboxStore, PostgresTaskRepository
 from pipeline.relay import OutboxRelay
 from pipeline.service import TaskService
 from pipeline.settings import Settings
+from ui.resources import clear_caches
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _clear_caches() -> None:
-    # ui.resources caches settings and clients per process: rebuild them from this test's env.
-    st.cache_resource.clear()
-    st.cache_data.clear()
 
 
 @pytest.fixture
@@ -52,9 +46,9 @@ def app_env(
     monkeypatch.setenv("KAFKA_TOPIC", f"test-{unique}")
     monkeypatch.setenv("ELASTICSEARCH_INDEX", f"test-{unique}")
     monkeypatch.setenv("TASKSTREAM_READ_ONLY", "false")
-    _clear_caches()
+    clear_caches()
     yield pg_schema
-    _clear_caches()
+    clear_caches()
 
 
 def open_tasks_page() -> AppTest:
@@ -296,11 +290,11 @@ def test_postgres_down_shows_a_banner_with_the_start_command(monkeypatch: pytest
         port = s.getsockname()[1]
     monkeypatch.setenv("DATABASE_URL", f"postgresql://taskstream@127.0.0.1:{port}/taskstream")
     monkeypatch.setenv("KAFKA_TOPIC", f"test-down-{uuid.uuid4().hex[:8]}")
-    _clear_caches()
+    clear_caches()
     try:
         at = open_tasks_page()
     finally:
-        _clear_caches()
+        clear_caches()
     banner = errors(at)
     assert f"127.0.0.1:{port}" in banner
     assert "python -m devstack up" in banner

@@ -4,37 +4,19 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from pipeline import clock
 from pipeline.clients import kafka_producer
 from pipeline.lag import LagSnapshot, PartitionWatermarks
+from ui.resources import clear_caches
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNT = 90
-
-
-def fresh_caches() -> None:
-    st.cache_resource.clear()  # on_release stops the sampler and closes the history pool
-    st.cache_data.clear()
-
-
-@pytest.fixture
-def app_env(monkeypatch, settings, topic, pg_schema) -> Iterator[str]:
-    """The app reading `topic`, its lag history in the test's schema; caches cleared after."""
-    monkeypatch.setenv("KAFKA_TOPIC", topic)
-    options = quote("-c search_path=" + pg_schema)
-    monkeypatch.setenv("DATABASE_URL", f"{settings.database_url}?options={options}")
-    fresh_caches()
-    yield topic
-    fresh_caches()
 
 
 @pytest.fixture
@@ -167,7 +149,7 @@ def test_kafka_down_shows_a_banner_not_a_traceback(monkeypatch, app_env):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
-    fresh_caches()
+    clear_caches()
     at = open_page()
     assert not at.exception
     assert any("does not answer" in e.value for e in at.error)
