@@ -107,7 +107,44 @@ def _parser() -> argparse.ArgumentParser:
     state.add_argument("--done", dest="is_done", action="store_const", const=True)
     state.add_argument("--not-done", dest="is_done", action="store_const", const=False)
     search.add_argument("--limit", type=int, default=20)
+    _replay_parser(commands, common)
     return parser
+
+
+def _replay_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    replay = commands.add_parser(
+        "replay", help="re-index the topic into scratch-NAME as group replay-NAME, at a speed"
+    )
+    actions = replay.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    start = actions.add_parser("start", parents=[common], help="start a replay worker")
+    start.add_argument("name", help="group replay-NAME, index scratch-NAME")
+    start.add_argument(
+        "--from",
+        dest="start",
+        default="earliest",
+        help="earliest (default), latest, an ISO time, or PARTITION:OFFSET,… (others skipped)",
+    )
+    start.add_argument("--until", default="end", help="end (the end offsets now) or an ISO time")
+    start.add_argument(
+        "--speed", default="100", help="events/s (default 100), Nx the original pace, or max"
+    )
+    actions.add_parser("list", parents=[common], help="replays with state and progress")
+    for name, text in (
+        ("pause", "pause a replay"),
+        ("resume", "resume a replay (restarts a dead or stopped worker)"),
+        ("stop", "stop a replay; its group and index stay"),
+        ("run", "run the worker itself, in the foreground"),
+    ):
+        action = actions.add_parser(name, parents=[common], help=text)
+        action.add_argument("name")
+    rate = actions.add_parser("rate", parents=[common], help="change a replay's speed")
+    rate.add_argument("name")
+    rate.add_argument("speed", help="events/s, Nx the original pace, or max")
+    delete = actions.add_parser(
+        "delete", parents=[common], help="stop a replay and delete its row and consumer group"
+    )
+    delete.add_argument("name")
+    delete.add_argument("--drop-index", action="store_true", help="also delete scratch-NAME")
 
 
 def _print_tasks(tasks: Sequence[Any]) -> None:
@@ -253,6 +290,163 @@ def _lag(args: argparse.Namespace, settings: Settings) -> Any:
     return None
 
 
+def _replay(args: argparse.Namespace, settings: Settings) -> Any:
+    from pipeline import replay
+
+    try:
+        if args.action == "run":
+            return replay.run_replay_worker(settings, args.name)
+        if args.action == "start":
+            return _replay_start(args, settings)
+        with replay.open_replay_store(settings) as store:
+            if args.action == "list":
+                return _replay_list(args, store)
+            row = store.get(args.name)
+            assert row is not None
+            if args.action == "pause":
+                store.update(row.name, desired_state="paused")
+            elif args.action == "stop":
+                store.update(row.name, desired_state="stopped")
+                if not _worker_alive(row):
+                    store.update(row.name, state="stopped")
+            elif args.action == "rate":
+                speed = replay.parse_replay_speed(args.speed)
+                store.update(row.name, speed=str(speed))
+            elif args.action == "resume":
+                store.update(row.name, desired_state="running")
+                if row.state != "finished" and not _worker_alive(row):
+                    store.update(row.name, state="pending", pid=None)
+                    replay.spawn_worker(row.name)
+            elif args.action == "delete":
+                _replay_delete(args, settings, store, row)
+            result = store.get(args.name, missing_ok=True)
+    except replay.ReplayRefused as exc:
+        raise UsageError(f"replay {args.action}: {exc}") from None
+    if args.json:
+        return result.to_json(_now()) if result is not None else {"deleted": args.name}
+    print(f"replay {args.name}: {args.action} " + ("done" if result is None else "requested"))
+    return None
+
+
+def _now() -> Any:
+    from pipeline import clock
+
+    return clock.utcnow()
+
+
+def _worker_alive(row: Any) -> bool:
+    from pipeline.replay import effective_state
+
+    return effective_state(row, _now()) in ("running", "paused") or (
+        row.state == "pending" and effective_state(row, _now()) == "pending"
+    )
+
+
+def _replay_start(args: argparse.Namespace, settings: Settings) -> Any:
+    from pipeline import replay
+    from pipeline.clients import kafka_admin
+
+    # Every guard runs before anything is created.
+    names = replay.replay_names(args.name, settings)
+    speed = replay.parse_replay_speed(args.speed)
+    spec = replay.parse_start(args.start)
+    until_time = replay.parse_until(args.until)
+    admin = kafka_admin(settings)
+    watermarks = replay.topic_watermarks(admin, settings.kafka_topic)
+    replay.check_offsets(spec.offsets, watermarks, settings.kafka_topic)
+    partitions = sorted(watermarks)
+    at_time = (
+        replay.offsets_at(admin, settings.kafka_topic, partitions, spec.time)
+        if spec.time is not None
+        else None
+    )
+    start = replay.resolve_offsets(spec, watermarks, at_time)
+    if until_time is None:
+        until = {p: high for p, (_, high) in watermarks.items()}
+    else:
+        found = replay.offsets_at(admin, settings.kafka_topic, partitions, until_time)
+        until = {p: high if found[p] < 0 else found[p] for p, (_, high) in watermarks.items()}
+    until = {p: max(until[p], start[p]) for p in partitions}
+    with replay.open_replay_store(settings) as store:
+        if store.exists(names.name):
+            raise replay.ReplayRefused(
+                f"a replay named {names.name!r} already exists: choose another name, or "
+                f"`replay delete {names.name}` first"
+            )
+        store.create(
+            names,
+            topic=settings.kafka_topic,
+            speed=speed,
+            start_spec=args.start,
+            until_spec=args.until,
+            start_offsets=start,
+            until_offsets=until,
+        )
+        replay.seed_group_offsets(admin, names.group, settings.kafka_topic, start)
+        pid = replay.spawn_worker(names.name)
+        store.update(names.name, pid=pid)
+        row = store.get(names.name)
+    assert row is not None
+    if args.json:
+        return row.to_json(_now())
+    print(
+        f"replay {names.name}: {row.total} event(s) from {args.start} until {args.until} at "
+        f"{speed} into index {names.index} as group {names.group} (worker pid {pid}, log "
+        f".devstack/logs/replay-{names.name}.log)"
+    )
+    return None
+
+
+def _replay_list(args: argparse.Namespace, store: Any) -> Any:
+    now = _now()
+    rows = [row.to_json(now) for row in store.list()]
+    if args.json:
+        return rows
+    print(f"{'NAME':<24} {'STATE':<9} {'SPEED':>7} {'DONE':>9} {'REMAINING':>9} {'EV/S':>8} "
+          f"{'ERRORS':>6}")  # fmt: skip
+    for r in rows:
+        done = r["total"] - r["remaining"]
+        print(f"{r['name']:<24} {r['state']:<9} {r['speed']:>7} {done:>9} {r['remaining']:>9} "
+              f"{r['events_per_s']:>8} {r['errors']:>6}")  # fmt: skip
+    if not rows:
+        print("no replays")
+    return None
+
+
+def _replay_delete(args: argparse.Namespace, settings: Settings, store: Any, row: Any) -> None:
+    import time
+
+    from pipeline import replay
+    from pipeline.clients import elasticsearch_client, kafka_admin
+    from pipeline.elasticsearch_index import TaskIndex
+
+    store.update(row.name, desired_state="stopped")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        current = store.get(row.name)
+        if current is None or not _worker_alive(current) or current.state == "stopped":
+            break
+        time.sleep(0.2)
+    admin = kafka_admin(settings)
+    for attempt in range(10):  # the worker's consumer may take a moment to leave the group
+        try:
+            replay.delete_group(admin, row.group_name)
+            break
+        except Exception:
+            if attempt == 9:
+                raise
+            time.sleep(0.5)
+    if args.drop_index:
+        if not row.index_name.startswith("scratch-"):  # never the live index
+            raise replay.ReplayRefused(f"index {row.index_name!r} is not a scratch index")
+        es = elasticsearch_client(settings)
+        try:
+            TaskIndex(es, row.index_name).delete_index(row.index_name)
+        finally:
+            es.close()
+    store.delete(row.name)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "lag": _lag,
     "tasks": _tasks,
@@ -260,10 +454,13 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "relay": _relay,
     "indexer": _indexer,
     "search": _search,
+    "replay": _replay,
 }
-LONG_RUNNING = {"relay", "indexer"}
+LONG_RUNNING = {"relay", "indexer", ("replay", "run")}
 # Commands that change something: refused in read-only mode.
-WRITES = {("tasks", "create"), ("tasks", "update"), ("tasks", "delete"), ("seed", None)}
+WRITES = {("tasks", "create"), ("tasks", "update"), ("tasks", "delete"), ("seed", None)} | {
+    ("replay", action) for action in ("start", "pause", "resume", "stop", "rate", "delete", "run")
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -274,13 +471,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         # Workers log their progress; one-shot commands only warnings, so stderr stays one line.
-        quiet = logging.INFO if args.command in LONG_RUNNING else logging.WARNING
+        running = (
+            args.command in LONG_RUNNING
+            or (args.command, getattr(args, "action", None)) in LONG_RUNNING
+        )
+        quiet = logging.INFO if running else logging.WARNING
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else quiet,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
-        if args.command not in LONG_RUNNING:
+        if not running:
             # The pool logs every failed connection attempt; the one-line error says it all.
             logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
         settings = load_settings()

@@ -80,6 +80,35 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_unpublished_by_task ON outbox (aggregate_id, id)
         WHERE published_at IS NULL;
     """,
+    # 2: replays (pipeline.replay). The CLI and app write desired_state and speed; the worker
+    # writes state, position and heartbeat. Offsets are {"partition": offset} objects.
+    """
+    CREATE TABLE replays (
+        name          text PRIMARY KEY,
+        group_name    text NOT NULL UNIQUE,
+        index_name    text NOT NULL UNIQUE,
+        topic         text NOT NULL,
+        desired_state text NOT NULL DEFAULT 'running'
+            CHECK (desired_state IN ('running', 'paused', 'stopped')),
+        state         text NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'running', 'paused', 'finished', 'stopped', 'failed')),
+        speed         text NOT NULL,
+        start_spec    text NOT NULL,
+        until_spec    text NOT NULL,
+        start_offsets jsonb NOT NULL,
+        until_offsets jsonb NOT NULL,
+        position      jsonb NOT NULL DEFAULT '{}',
+        events_done   bigint NOT NULL DEFAULT 0,
+        errors        bigint NOT NULL DEFAULT 0,
+        events_per_s  double precision NOT NULL DEFAULT 0,
+        heartbeat_at  timestamptz NULL,
+        pid           integer NULL,
+        host          text NULL,
+        created_at    timestamptz NOT NULL DEFAULT now(),
+        updated_at    timestamptz NOT NULL DEFAULT now(),
+        last_error    text NULL
+    );
+    """,
 )
 
 # Advisory lock class for migrations (first key); the schema name hashes into the second.

@@ -85,7 +85,7 @@ def test_migrations_are_versioned_idempotent_and_safe_to_run_concurrently(settin
         "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1",
         (pg_schema,),
     )
-    assert tables == [("outbox",), ("schema_migrations",), ("tasks",)]
+    assert tables == [("outbox",), ("replays",), ("schema_migrations",), ("tasks",)]
     [(definition,)] = fetch(
         pg,
         pg_schema,
