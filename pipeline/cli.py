@@ -108,7 +108,60 @@ def _parser() -> argparse.ArgumentParser:
     state.add_argument("--not-done", dest="is_done", action="store_const", const=False)
     search.add_argument("--limit", type=int, default=20)
     _replay_parser(commands, common)
+    _offsets_parser(commands, common)
     return parser
+
+
+def _offsets_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    offsets = commands.add_parser("offsets", help="a consumer group's committed offsets")
+    actions = offsets.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    reset = actions.add_parser(
+        "reset",
+        parents=[common],
+        help="reset a group's offsets on the topic (a preview by default)",
+    )
+    reset.add_argument("group", help="the consumer group")
+    reset.add_argument(
+        "--to",
+        required=True,
+        dest="to",
+        help="earliest, latest, an ISO time, PARTITION:OFFSET,… or shift:±N",
+    )
+    reset.add_argument(
+        "--execute", action="store_true", help="apply it (the group must have no active members)"
+    )
+
+
+def _offsets(args: argparse.Namespace, settings: Settings) -> Any:
+    from pipeline import offsets
+    from pipeline.clients import kafka_admin
+    from pipeline.service import ReadOnlyError
+
+    if args.execute and settings.read_only:
+        raise ReadOnlyError("offsets reset --execute")
+    try:
+        spec = offsets.parse_reset_spec(args.to)
+        admin = kafka_admin(settings)
+        plan = offsets.plan_reset(admin, settings.kafka_topic, args.group, spec)
+        if args.execute:
+            offsets.execute_reset(admin, plan)
+    except offsets.OffsetResetRefused as exc:
+        raise UsageError(f"offsets reset: {exc}") from None
+    if args.json:
+        return {**plan.to_json(), "executed": bool(args.execute)}
+    print(f"group {plan.group}  topic {plan.topic}  --to {plan.spec}")
+    print(
+        f"  {'PARTITION':>9}  {'CURRENT':>10}  {'NEW':>10}  {'LAG BEFORE':>10}  {'LAG AFTER':>10}"
+    )
+    for r in plan.rows:
+        current = "-" if r.current is None else r.current
+        before = "-" if r.lag_before is None else r.lag_before
+        print(f"  {r.partition:>9}  {current:>10}  {r.new:>10}  {before:>10}  {r.lag_after:>10}")
+    if args.execute:
+        print(f"applied: {len(plan.rows)} partition(s) reset")
+    else:
+        print("preview only: add --execute to apply (the group must have no active members)")
+    return None
 
 
 def _replay_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -137,6 +190,10 @@ def _replay_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     ):
         action = actions.add_parser(name, parents=[common], help=text)
         action.add_argument("name")
+    compare = actions.add_parser(
+        "compare", parents=[common], help="compare scratch-NAME with the live index"
+    )
+    compare.add_argument("name")
     rate = actions.add_parser("rate", parents=[common], help="change a replay's speed")
     rate.add_argument("name")
     rate.add_argument("speed", help="events/s, Nx the original pace, or max")
@@ -298,6 +355,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> Any:
             return replay.run_replay_worker(settings, args.name)
         if args.action == "start":
             return _replay_start(args, settings)
+        if args.action == "compare":
+            return _replay_compare(args, settings)
         with replay.open_replay_store(settings) as store:
             if args.action == "list":
                 return _replay_list(args, store)
@@ -397,6 +456,39 @@ def _replay_start(args: argparse.Namespace, settings: Settings) -> Any:
     return None
 
 
+def _replay_compare(args: argparse.Namespace, settings: Settings) -> Any:
+    from pipeline import replay
+    from pipeline.clients import elasticsearch_client
+    from pipeline.compare import compare_indices
+
+    names = replay.replay_names(args.name, settings)
+    live = settings.elasticsearch_index
+    es = elasticsearch_client(settings)
+    try:
+        for index, what in (
+            (names.index, f"replay {names.name}'s scratch index"),
+            (live, "the live index"),
+        ):
+            if not es.indices.exists(index=index):
+                raise replay.ReplayRefused(f"{what} {index!r} does not exist")
+        result = compare_indices(es, names.index, live)
+    finally:
+        es.close()
+    if args.json:
+        return result.to_json()
+    c = result.counts
+    print(f"{names.index}: {c['scratch']} document(s); {live}: {c['live']}; identical: {c['same']}")
+    for label, side in (
+        (f"only in {names.index}", result.only_in_scratch),
+        (f"only in {live}", result.only_in_live),
+        ("different", result.differing),
+    ):
+        more = f" (first {len(side.sample)}: {', '.join(side.sample)})" if side.sample else ""
+        print(f"{label}: {side.count}{more}")
+    print("the indices match" if result.identical else "the indices differ")
+    return None
+
+
 def _replay_list(args: argparse.Namespace, store: Any) -> Any:
     now = _now()
     rows = [row.to_json(now) for row in store.list()]
@@ -455,6 +547,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "indexer": _indexer,
     "search": _search,
     "replay": _replay,
+    "offsets": _offsets,
 }
 LONG_RUNNING = {"relay", "indexer", ("replay", "run")}
 # Commands that change something: refused in read-only mode.
