@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +16,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline import clock
-from pipeline.clients import kafka_consumer, kafka_producer, postgres_pool
+from pipeline.clients import kafka_consumer, postgres_pool
 from pipeline.events import dumps
 from pipeline.lag import (
     GroupLag,
@@ -30,28 +29,13 @@ from pipeline.lag import (
     lag_report,
 )
 from pipeline.lag_history import LagHistory, LagSampler, migrate_lag_history
+from tests.kafka_data import produce_keyed
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_CONSUMER_GROUPS = [sys.executable, "-m", "devstack", "kafka", "kafka-consumer-groups"]
 PARTITIONS = 6
 # Synthetic samples are an hour old: far past any retention a test prunes by age.
 HOUR_AGO = clock.utcnow().replace(microsecond=0) - timedelta(hours=1)
-
-
-def produce(settings, topic: str, count: int, prefix: str = "task") -> Counter[int]:
-    """Produce `count` keyed messages; how many landed on each partition."""
-    landed: Counter[int] = Counter()
-
-    def on_delivery(err, msg):
-        assert err is None, err
-        landed[msg.partition()] += 1
-
-    producer = kafka_producer(settings)
-    for i in range(count):
-        producer.produce(topic, key=f"{prefix}-{i}".encode(), value=b"{}", on_delivery=on_delivery)
-    assert producer.flush(30) == 0
-    assert sum(landed.values()) == count
-    return landed
 
 
 def commit_offsets(admin: AdminClient, group: str, topic: str, offsets: dict[int, int]) -> None:
@@ -129,7 +113,7 @@ def other_topic(admin: AdminClient, unique: str) -> Iterator[str]:
 
 def test_snapshot_equals_kafka_consumer_groups_describe(settings, admin, topic, group, forget):
     forget.append(group)
-    landed = produce(settings, topic, 120)
+    landed = produce_keyed(settings, topic, 120)
     assert len(landed) == PARTITIONS and min(landed.values()) >= 2, landed
     # Read everything, then commit: half of partitions 0-3, all of 4, nothing on 5.
     committed = {p: landed[p] // 2 for p in range(4)} | {4: landed[4]}
@@ -175,7 +159,7 @@ def test_snapshot_equals_kafka_consumer_groups_describe(settings, admin, topic, 
 def test_listing_keeps_groups_of_this_topic_only(
     settings, admin, topic, other_topic, group, forget
 ):
-    produce(settings, topic, 30)
+    produce_keyed(settings, topic, 30)
     here, elsewhere = f"{group}-here", f"{group}-elsewhere"
     forget.extend([here, elsewhere])
     commit_offsets(admin, here, topic, {0: 0})
@@ -206,7 +190,7 @@ def test_an_unknown_group_asked_for_shows_dead_with_no_offsets(admin, topic, gro
 
 def test_committed_offset_below_the_low_watermark_is_flagged(settings, admin, topic, group, forget):
     forget.append(group)
-    landed = produce(settings, topic, 120)
+    landed = produce_keyed(settings, topic, 120)
     partition = max(landed, key=landed.__getitem__)
     commit_offsets(admin, group, topic, {partition: 1})
     admin.delete_records([TopicPartition(topic, partition, 3)])[
@@ -221,7 +205,7 @@ def test_committed_offset_below_the_low_watermark_is_flagged(settings, admin, to
 
 def test_lag_report_json_is_the_design_shape(settings, admin, topic, group, forget):
     forget.append(group)
-    landed = produce(settings, topic, 30)
+    landed = produce_keyed(settings, topic, 30)
     commit_offsets(admin, group, topic, {0: landed[0]})
     snapshot = lag_report(settings.model_copy(update={"kafka_topic": topic}), [group])
     document = json.loads(dumps(snapshot.to_json()))
@@ -316,7 +300,7 @@ def test_history_retention_by_age_and_row_cap(history):
 
 def test_sampler_records_real_snapshots(settings, admin, topic, group, history, forget):
     forget.append(group)
-    landed = produce(settings, topic, 60)
+    landed = produce_keyed(settings, topic, 60)
     commit_offsets(admin, group, topic, {0: 1, 3: landed[3]})
     started = clock.utcnow()
     sampler = LagSampler(LagReader(admin, topic), history, interval=0.2, groups=[group])

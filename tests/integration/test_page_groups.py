@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 from streamlit.testing.v1 import AppTest
 
 from pipeline import clock
-from pipeline.clients import kafka_consumer, kafka_producer, postgres_pool
+from pipeline.clients import kafka_consumer, postgres_pool
 from pipeline.lag import (
     GroupLag,
     LagSnapshot,
@@ -31,6 +31,7 @@ from pipeline.lag import (
     lag_report,
 )
 from pipeline.lag_history import LagHistory, migrate_lag_history
+from tests.kafka_data import produce_keyed
 from ui.lag_panel import NO_COMMIT
 from ui.resources import clear_caches
 
@@ -71,22 +72,6 @@ def history(settings, pg_schema) -> Iterator[LagHistory]:
     pool.close()
 
 
-def produce(settings, topic: str, count: int) -> Counter[int]:
-    """Produce `count` keyed messages; how many landed on each partition."""
-    landed: Counter[int] = Counter()
-
-    def on_delivery(err, msg):
-        assert err is None, err
-        landed[msg.partition()] += 1
-
-    producer = kafka_producer(settings)
-    for i in range(count):
-        producer.produce(topic, key=f"task-{i}".encode(), value=b"{}", on_delivery=on_delivery)
-    assert producer.flush(30) == 0
-    assert sum(landed.values()) == count
-    return landed
-
-
 def consume_and_commit(settings, topic: str, group: str, offsets: dict[int, int]) -> None:
     """Read everything as a member of `group`, commit `offsets`, leave the group."""
     consumer = kafka_consumer(settings, group)
@@ -108,7 +93,7 @@ def consume_and_commit(settings, topic: str, group: str, offsets: dict[int, int]
 def lagging_group(settings, topic, group, forget) -> tuple[Counter[int], dict[int, int]]:
     """`group` with half of partitions 0-3 and all of 4 committed, nothing on 5; no members."""
     forget.append(group)
-    landed = produce(settings, topic, MESSAGES)
+    landed = produce_keyed(settings, topic, MESSAGES)
     assert len(landed) == PARTITIONS and min(landed.values()) >= 2, landed
     committed = {p: landed[p] // 2 for p in range(4)} | {4: landed[4]}
     consume_and_commit(settings, topic, group, committed)
