@@ -10,6 +10,7 @@ navigation = st.navigation(
     [
         st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
         st.Page("pages/tasks.py", title="Tasks", icon=":material/checklist:"),
+        st.Page("pages/search.py", title="Search", icon=":material/search:"),
         st.Page("pages/topic.py", title="Topic", icon=":material/view_stream:"),
         st.Page("pages/groups.py", title="Consumer groups", icon=":material/groups:"),
     ]
