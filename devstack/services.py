@@ -137,7 +137,7 @@ class Kafka(Service):
         (self.home / "log4j2.properties").write_text(_LOG4J_BROKER)
         if not (data / "meta.properties").is_file():
             # KRaft needs formatted storage with a cluster id before its first start.
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = kafka_cluster_id()
             result = subprocess.run(
                 self.java_command("kafka.tools.StorageTool", "format", "--cluster-id", cluster_id,
                                   "--config", str(properties)),
@@ -348,6 +348,17 @@ class Postgres(Service):
                 conn.execute(
                     sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.config.pg_database))
                 )
+
+
+def kafka_cluster_id() -> str:
+    """A random cluster id as Kafka's Uuid.randomUuid() makes one: URL-safe base64 of 16 bytes.
+
+    Like Kafka, never one starting with "-": the storage tool would read it as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def all_services(config: DevstackConfig) -> list[Service]:

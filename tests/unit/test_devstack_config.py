@@ -44,3 +44,14 @@ def test_a_service_on_another_host_is_never_started(service, fields, variable):
 def test_loopback_services_may_be_started():
     for service in (Kafka, Elasticsearch, Postgres):
         service(config_for()).check_startable()
+
+
+def test_kafka_cluster_ids_never_start_with_a_dash():
+    import base64
+
+    from devstack.services import kafka_cluster_id
+
+    ids = [kafka_cluster_id() for _ in range(5000)]
+    assert not any(i.startswith("-") for i in ids)
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+    assert len(set(ids)) == len(ids)
