@@ -34,3 +34,11 @@ def test_ports_and_settings_follow_design():
     assert set(app_env) >= {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "ELASTICSEARCH_URL"}
     for dependency in ("kafka", "elasticsearch", "postgres"):
         assert services["app"]["depends_on"][dependency]["condition"] == "service_healthy"
+
+
+def test_relay_and_indexer_run_beside_the_app_with_its_settings():
+    services = load()["services"]
+    for name in ("relay", "indexer"):
+        assert services[name]["command"] == ["python", "-m", "pipeline", name]
+        assert services[name]["environment"] == services["app"]["environment"]
+        assert services[name]["depends_on"] == services["app"]["depends_on"]
