@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
-from elasticsearch import Elasticsearch
+from elasticsearch import Elasticsearch, OrjsonSerializer
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
@@ -63,7 +63,13 @@ def kafka_admin(settings: Settings, **overrides: Any) -> AdminClient:
 
 def elasticsearch_client(settings: Settings, **overrides: Any) -> Elasticsearch:
     """An Elasticsearch client with the configured authentication."""
-    options: dict[str, Any] = {"request_timeout": 30, **settings.elasticsearch_auth(), **overrides}
+    options: dict[str, Any] = {
+        "request_timeout": 30,
+        # orjson reads a 2,000-item bulk response several times faster than the json module.
+        "serializer": OrjsonSerializer(),
+        **settings.elasticsearch_auth(),
+        **overrides,
+    }
     return Elasticsearch(settings.elasticsearch_url, **options)
 
 

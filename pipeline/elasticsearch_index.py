@@ -16,6 +16,7 @@ state, and such a conflict counts as success. Two limits follow from the same ru
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,6 +186,12 @@ def bulk_body(actions: Sequence[BulkAction], index: str) -> bytes:
     return b"\n".join(lines)
 
 
+@functools.cache
+def _ok_result(status: int) -> BulkItemResult:
+    """The (shared, immutable) result of an item Elasticsearch reported as no error."""
+    return BulkItemResult(ItemOutcome.OK, int(status))
+
+
 def classify_item(op: str, item: Mapping[str, Any]) -> BulkItemResult:
     """Classify one entry of a `_bulk` response's `items` (the part under the op's name)."""
     status = int(item.get("status", 0))
@@ -278,8 +285,17 @@ class TaskIndex:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def bulk(self, actions: Sequence[BulkAction], index: str | None = None) -> list[BulkItemResult]:
+    def bulk(
+        self,
+        actions: Sequence[BulkAction],
+        index: str | None = None,
+        *,
+        body: bytes | None = None,
+    ) -> list[BulkItemResult]:
         """Write `actions` in one `_bulk` request; one result per action, in order.
+
+        `body`, when given, must be `bulk_body(actions, index)`, made beforehand (the indexer
+        builds it while the previous request is in flight).
 
         Never raises for Elasticsearch or transport trouble: a request that failed as a whole
         (connection refused, 429, 5xx) gives every action a RETRYABLE result. A request refused
@@ -287,12 +303,15 @@ class TaskIndex:
         """
         if not actions:
             return []
-        return self._bulk(list(actions), index or self.index)
+        return self._bulk(list(actions), index or self.index, body)
 
-    def _bulk(self, actions: list[BulkAction], index: str) -> list[BulkItemResult]:
+    def _bulk(
+        self, actions: list[BulkAction], index: str, body: bytes | None = None
+    ) -> list[BulkItemResult]:
         try:
             response = self._client.bulk(
-                operations=bulk_body(actions, index), filter_path=_BULK_FILTER
+                operations=bulk_body(actions, index) if body is None else body,
+                filter_path=_BULK_FILTER,
             )
         except ApiError as exc:
             status = exc.status_code
@@ -308,6 +327,15 @@ class TaskIndex:
         if items is None or len(items) != len(actions):
             reason = f"bulk response had {0 if items is None else len(items)} items for {len(actions)} actions"
             return [BulkItemResult(ItemOutcome.RETRYABLE, 0, reason)] * len(actions)
+        if response.body.get("errors") is False:
+            # Every item succeeded (a 409 would have set `errors`): only the statuses to read.
+            try:
+                return [
+                    _ok_result(item[action.op]["status"])
+                    for action, item in zip(actions, items, strict=True)
+                ]
+            except (KeyError, TypeError):
+                pass  # an item not shaped as documented: classify each one below
         results = []
         for action, item in zip(actions, items, strict=True):
             body = item.get(action.op)

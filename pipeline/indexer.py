@@ -44,6 +44,7 @@ from pipeline.elasticsearch_index import (
     IndexMappingError,
     ItemOutcome,
     TaskIndex,
+    bulk_body,
     task_document,
 )
 from pipeline.events import (
@@ -301,6 +302,9 @@ class Indexer:
         self._index: TaskIndex | None = None
         self._batch: list[BatchEntry] | None = None  # being written; not yet committed
         self._next: list[BatchEntry] = []  # read and decoded; written after `_batch`
+        # `_next`'s bulk body, serialised while `_batch` is still being written (None: not made,
+        # or `_next` changed since).
+        self._next_body: bytes | None = None
         # The current batch's first write, sent on the writer thread while the next is read.
         self._inflight: tuple[list[BatchEntry], Future[list[BulkItemResult]]] | None = None
         self._writer: ThreadPoolExecutor | None = None
@@ -399,6 +403,13 @@ class Indexer:
         consumer = self._consumer
         assert consumer is not None
         while not self._stop.is_set():
+            if self.until is not None and self._batch is not None and self._read_to_until():
+                # Everything up to `until` is read: finish now rather than wait on an empty
+                # consume for messages that would not be indexed anyway.
+                self._finish_batch()
+                if self._until_done():
+                    _log.info("%s: reached the end offsets %s", self._name(), self.until)
+                    break
             budget = self.batch_size
             if self._before_batch is not None:
                 wanted = self._before_batch(self)
@@ -421,10 +432,11 @@ class Indexer:
             # Read and decode this batch while the previous one is being written, then finish
             # that one (retries, dead letters, commit) and send this one on its way.
             self._next = self._prepare(messages)
+            self._next_body = self._encode(self._next)
             self._finish_batch()
             if self._next and not self._stop.is_set():
                 self._start_batch()
-            self._next = []
+            self._next, self._next_body = [], None
             if self.until is not None and self._until_done():
                 _log.info("%s: reached the end offsets %s", self._name(), self.until)
                 break
@@ -523,9 +535,16 @@ class Indexer:
         self.stats.consumed += len(valid)
         return plan_batch(valid, self.handlers)
 
+    def _encode(self, entries: list[BatchEntry]) -> bytes | None:
+        """The bulk body of `entries`' actions, made on this thread: the writer thread then
+        only waits on the network, instead of contending for the GIL with the next decode."""
+        actions = [e.action for e in entries if e.action is not None]
+        return bulk_body(actions, self.index_name) if actions else None
+
     def _start_batch(self) -> None:
         """Make the prepared batch current: dead letters out, first write sent on the writer."""
         entries, self._next = self._next, []
+        body, self._next_body = self._next_body, None
         self._batch = entries
         if self._before_write is not None:
             self._before_write(self, [e.message for e in entries])
@@ -534,7 +553,7 @@ class Indexer:
         if to_write:
             assert self._index is not None and self._writer is not None
             actions = [e.action for e in to_write if e.action is not None]
-            future = self._writer.submit(self._index.bulk, actions, self.index_name)
+            future = self._writer.submit(self._index.bulk, actions, self.index_name, body=body)
             self._inflight = (to_write, future)
 
     def _finish_batch(self) -> None:
@@ -753,6 +772,7 @@ class Indexer:
         # A write in flight decides what is done: wait for it (one bulk request at most).
         self._await_write()
         self._next = [e for e in self._next if e.partition_key not in revoked]
+        self._next_body = None
         if self._batch is not None:
             # Mid-batch (waiting to retry): keep what is done, leave the rest to the new owner.
             positions = commit_positions(e for e in self._batch if e.partition_key in revoked)
@@ -768,6 +788,7 @@ class Indexer:
         lost = {(tp.topic, tp.partition) for tp in partitions}
         self._await_write()
         self._next = [e for e in self._next if e.partition_key not in lost]
+        self._next_body = None
         if self._batch is not None:
             self._batch[:] = [e for e in self._batch if e.partition_key not in lost]
         self._forget(lost)
@@ -834,6 +855,24 @@ class Indexer:
                 self._finished.add(key)
                 consumer.pause([TopicPartition(*key)])
         return all((self.topic, partition) in self._finished for partition in self.until)
+
+    def _read_to_until(self) -> bool:
+        """Has every `until` partition been read (not necessarily written) up to its offset?"""
+        assert self.until is not None
+        read: dict[int, int] = {}
+        for entry in self._batch or ():
+            partition = entry.message.partition()
+            read[partition] = max(read.get(partition, 0), entry.offset + 1)
+        for partition, end in self.until.items():
+            key = (self.topic, partition)
+            if key not in self._assigned:
+                return False
+            position = read.get(partition)
+            if position is None:
+                position = self._position(key)
+            if position is None or position < end:
+                return False
+        return True
 
     def _position(self, key: TopicPartitionKey) -> int | None:
         """The next offset this worker will read from the partition."""

@@ -752,6 +752,41 @@ def test_until_and_hooks_bound_a_replay_style_run(
     assert sum(r.indexed for r in reports) == len(wanted)
 
 
+def test_a_run_until_the_end_offsets_returns_without_waiting_for_more_messages(
+    settings, indexer_settings, admin, es, topic, group, index_name
+):
+    """Once everything up to `until` is read, the last batch is finished at once: no consume
+    waits its `batch_wait` for messages that could not be indexed anyway."""
+    events = Events(settings, topic)
+    for i in range(40):
+        events.send(created_event(new_task(f"to the end {i}")))
+    events.flush()
+    ends = end_offsets(admin, topic)
+    replay = Indexer(
+        indexer_settings,
+        group=group,
+        topic=topic,
+        index=index_name,
+        dlq_topic=None,
+        create_topics=False,
+        until=ends,
+        # One batch holds every event, so the first consume returns as soon as they are read;
+        # a second one would wait out `batch_wait`, far beyond the join below.
+        batch_size=40,
+        batch_wait=120.0,
+    )
+    thread = threading.Thread(target=replay.run, daemon=True)
+    thread.start()
+    thread.join(timeout=WAIT)
+    if thread.is_alive():
+        replay.request_stop()
+        thread.join(timeout=WAIT)
+        pytest.fail("run() waited on an empty consume after reading up to the end offsets")
+
+    assert committed_offsets(admin, group, topic) == {p: o for p, o in ends.items() if o > 0}
+    assert len(documents(es, index_name)) == 40
+
+
 def test_an_index_with_a_foreign_mapping_stops_the_indexer_with_exit_code_2(
     indexer_settings, es, dlq, index_name, caplog
 ):
