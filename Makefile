@@ -3,10 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APP_ADDRESS ?= 127.0.0.1
-APP_PORT ?= 8501
 
-.PHONY: run test up down status lint format unit bench
+.PHONY: run test up down status lint format unit bench chromium e2e screenshots
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,18 +23,21 @@ status: $(STAMP)
 	$(PY) -m devstack status
 
 ## run: services, the outbox relay and the indexer, and the Streamlit app on
-## http://$(APP_ADDRESS):$(APP_PORT); Ctrl-C stops the app, the relay and the indexer.
+## http://127.0.0.1:8501 (APP_ADDRESS, APP_PORT); Ctrl-C stops the app, the relay and the indexer.
 run: up
 	@mkdir -p .devstack/logs
 	@echo "relay and indexer log to .devstack/logs/relay.log and indexer.log"
 	$(PY) -m pipeline relay >> .devstack/logs/relay.log 2>&1 & relay=$$!; \
 	$(PY) -m pipeline indexer >> .devstack/logs/indexer.log 2>&1 & indexer=$$!; \
 	trap 'kill -TERM $$relay $$indexer 2>/dev/null; wait $$relay $$indexer' EXIT INT TERM; \
-	$(PY) -m streamlit run app.py --server.address $(APP_ADDRESS) --server.port $(APP_PORT) \
-		--server.headless true --browser.gatherUsageStats false
+	$(PY) -m pipeline.serve
 
-## test: services + lint + the whole test suite
-test: up
+## chromium: Debian's chromium for the browser tests (apt-get, only when /usr/bin/chromium is missing)
+chromium:
+	@bash tests/e2e/install_chromium.sh
+
+## test: services + lint + the whole test suite (the browser tests need Debian's chromium)
+test: up chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
@@ -45,6 +46,17 @@ test: up
 bench: up
 	$(PY) -m bench.pipeline_throughput
 	$(PY) -m bench.lag_snapshot
+
+## e2e: the app in a real browser (Debian's chromium driven by Playwright); screenshots in
+## tests/e2e/artifacts/
+e2e: up chromium
+	$(PY) -m pytest tests/e2e
+
+## screenshots: run the browser tests and refresh the README's page screenshots in docs/screenshots/
+## (all but the README check, which a page new since the last refresh would fail)
+screenshots: up chromium
+	$(PY) -m pytest tests/e2e -k "not readme"
+	$(PY) tests/e2e/screenshots.py
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit

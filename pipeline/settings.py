@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     taskstream_read_only: bool = Field(
         False, description="Refuse every write: tasks, topics, replays, offset resets, indices."
     )
+    app_address: str = Field(
+        "127.0.0.1",
+        description="Address the Streamlit app listens on; loopback by default (see "
+        "Serving for a shared setup behind a reverse proxy).",
+    )
+    app_port: int = Field(8501, ge=1, le=65535, description="Port the Streamlit app listens on.")
     # Filled from every other KAFKA_<LIBRDKAFKA_KEY> variable (see `load_settings`).
     kafka_options: dict[str, str] = Field(default_factory=dict, exclude=True)
     kafka_secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)

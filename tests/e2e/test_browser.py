@@ -1,0 +1,200 @@
+"""Every page of the app in Debian's chromium, a task created through the Tasks form and followed
+to the index; a full-page screenshot of each page in tests/e2e/artifacts/pages/ and of the task's
+way in tests/e2e/artifacts/flow/ (`make screenshots` copies them to docs/screenshots/)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from elasticsearch import Elasticsearch
+from playwright.sync_api import Locator, Page, expect
+
+from pipeline.partitioner import partition_for_key
+from tests.e2e.conftest import ARTIFACTS, ROOT, VIEWPORT, RunningApp
+
+KNOWN_PAGES = ["Overview", "Tasks", "Search", "Topic", "Consumer groups"]
+PAGES_DIR = ARTIFACTS / "pages"
+FLOW_DIR = ARTIFACTS / "flow"
+APP = '[data-testid="stApp"]'
+NAV_LINK = '[data-testid="stSidebarNav"] a[data-testid="stSidebarNavLink"]'
+# Full-page screenshots stop here, so a long page still makes a README-sized image.
+MAX_SCREENSHOT_HEIGHT = 2400
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+@dataclass(frozen=True)
+class NavEntry:
+    label: str
+    href: str
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.label.lower()).strip("-")
+
+
+def wait_for_app(page: Page, timeout: float = 30_000) -> None:
+    """Until the session is connected and no script run is in flight, then a moment for the
+    browser to lay the result out. Pages with live fragments run again every few seconds, so
+    this waits for a quiet moment, never for the network to go idle."""
+    expect(page.locator(f'{APP}[data-test-connection-state="CONNECTED"]')).to_be_attached(
+        timeout=timeout
+    )
+    expect(page.locator(f'{APP}[data-test-script-state="notRunning"]')).to_be_attached(
+        timeout=timeout
+    )
+    # Elements of the previous run that the current one has not replaced are shown faded.
+    expect(page.locator('[data-testid="stMain"] [data-stale="true"]')).to_have_count(
+        0, timeout=timeout
+    )
+    page.wait_for_timeout(300)
+    expect(page.locator(f'{APP}[data-test-script-state="notRunning"]')).to_be_attached(
+        timeout=timeout
+    )
+
+
+def assert_no_exception(page: Page, where: str) -> None:
+    exceptions = page.locator('[data-testid="stException"]')
+    if exceptions.count():
+        raise AssertionError(f"{where} shows an exception:\n{exceptions.first.inner_text()}")
+
+
+def nav_entries(page: Page) -> list[NavEntry]:
+    """The pages the sidebar navigation offers, in its order."""
+    links = page.locator(NAV_LINK)
+    expect(links.first).to_be_visible()
+    entries = []
+    for i in range(links.count()):
+        link = links.nth(i)
+        # The link holds a Material icon (a ligature, i.e. text) and the label's own span.
+        label = link.locator("span").filter(has_not=page.locator('[data-testid="stIconMaterial"]'))
+        text = label.last.inner_text().strip() if label.count() else link.inner_text().strip()
+        entries.append(NavEntry(text, link.get_attribute("href") or ""))
+    return entries
+
+
+def open_app(page: Page, app: RunningApp) -> list[NavEntry]:
+    page.goto(app.url)
+    wait_for_app(page)
+    return nav_entries(page)
+
+
+def go_to(page: Page, entry: NavEntry) -> None:
+    """Click the page's link in the sidebar, as a user would, and wait for its run to end."""
+    page.locator(NAV_LINK).filter(has_text=entry.label).first.click()
+    path = re.escape(entry.href.rstrip("/").rsplit("/", 1)[-1]) if entry.href else ""
+    expect(page).to_have_url(re.compile(rf"/{path}/?(\?.*)?$"))
+    wait_for_app(page)
+    assert_no_exception(page, f"the {entry.label} page")
+
+
+def screenshot(page: Page, path: Path) -> None:
+    """The whole page: Streamlit scrolls its main area instead of the document, so the window
+    is made as tall as that area's content (up to a limit) for the shot."""
+    height = page.evaluate(
+        """() => {
+            const main = document.querySelector('[data-testid="stMain"]');
+            return main ? main.scrollHeight : document.body.scrollHeight;
+        }"""
+    )
+    height = max(VIEWPORT["height"], min(int(height), MAX_SCREENSHOT_HEIGHT))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
+    try:
+        page.wait_for_timeout(400)  # charts and tables re-measure for the new height
+        page.screenshot(path=path, full_page=True, animations="disabled")
+    finally:
+        page.set_viewport_size(VIEWPORT)
+
+
+def markdown_containing(page: Page, text: str) -> Locator:
+    return page.locator('[data-testid="stMain"] [data-testid="stMarkdownContainer"]').filter(
+        has_text=text
+    )
+
+
+def test_every_page_renders_without_an_exception(page: Page, app: RunningApp) -> None:
+    for old in PAGES_DIR.glob("*.png"):  # a page that is gone leaves no stale screenshot
+        old.unlink()
+    entries = open_app(page, app)
+    labels = [e.label for e in entries]
+    for known in KNOWN_PAGES:
+        assert known in labels, f"the navigation lacks {known!r}: {labels}"
+    assert len(set(labels)) == len(labels), f"duplicate page labels: {labels}"
+
+    for entry in entries:
+        go_to(page, entry)
+        assert page.locator('[data-testid="stMain"] [data-testid="stElementContainer"]').count()
+        # Every page sits beside the shared sidebar, which shows the app's own topic and index.
+        expect(page.locator('[data-testid="stSidebar"]')).to_contain_text(app.topic)
+        screenshot(page, PAGES_DIR / f"{entry.slug}.png")
+        assert_no_exception(page, f"the {entry.label} page")
+
+
+def test_a_task_created_in_the_form_shows_its_event_and_reaches_the_index(
+    page: Page, app: RunningApp, es: Elasticsearch
+) -> None:
+    entries = {e.label: e for e in open_app(page, app)}
+    go_to(page, entries["Tasks"])
+    marker = uuid.uuid4().hex[:10]
+    description = f"Water the plants on the balcony {marker}"
+
+    form = page.locator('[data-testid="stForm"]').filter(
+        has=page.get_by_role("button", name="Create task")
+    )
+    form.get_by_label("Description", exact=True).fill(description)
+    form.get_by_role("button", name="Create task").click()
+    wait_for_app(page)
+    assert_no_exception(page, "the Tasks page after creating a task")
+
+    # The event panel: type, key (the task id) and the partition murmur2 maps the key to.
+    event = markdown_containing(page, "Event type:").first
+    expect(event).to_contain_text("tasks.event.created")
+    found = re.search(rf"Key: ({UUID})\s+Partition: (\d+) of (\d+)", event.inner_text())
+    assert found, event.inner_text()
+    key, partition, partitions = found.group(1), int(found.group(2)), int(found.group(3))
+    assert partitions == app.settings.kafka_topic_partitions
+    assert partition == partition_for_key(key.encode(), partitions)
+    # The panel refreshes itself; once the relay has published the event it shows the offset.
+    expect(markdown_containing(page, "Event type:").first).to_contain_text(
+        re.compile(r"Offset: \d+"), timeout=30_000
+    )
+    wait_for_app(page)
+    screenshot(page, FLOW_DIR / "task-created.png")
+
+    # The indexer puts it in the index: the Search page finds it by its unique word.
+    go_to(page, entries["Search"])
+    search_box = page.get_by_label("Search descriptions")
+    search_box.fill(marker)
+    search_box.press("Enter")
+    wait_for_app(page)
+    matches = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').filter(
+        has_text="matches"
+    )
+    deadline = time.monotonic() + 30
+    while "1 of 1 matches" not in matches.first.inner_text() and time.monotonic() < deadline:
+        # Not indexed yet: run the page again (Streamlit's "r" shortcut, outside any input).
+        page.wait_for_timeout(1000)
+        page.locator('[data-testid="stMain"] h1').first.click()
+        page.keyboard.press("r")
+        wait_for_app(page)
+    expect(matches.first).to_have_text(re.compile(r"1 of 1 matches"))
+    expect(page.locator('[data-testid="stMain"] [data-testid="stMetric"]')).to_contain_text(
+        f"{app.seeded + 1:,}"
+    )
+    assert_no_exception(page, "the Search page")
+    screenshot(page, FLOW_DIR / "task-found.png")
+    # The document found is the task whose key the event panel showed.
+    assert es.get(index=app.index, id=key)["_source"]["description"] == description
+
+
+def test_readme_shows_a_screenshot_of_every_page(page: Page, app: RunningApp) -> None:
+    """Every page in the navigation has its picture in README.md (`make screenshots` makes them)."""
+    readme = (ROOT / "README.md").read_text()
+    for entry in open_app(page, app):
+        picture = f"docs/screenshots/{entry.slug}.png"
+        assert (ROOT / picture).is_file(), f"{picture} is missing: run `make screenshots`"
+        assert f"]({picture})" in readme, f"README.md shows no {picture} for the {entry.label} page"
