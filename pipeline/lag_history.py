@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_RETENTION",
     "LagHistory",
     "LagSampler",
+    "MemoryLagHistory",
     "migrate_lag_history",
 ]
 
@@ -201,6 +203,104 @@ class LagHistory:
         return deleted
 
 
+class MemoryLagHistory:
+    """`LagHistory`'s interface over this process's memory, for read-only mode: lag over time
+    and lag in seconds still work, from when the process started, and nothing is written to
+    PostgreSQL. Thread-safe (the sampler records while pages read)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Oldest first: (taken_at, topic, group_id, partition, committed, end, start).
+        self._rows: deque[tuple] = deque()
+
+    def record(self, snapshot: LagSnapshot, *, min_interval: timedelta | None = None) -> int:
+        """As `LagHistory.record`."""
+        rows: list[tuple] = [
+            (snapshot.taken_at, snapshot.topic, None, w.partition, None, w.end, w.start)
+            for w in snapshot.partitions
+        ]
+        for group in snapshot.groups:
+            if group.error is None:
+                rows.extend(
+                    (snapshot.taken_at, snapshot.topic, group.group, p.partition, p.committed,
+                     p.end, p.start)
+                    for p in group.partitions
+                )  # fmt: skip
+        with self._lock:
+            if min_interval is not None:
+                newest = max(
+                    (r[0] for r in self._rows if r[1] == snapshot.topic and r[2] is None),
+                    default=None,
+                )
+                if newest is not None and snapshot.taken_at - newest < min_interval:
+                    return 0
+            self._rows.extend(rows)
+        return len(rows)
+
+    def _select(self, keep: Callable[[tuple], bool]) -> list[tuple]:
+        with self._lock:
+            rows = [r for r in self._rows if keep(r)]
+        return sorted(rows, key=lambda r: (r[0], r[3]))
+
+    def series(
+        self, topic: str, group: str, since: datetime, until: datetime | None = None
+    ) -> list[LagSample]:
+        """As `LagHistory.series`."""
+        rows = self._select(
+            lambda r: r[1] == topic and r[2] == group and r[0] >= since
+            and (until is None or r[0] <= until)
+        )  # fmt: skip
+        return [LagSample(r[0], r[3], r[4], r[5], r[6]) for r in rows]
+
+    def end_offsets(
+        self, topic: str, since: datetime, until: datetime | None = None
+    ) -> list[WatermarkSample]:
+        """As `LagHistory.end_offsets`."""
+        rows = self._select(
+            lambda r: r[1] == topic and r[2] is None and r[0] >= since
+            and (until is None or r[0] <= until)
+        )  # fmt: skip
+        return [WatermarkSample(r[0], r[3], r[6], r[5]) for r in rows]
+
+    def groups(self, topic: str, since: datetime) -> list[str]:
+        """As `LagHistory.groups`."""
+        with self._lock:
+            found = {
+                r[2] for r in self._rows if r[1] == topic and r[2] is not None and r[0] >= since
+            }
+        return sorted(found)
+
+    def count(self) -> int:
+        """Rows held (all topics)."""
+        with self._lock:
+            return len(self._rows)
+
+    def prune(
+        self,
+        older_than: datetime | timedelta | None = None,
+        *,
+        max_rows: int | None = None,
+    ) -> int:
+        """As `LagHistory.prune`: by age, then whole oldest snapshots beyond `max_rows`."""
+        deleted = 0
+        with self._lock:
+            if older_than is not None:
+                cutoff = (
+                    clock.utcnow() - older_than if isinstance(older_than, timedelta) else older_than
+                )
+                kept = [r for r in self._rows if r[0] >= cutoff]
+                deleted += len(self._rows) - len(kept)
+                self._rows = deque(kept)
+            if max_rows is not None and len(self._rows) > max_rows:
+                # Rows arrive in snapshot order; drop whole snapshots, as the table does.
+                ordered = sorted(self._rows, key=lambda r: r[0])
+                boundary = ordered[len(ordered) - max_rows - 1][0]
+                kept = [r for r in ordered if r[0] > boundary]
+                deleted += len(self._rows) - len(kept)
+                self._rows = deque(kept)
+        return deleted
+
+
 class LagSampler:
     """Takes a lag snapshot every `interval` seconds in a daemon thread and records it.
 
@@ -212,7 +312,7 @@ class LagSampler:
     def __init__(
         self,
         reader: LagReader,
-        history: LagHistory,
+        history: LagHistory | MemoryLagHistory,
         *,
         interval: float = 5.0,
         groups: Sequence[str] | None = None,

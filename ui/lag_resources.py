@@ -15,7 +15,13 @@ from psycopg_pool import ConnectionPool
 
 from pipeline.clients import postgres_pool
 from pipeline.lag import LagReader
-from pipeline.lag_history import DEFAULT_MAX_ROWS, LagHistory, LagSampler, migrate_lag_history
+from pipeline.lag_history import (
+    DEFAULT_MAX_ROWS,
+    LagHistory,
+    LagSampler,
+    MemoryLagHistory,
+    migrate_lag_history,
+)
 from ui.resources import admin, settings
 
 __all__ = [
@@ -51,11 +57,14 @@ def _history_pool() -> ConnectionPool:
 
 
 @st.cache_resource(show_spinner=False)
-def lag_history() -> LagHistory:
-    """The lag history in PostgreSQL (table created if missing).
+def lag_history() -> LagHistory | MemoryLagHistory:
+    """The lag history in PostgreSQL (table created if missing); in read-only mode, this
+    process's memory instead, so that nothing is written.
 
     Raises when PostgreSQL does not answer; a failure is not cached, so the next run retries.
     """
+    if settings().read_only:
+        return MemoryLagHistory()
     return LagHistory(_history_pool())
 
 

@@ -28,7 +28,7 @@ from pipeline.lag import (
     WatermarkSample,
     lag_report,
 )
-from pipeline.lag_history import LagHistory, LagSampler, migrate_lag_history
+from pipeline.lag_history import LagHistory, LagSampler, MemoryLagHistory, migrate_lag_history
 from tests.kafka_data import produce_keyed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -246,13 +246,27 @@ def synthetic(topic: str, seconds: float, end: int) -> LagSnapshot:
     return LagSnapshot(topic, taken_at, watermarks, [ok, broken])
 
 
-def test_history_round_trip_in_its_schema(pg, pg_schema, history):
+@pytest.fixture(params=["postgres", "memory"])
+def any_history(request):
+    """The PostgreSQL history, and the in-memory one read-only mode uses: same behaviour."""
+    if request.param == "memory":
+        return MemoryLagHistory()
+    return request.getfixturevalue("history")
+
+
+def test_history_table_lives_in_the_pools_schema(pg, pg_schema, history):
+    history.record(synthetic("t", 0, 100))
     tables = pg.execute(
         "SELECT table_schema FROM information_schema.tables WHERE table_name = 'lag_samples'"
         " AND table_schema = %s",
         (pg_schema,),
     ).fetchall()
     assert tables == [(pg_schema,)]
+    assert pg.execute(f'SELECT count(*) FROM "{pg_schema}".lag_samples').fetchone()[0] == 4
+
+
+def test_history_round_trip(any_history):
+    history = any_history
     first, second = synthetic("t", 0, 100), synthetic("t", 60, 130)
     assert history.record(first) == 4  # 2 watermark rows + 2 rows of g1; g2 (error) is left out
     assert history.record(second) == 4
@@ -280,7 +294,8 @@ def test_history_round_trip_in_its_schema(pg, pg_schema, history):
     assert history.record(synthetic("t", 70, 140), min_interval=timedelta(seconds=5)) == 4
 
 
-def test_history_retention_by_age_and_row_cap(history):
+def test_history_retention_by_age_and_row_cap(any_history):
+    history = any_history
     snapshots = [synthetic("t", 10 * i, 100 + i) for i in range(5)]
     for snapshot in snapshots:
         history.record(snapshot)
