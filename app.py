@@ -12,6 +12,7 @@ navigation = st.navigation(
         st.Page("pages/tasks.py", title="Tasks", icon=":material/checklist:"),
         st.Page("pages/search.py", title="Search", icon=":material/search:"),
         st.Page("pages/topic.py", title="Topic", icon=":material/view_stream:"),
+        st.Page("pages/partitions.py", title="Partitions", icon=":material/view_week:"),
         st.Page("pages/groups.py", title="Consumer groups", icon=":material/groups:"),
     ]
 )

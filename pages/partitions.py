@@ -1,0 +1,256 @@
+"""Partitions: each partition of the topic drawn as a log, with every group's committed offset on it.
+
+A teaching page: producing tasks grows the lanes, a running indexer chases their ends, a second
+indexer joining moves partitions between members (a rebalance). The numbers are the same
+snapshot the consumer-groups page reads.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pipeline.lag import LagSnapshot, UnknownTopic
+from pipeline.partitioner import partition_for_key
+from ui.banners import kafka_answers
+from ui.lag_resources import lag_reader
+from ui.partitions_panel import (
+    KIND_INDEXER,
+    KIND_REPLAY,
+    NO_COMMIT,
+    assignment_rows,
+    chart_height,
+    group_kind,
+    lane_rows,
+    lanes_chart,
+    lanes_frame,
+    markers_frame,
+    offsets_cli_commands,
+    pick_groups,
+)
+from ui.resources import settings
+
+INTERVALS = {"1 s": 1, "2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30}
+REBALANCING = {"PreparingRebalance", "CompletingRebalance"}
+
+config = settings()
+topic = config.kafka_topic
+indexer = config.indexer_group
+
+st.title("Partitions")
+st.caption(
+    f"A **topic** (here `{topic}`) is split into **partitions**. Each partition is an append-only "
+    "log: a new message goes at its end and gets the next **offset**, its position in that "
+    "partition. Below, each lane is one partition, drawn from its first stored offset (the low "
+    "watermark) to the offset the next message will get (the high watermark)."
+)
+with st.expander("The words on this page"):
+    st.markdown(
+        "- **Topic** — a named stream of messages; `tasks` holds every task's events.\n"
+        "- **Partition** — one ordered log of the topic. Partitions are read and written in "
+        "parallel; order holds *within* a partition, not across them.\n"
+        "- **Offset** — a message's position in its partition: 0, 1, 2, … Offsets are never "
+        "reused. Retention deletes old messages from the start, which raises the low watermark "
+        "(the faded part of a lane).\n"
+        "- **Key** — chosen by the producer; here the task id. A key always hashes (murmur2) to "
+        "the same partition, so one task's events stay in order.\n"
+        "- **Consumer group** — consumers sharing one `group.id`. Kafka gives each partition to "
+        "exactly one member, and the group **commits** the next offset it will read, per "
+        "partition: its marker on the lane.\n"
+        "- **Lag** — high watermark − committed offset: messages written but not yet read by "
+        "that group. A group that never committed on a partition has *no* lag number there "
+        f"(“{NO_COMMIT}”), not zero.\n"
+        "- **Rebalance** — when a member joins, leaves or stops sending heartbeats, the group "
+        "reassigns its partitions among the members that remain; while it does, nobody in that "
+        "group consumes."
+    )
+
+controls = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
+search = controls[0].text_input(
+    "Groups to draw", key="partitions_search", placeholder="part of a group name (all if empty)"
+)
+key_text = controls[1].text_input(
+    "Which partition does a key go to?",
+    key="partitions_key",
+    placeholder="a task id",
+    help="A key always hashes (murmur2) to the same partition, so one task's events stay in "
+    "order. Its lane is highlighted.",
+)
+interval_label = controls[2].selectbox(
+    "Refresh every", list(INTERVALS), index=1, key="partitions_interval"
+)
+live = controls[3].toggle(
+    "Live", value=True, key="partitions_live", help="Pause to freeze the picture."
+)
+run_every = INTERVALS[interval_label] if live else None
+
+
+def read_snapshot() -> LagSnapshot | None:
+    """A snapshot of the topic and every group on it, or None after a banner saying why not."""
+    try:
+        return lag_reader().snapshot()
+    except UnknownTopic:
+        st.error(
+            f"Topic `{topic}` does not exist on `{config.kafka_bootstrap_servers}`, so there are "
+            "no partitions to draw. The relay creates it on start (`python -m pipeline relay`); "
+            "or check `KAFKA_TOPIC`.",
+            icon=":material/help:",
+        )
+    except Exception as exc:  # any broker failure: a banner, never a traceback
+        st.error(
+            f"Could not read the partitions of `{topic}` from Kafka at "
+            f"`{config.kafka_bootstrap_servers}`: {exc}",
+            icon=":material/cloud_off:",
+        )
+    return None
+
+
+@st.fragment(run_every=run_every)
+def partitions_panel() -> None:
+    if not kafka_answers():
+        return
+    snapshot = read_snapshot()
+    if snapshot is None:
+        return
+    for problem in snapshot.errors:
+        st.warning(problem)
+
+    partitions = snapshot.partitions
+    drawn, hidden = pick_groups(snapshot.groups, indexer, search)
+    highlight = None
+    if key_text.strip() and partitions:
+        highlight = partition_for_key(key_text.strip().encode(), len(partitions))
+
+    messages = sum(w.messages for w in partitions)
+    st.subheader(f"`{topic}`: {len(partitions)} partitions, {messages:,} messages")
+    cols = st.columns(4)
+    cols[0].metric("Partitions", len(partitions), help="Fixed when the topic is created.")
+    cols[1].metric("Messages stored", f"{messages:,}", help="Sum of high − low over partitions.")
+    cols[2].metric("Groups reading", len(snapshot.groups))
+    indexer_lag = next((g.total_lag for g in snapshot.groups if g.group == indexer), None)
+    cols[3].metric(
+        f"Lag of `{indexer}`",
+        "—" if indexer_lag is None else f"{indexer_lag:,}",
+        help="Messages the live indexer has not committed yet; — when it has committed nothing.",
+    )
+    if highlight is not None:
+        st.info(
+            f"Key `{key_text.strip()}` → murmur2 hash → partition **{highlight}** of "
+            f"{len(partitions)} (highlighted). Every event with this key lands there, in order.",
+            icon=":material/key:",
+        )
+
+    lanes = lanes_frame(partitions, drawn, highlight)
+    markers = markers_frame(drawn, indexer)
+    height = chart_height(len(partitions), len(drawn))
+    st.altair_chart(lanes_chart(lanes, markers, height=height), width="stretch")
+    st.caption(
+        "Each bar is a partition's stored log, low → high watermark; the faded part before it "
+        "was removed by retention. A tick is a group's **committed offset**: everything left of "
+        "it is read, the gap to the lane's end is its **lag**. Produce tasks (Tasks page, or "
+        "`python -m pipeline seed --count 200`) and the lanes grow; run the indexer "
+        "(`python -m pipeline indexer`) and its ticks chase the ends. "
+        f"Updated {snapshot.taken_at:%H:%M:%S} UTC" + ("." if run_every else " (paused).")
+    )
+
+    if not snapshot.groups:
+        st.info(
+            f"No consumer group reads `{topic}`: nobody has committed offsets on it or is "
+            "assigned its partitions, so there are no markers. Start the indexer "
+            "(`python -m pipeline indexer`) to see group "
+            f"`{indexer}` appear and catch up.",
+            icon=":material/group_off:",
+        )
+    elif not drawn:
+        st.info(f"No group name contains “{search}”.")
+    if hidden:
+        st.caption(f"{hidden} more groups match; narrow “Groups to draw” to see them.")
+
+    st.markdown("**The picture in numbers**")
+    rows = lane_rows(partitions, drawn)
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        height=min(35 * (len(rows) + 1) + 3, 900),  # every lane, like the picture, up to ~24
+        column_config={
+            "low": st.column_config.NumberColumn("low", help="Low watermark: first stored offset."),
+            "high": st.column_config.NumberColumn(
+                "high", help="High watermark: the offset the next message gets."
+            ),
+            "messages": st.column_config.NumberColumn("messages", help="high − low"),
+        }
+        | {
+            g.group: st.column_config.TextColumn(
+                g.group,
+                help=f"{group_kind(g.group, indexer)}: committed offset (the next offset it "
+                f"reads) and lag, or “{NO_COMMIT}” where it has committed nothing.",
+            )
+            for g in drawn
+        },
+    )
+    for g in drawn:
+        if g.error is not None:
+            st.warning(f"`{g.group}`: Kafka did not answer ({g.error}); its offsets are unknown.")
+            continue
+        missing = [p.partition for p in g.partitions if p.committed is None]
+        if missing and len(missing) < len(partitions):
+            st.caption(
+                f"`{g.group}` has {NO_COMMIT} on partition(s) "
+                f"{', '.join(map(str, missing))}: no marker there, and its lag is unknown, not 0."
+            )
+        elif missing:
+            st.caption(f"`{g.group}` has {NO_COMMIT} on any partition yet: no markers.")
+
+    st.markdown("**Who reads which partition**")
+    st.caption(
+        "Within a group each partition has exactly one owner, so a group reads in parallel "
+        "with at most one member per partition (more members than partitions sit idle). Start "
+        "a second indexer (`python -m pipeline indexer` in another terminal) and watch a "
+        "**rebalance**: the group pauses, the partitions are split between the two members, "
+        "and each continues from the committed offsets: nothing is read twice or skipped. "
+        "Stop one and its partitions move back."
+    )
+    for g in drawn:
+        if g.state in REBALANCING:
+            st.warning(
+                f"`{g.group}` is rebalancing now ({g.state}): its members are paused while "
+                "Kafka reassigns the partitions.",
+                icon=":material/sync:",
+            )
+    if drawn:
+        st.dataframe(
+            assignment_rows(drawn, [w.partition for w in partitions]),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "state": st.column_config.TextColumn(
+                    "state",
+                    help="Stable: consuming. PreparingRebalance / CompletingRebalance: "
+                    "reassigning partitions. Empty: no members, committed offsets kept.",
+                ),
+                "partitions": st.column_config.TextColumn(
+                    "partitions", help="The partitions of this topic the member owns."
+                ),
+            },
+        )
+        roles = {group_kind(g.group, indexer) for g in drawn}
+        notes = []
+        if KIND_INDEXER in roles:
+            notes.append(
+                f"`{indexer}` is the live indexer, writing index `{config.elasticsearch_index}`"
+            )
+        if KIND_REPLAY in roles:
+            notes.append("`replay-*` groups are replays, each with its own offsets and index")
+        if notes:
+            st.caption(
+                "; ".join(notes) + ". Groups never share offsets: each reads at its own pace."
+            )
+
+    with st.expander("The same with Kafka's own tools"):
+        st.code(
+            offsets_cli_commands(config.kafka_bootstrap_servers, topic, [g.group for g in drawn]),
+            language="bash",
+        )
+
+
+partitions_panel()

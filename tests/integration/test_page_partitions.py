@@ -1,0 +1,265 @@
+"""The partitions picture against the real Kafka, headless with AppTest.
+
+Each test points the app at its own topic (fixture `app_env`), puts known messages and committed
+offsets on it, and reads the page's text table, the chart's data and the assignment table.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+from streamlit.testing.v1 import AppTest
+
+from pipeline.clients import kafka_consumer
+from tests.kafka_data import produce_keyed
+from ui.partitions_panel import NO_COMMIT
+from ui.resources import clear_caches
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 6
+MESSAGES = 120
+
+
+@pytest.fixture
+def forget(admin: AdminClient) -> Iterator[list[str]]:
+    """Groups to delete after the test (committed offsets outlive their test otherwise)."""
+    names: list[str] = []
+    yield names
+    if names:
+        for future in admin.delete_consumer_groups(names, request_timeout=30).values():
+            future.exception(timeout=60)
+
+
+def consume_and_commit(settings, topic: str, group: str, offsets: dict[int, int]) -> None:
+    """Read everything as a member of `group`, commit `offsets`, leave the group."""
+    consumer = kafka_consumer(settings, group)
+    consumer.subscribe([topic])
+    try:
+        read = 0
+        deadline = time.monotonic() + 60
+        while read < MESSAGES and time.monotonic() < deadline:
+            read += sum(m.error() is None for m in consumer.consume(100, timeout=1.0))
+        assert read == MESSAGES
+        consumer.commit(
+            offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
+        )
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def lagging_group(settings, topic, group, forget) -> tuple[Counter[int], dict[int, int]]:
+    """`group` with half of partitions 0-3 and all of 4 committed, nothing on 5; no members."""
+    forget.append(group)
+    landed = produce_keyed(settings, topic, MESSAGES)
+    assert len(landed) == PARTITIONS and min(landed.values()) >= 2, landed
+    committed = {p: landed[p] // 2 for p in range(4)} | {4: landed[4]}
+    consume_and_commit(settings, topic, group, committed)
+    return landed, committed
+
+
+class Member(threading.Thread):
+    """A consumer in a group that keeps polling (so it stays a member) until stopped."""
+
+    def __init__(self, settings, topic: str, group: str, client_id: str) -> None:
+        super().__init__(name=f"member-{client_id}", daemon=True)
+        self.consumer = kafka_consumer(settings, group, **{"client.id": client_id})
+        self.stopping = threading.Event()
+        self.partitions: list[int] = []
+        # Recorded from the rebalance callbacks on the polling thread: calling assignment() from
+        # another thread while poll() runs can deadlock on the GIL (the log callback needs it).
+        self.consumer.subscribe(
+            [topic],
+            on_assign=lambda _, tps: self._set(tps),
+            on_revoke=lambda _, tps: self._set([]),
+        )
+
+    def _set(self, tps) -> None:
+        self.partitions = sorted(tp.partition for tp in tps)
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                self.consumer.poll(0.2)
+        finally:
+            self.consumer.close()
+
+    def assigned(self) -> list[int]:
+        return list(self.partitions)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=30)
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/partitions.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def numbers_table(at: AppTest) -> pd.DataFrame:
+    [table] = [d.value for d in at.dataframe if "messages" in d.value.columns]
+    return table.set_index("partition")
+
+
+def assignment_table(at: AppTest) -> pd.DataFrame:
+    [table] = [d.value for d in at.dataframe if "member" in d.value.columns]
+    return table
+
+
+def chart_data(at: AppTest) -> list[pd.DataFrame]:
+    """The datasets of the drawn picture (lanes first, then markers if any)."""
+    [chart] = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+    return [pa.ipc.open_stream(d.data.data).read_pandas() for d in chart.proto.datasets]
+
+
+def lanes_and_markers(at: AppTest) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    datasets = chart_data(at)
+    [lanes] = [d for d in datasets if "label" in d.columns]
+    markers = [d for d in datasets if "committed" in d.columns]
+    return lanes.set_index("partition"), markers[0] if markers else None
+
+
+def wait_until(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_one_lane_per_partition_with_the_groups_offsets(settings, app_env, group, lagging_group):
+    landed, committed = lagging_group
+    at = open_page()
+    assert not at.error, [e.value for e in at.error]
+    assert at.subheader[0].value == f"`{app_env}`: {PARTITIONS} partitions, {MESSAGES} messages"
+
+    table = numbers_table(at)
+    assert list(table.index) == list(range(PARTITIONS))
+    for p in range(PARTITIONS):
+        assert (table.loc[p, "low"], table.loc[p, "high"]) == (0, landed[p])
+        assert table.loc[p, "messages"] == landed[p]
+    for p, offset in committed.items():
+        assert table.loc[p, group] == f"at {offset} · lag {landed[p] - offset}"
+    assert table.loc[5, group] == NO_COMMIT
+    assert any(NO_COMMIT in c.value and "partition(s) 5" in c.value for c in at.caption)
+
+    lanes, markers = lanes_and_markers(at)
+    assert list(lanes.index) == list(range(PARTITIONS))
+    assert lanes["high"].to_dict() == dict(landed)
+    assert lanes.loc[5, "no commit"] == group
+    assert markers is not None
+    mine = markers[markers["group"] == group].set_index("partition")
+    # A marker where the group committed, none (not a fake one at 0) on partition 5.
+    assert sorted(mine.index) == sorted(committed)
+    for p, offset in committed.items():
+        assert (mine.loc[p, "committed"], mine.loc[p, "lag"]) == (offset, landed[p] - offset)
+
+    members = assignment_table(at).set_index("group")
+    assert members.loc[group, "state"] == "Empty"
+    assert members.loc[group, "partitions"] == "none: no active member"
+    assert f"--describe --group {group}" in at.code[0].value
+    assert f"kafka-get-offsets --bootstrap-server {settings.kafka_bootstrap_servers}" in (
+        at.code[0].value
+    )
+
+
+def test_topic_without_groups_shows_empty_lanes_that_grow(settings, app_env):
+    at = open_page()
+    assert not at.error, [e.value for e in at.error]
+    table = numbers_table(at)
+    assert list(table.columns) == ["low", "high", "messages"]
+    assert (table["messages"] == 0).all() and (table["low"] == table["high"]).all()
+    lanes, markers = lanes_and_markers(at)
+    assert set(lanes["label"]) == {"empty"} and markers is None
+    assert any("No consumer group reads" in i.value for i in at.info)
+    assert not [d for d in at.dataframe if "member" in d.value.columns]
+
+    landed = produce_keyed(settings, app_env, 30)
+    at.run()  # what the live fragment does every few seconds
+    assert not at.exception, at.exception
+    table = numbers_table(at)
+    assert table["high"].to_dict() == {p: landed.get(p, 0) for p in range(PARTITIONS)}
+    assert at.subheader[0].value == f"`{app_env}`: {PARTITIONS} partitions, 30 messages"
+
+
+def test_assignment_shows_a_rebalance_when_a_second_member_joins(settings, app_env, group, forget):
+    forget.append(group)
+    first = Member(settings, app_env, group, "indexer-one")
+    first.start()
+    second = None
+    try:
+        wait_until(lambda: len(first.assigned()) == PARTITIONS)
+        at = open_page()
+        rows = assignment_table(at)
+        mine = rows[rows["group"] == group].set_index("member")
+        assert mine.loc["indexer-one", "partitions"] == "0, 1, 2, 3, 4, 5"
+        assert mine.loc["indexer-one", "state"] == "Stable"
+        # Nothing committed yet: the group is on the page, without a marker.
+        assert set(numbers_table(at)[group]) == {NO_COMMIT}
+
+        second = Member(settings, app_env, group, "indexer-two")
+        second.start()
+        wait_until(lambda: len(first.assigned()) == len(second.assigned()) == PARTITIONS // 2)
+        at.run()
+        rows = assignment_table(at)
+        mine = rows[rows["group"] == group].set_index("member")
+        owned = [set(map(int, mine.loc[m, "partitions"].split(", "))) for m in mine.index]
+        assert sorted(mine.index) == ["indexer-one", "indexer-two"]
+        assert owned[0].isdisjoint(owned[1]) and owned[0] | owned[1] == set(range(PARTITIONS))
+        assert any("rebalance" in c.value for c in at.caption)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_key_lookup_highlights_the_partition_kafka_uses(settings, app_env, forget):
+    landed = produce_keyed(settings, app_env, 1, prefix="lookup")  # key "lookup-0"
+    [partition] = landed
+    at = open_page()
+    at.text_input(key="partitions_key").input("lookup-0").run()
+    assert not at.exception, at.exception
+    assert any(f"partition **{partition}**" in i.value for i in at.info)
+    lanes, _ = lanes_and_markers(at)
+    assert lanes.index[lanes["highlight"]].tolist() == [partition]
+
+
+def test_paused_page_says_so(app_env):
+    at = open_page()
+    at.toggle(key="partitions_live").set_value(False).run()
+    assert not at.exception
+    assert any("(paused)" in c.value for c in at.caption)
+
+
+def test_missing_topic_shows_a_message_not_a_traceback(monkeypatch, app_env, unique):
+    monkeypatch.setenv("KAFKA_TOPIC", f"missing-{unique}")
+    clear_caches()
+    at = open_page()
+    assert not at.exception
+    assert any("does not exist" in e.value and f"missing-{unique}" in e.value for e in at.error)
+    assert not at.dataframe
+    assert not at.get("arrow_vega_lite_chart")
+
+
+def test_kafka_down_shows_a_banner_not_a_traceback(monkeypatch, app_env):
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    clear_caches()
+    at = open_page()
+    assert not at.exception
+    assert any("Kafka does not answer" in e.value and str(port) in e.value for e in at.error)
+    assert not at.dataframe
