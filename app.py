@@ -14,6 +14,7 @@ navigation = st.navigation(
         st.Page("pages/topic.py", title="Topic", icon=":material/view_stream:"),
         st.Page("pages/partitions.py", title="Partitions", icon=":material/view_week:"),
         st.Page("pages/groups.py", title="Consumer groups", icon=":material/groups:"),
+        st.Page("pages/replays.py", title="Replays", icon=":material/replay:"),
     ]
 )
 render_sidebar()

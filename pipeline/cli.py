@@ -360,25 +360,17 @@ def _replay(args: argparse.Namespace, settings: Settings) -> Any:
         with replay.open_replay_store(settings) as store:
             if args.action == "list":
                 return _replay_list(args, store)
-            row = store.get(args.name)
-            assert row is not None
+            result = None
             if args.action == "pause":
-                store.update(row.name, desired_state="paused")
+                result = replay.pause_replay(store, args.name)
             elif args.action == "stop":
-                store.update(row.name, desired_state="stopped")
-                if not _worker_alive(row):
-                    store.update(row.name, state="stopped")
+                result = replay.stop_replay(store, args.name)
             elif args.action == "rate":
-                speed = replay.parse_replay_speed(args.speed)
-                store.update(row.name, speed=str(speed))
+                result = replay.set_replay_speed(store, args.name, args.speed)
             elif args.action == "resume":
-                store.update(row.name, desired_state="running")
-                if row.state != "finished" and not _worker_alive(row):
-                    store.update(row.name, state="pending", pid=None)
-                    replay.spawn_worker(row.name)
+                result = replay.resume_replay(store, args.name)
             elif args.action == "delete":
-                _replay_delete(args, settings, store, row)
-            result = store.get(args.name, missing_ok=True)
+                _replay_delete(args, settings, store)
     except replay.ReplayRefused as exc:
         raise UsageError(f"replay {args.action}: {exc}") from None
     if args.json:
@@ -393,65 +385,22 @@ def _now() -> Any:
     return clock.utcnow()
 
 
-def _worker_alive(row: Any) -> bool:
-    from pipeline.replay import effective_state
-
-    return effective_state(row, _now()) in ("running", "paused") or (
-        row.state == "pending" and effective_state(row, _now()) == "pending"
-    )
-
-
 def _replay_start(args: argparse.Namespace, settings: Settings) -> Any:
     from pipeline import replay
     from pipeline.clients import kafka_admin
 
-    # Every guard runs before anything is created.
-    names = replay.replay_names(args.name, settings)
-    speed = replay.parse_replay_speed(args.speed)
-    spec = replay.parse_start(args.start)
-    until_time = replay.parse_until(args.until)
     admin = kafka_admin(settings)
-    watermarks = replay.topic_watermarks(admin, settings.kafka_topic)
-    replay.check_offsets(spec.offsets, watermarks, settings.kafka_topic)
-    partitions = sorted(watermarks)
-    at_time = (
-        replay.offsets_at(admin, settings.kafka_topic, partitions, spec.time)
-        if spec.time is not None
-        else None
-    )
-    start = replay.resolve_offsets(spec, watermarks, at_time)
-    if until_time is None:
-        until = {p: high for p, (_, high) in watermarks.items()}
-    else:
-        found = replay.offsets_at(admin, settings.kafka_topic, partitions, until_time)
-        until = {p: high if found[p] < 0 else found[p] for p, (_, high) in watermarks.items()}
-    until = {p: max(until[p], start[p]) for p in partitions}
+    # Every guard runs before anything is created.
+    plan = replay.plan_replay(settings, admin, args.name, args.start, args.until, args.speed)
     with replay.open_replay_store(settings) as store:
-        if store.exists(names.name):
-            raise replay.ReplayRefused(
-                f"a replay named {names.name!r} already exists: choose another name, or "
-                f"`replay delete {names.name}` first"
-            )
-        store.create(
-            names,
-            topic=settings.kafka_topic,
-            speed=speed,
-            start_spec=args.start,
-            until_spec=args.until,
-            start_offsets=start,
-            until_offsets=until,
-        )
-        replay.seed_group_offsets(admin, names.group, settings.kafka_topic, start)
-        pid = replay.spawn_worker(names.name)
-        store.update(names.name, pid=pid)
-        row = store.get(names.name)
-    assert row is not None
+        row = replay.create_replay(store, admin, plan)
     if args.json:
         return row.to_json(_now())
+    names = plan.names
     print(
         f"replay {names.name}: {row.total} event(s) from {args.start} until {args.until} at "
-        f"{speed} into index {names.index} as group {names.group} (worker pid {pid}, log "
-        f".devstack/logs/replay-{names.name}.log)"
+        f"{plan.speed} into index {names.index} as group {names.group} (worker pid {row.pid}, "
+        f"log .devstack/logs/replay-{names.name}.log)"
     )
     return None
 
@@ -459,27 +408,19 @@ def _replay_start(args: argparse.Namespace, settings: Settings) -> Any:
 def _replay_compare(args: argparse.Namespace, settings: Settings) -> Any:
     from pipeline import replay
     from pipeline.clients import elasticsearch_client
-    from pipeline.compare import compare_indices
 
-    names = replay.replay_names(args.name, settings)
-    live = settings.elasticsearch_index
     es = elasticsearch_client(settings)
     try:
-        for index, what in (
-            (names.index, f"replay {names.name}'s scratch index"),
-            (live, "the live index"),
-        ):
-            if not es.indices.exists(index=index):
-                raise replay.ReplayRefused(f"{what} {index!r} does not exist")
-        result = compare_indices(es, names.index, live)
+        result = replay.compare_replay(settings, es, args.name)
     finally:
         es.close()
     if args.json:
         return result.to_json()
+    scratch, live = result.scratch, result.live
     c = result.counts
-    print(f"{names.index}: {c['scratch']} document(s); {live}: {c['live']}; identical: {c['same']}")
+    print(f"{scratch}: {c['scratch']} document(s); {live}: {c['live']}; identical: {c['same']}")
     for label, side in (
-        (f"only in {names.index}", result.only_in_scratch),
+        (f"only in {scratch}", result.only_in_scratch),
         (f"only in {live}", result.only_in_live),
         ("different", result.differing),
     ):
@@ -505,38 +446,16 @@ def _replay_list(args: argparse.Namespace, store: Any) -> Any:
     return None
 
 
-def _replay_delete(args: argparse.Namespace, settings: Settings, store: Any, row: Any) -> None:
-    import time
-
+def _replay_delete(args: argparse.Namespace, settings: Settings, store: Any) -> None:
     from pipeline import replay
     from pipeline.clients import elasticsearch_client, kafka_admin
-    from pipeline.elasticsearch_index import TaskIndex
 
-    store.update(row.name, desired_state="stopped")
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        current = store.get(row.name)
-        if current is None or not _worker_alive(current) or current.state == "stopped":
-            break
-        time.sleep(0.2)
-    admin = kafka_admin(settings)
-    for attempt in range(10):  # the worker's consumer may take a moment to leave the group
-        try:
-            replay.delete_group(admin, row.group_name)
-            break
-        except Exception:
-            if attempt == 9:
-                raise
-            time.sleep(0.5)
-    if args.drop_index:
-        if not row.index_name.startswith("scratch-"):  # never the live index
-            raise replay.ReplayRefused(f"index {row.index_name!r} is not a scratch index")
-        es = elasticsearch_client(settings)
-        try:
-            TaskIndex(es, row.index_name).delete_index(row.index_name)
-        finally:
+    es = elasticsearch_client(settings) if args.drop_index else None
+    try:
+        replay.delete_replay(store, kafka_admin(settings), args.name, es=es)
+    finally:
+        if es is not None:
             es.close()
-    store.delete(row.name)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {

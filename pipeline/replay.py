@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,12 +28,15 @@ from typing import Any
 import psycopg
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
+from elasticsearch import Elasticsearch
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from pipeline import clock
+from pipeline.compare import Comparison, compare_indices
 from pipeline.domain import ValidationError, parse_time
+from pipeline.elasticsearch_index import TaskIndex
 from pipeline.indexer import BatchReport, Indexer, run_until_signalled
 from pipeline.ratelimit import PaceLimiter, RateLimiter, Speed, parse_speed
 from pipeline.settings import Settings
@@ -40,21 +44,31 @@ from pipeline.settings import Settings
 __all__ = [
     "DEAD_AFTER",
     "ReplayNames",
+    "ReplayPlan",
     "ReplayRefused",
     "ReplayRow",
     "ReplayStore",
     "ReplayWorker",
     "StartSpec",
     "check_offsets",
+    "compare_replay",
+    "create_replay",
+    "delete_replay",
     "effective_state",
     "parse_replay_speed",
     "parse_start",
     "parse_until",
+    "pause_replay",
+    "plan_replay",
     "replay_names",
     "resolve_offsets",
+    "resume_replay",
     "seed_group_offsets",
+    "set_replay_speed",
     "spawn_worker",
+    "stop_replay",
     "topic_watermarks",
+    "worker_alive",
 ]
 
 _log = logging.getLogger("taskstream.replay")
@@ -70,7 +84,25 @@ STATES = ("pending", "running", "paused", "finished", "stopped", "failed")
 
 
 class ReplayRefused(ValueError):
-    """A replay request that is refused; the message says what to use instead."""
+    """A replay request that is refused; the message says what to use instead.
+
+    `field` names the start option the refusal is about (name, from, until, speed), if one is.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@contextmanager
+def _about(field: str) -> Iterator[None]:
+    """Tag a refusal raised inside with the start option it is about."""
+    try:
+        yield
+    except ReplayRefused as exc:
+        if exc.field is None:
+            exc.field = field
+        raise
 
 
 # -- guards (pure) ---------------------------------------------------------------------------
@@ -461,6 +493,10 @@ class ReplayStore:
         with self._pool.connection() as conn:
             conn.execute("DELETE FROM replays WHERE name = %s", (name,))
 
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._pool.close()
+
 
 @contextmanager
 def open_replay_store(settings: Settings) -> Iterator[ReplayStore]:
@@ -685,3 +721,181 @@ def spawn_worker(name: str, env: Mapping[str, str] | None = None) -> int:
             env=dict(env) if env is not None else None,
         )
     return process.pid
+
+
+# -- starting and controlling a replay (the CLI and the app share these) ----------------------
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """A replay that passed every guard: its names, speed and offsets, not yet created."""
+
+    names: ReplayNames
+    topic: str
+    speed: Speed
+    start_spec: str
+    until_spec: str
+    start_offsets: dict[int, int]
+    until_offsets: dict[int, int]
+
+    @property
+    def total(self) -> int:
+        """Events between the start and the target end offsets."""
+        return sum(max(0, end - self.start_offsets[p]) for p, end in self.until_offsets.items())
+
+
+def plan_replay(
+    settings: Settings,
+    admin: AdminClient,
+    name: str,
+    start: str = "earliest",
+    until: str = "end",
+    speed: str = "100",
+) -> ReplayPlan:
+    """Run every guard and resolve the start and target offsets; creates nothing."""
+    if settings.read_only:
+        raise ReplayRefused("read-only mode (TASKSTREAM_READ_ONLY=true): replays cannot start")
+    with _about("name"):
+        names = replay_names(name, settings)
+    with _about("speed"):
+        parsed_speed = parse_replay_speed(speed)
+    with _about("from"):
+        spec = parse_start(start)
+    with _about("until"):
+        until_time = parse_until(until)
+    topic = settings.kafka_topic
+    watermarks = topic_watermarks(admin, topic)
+    with _about("from"):
+        check_offsets(spec.offsets, watermarks, topic)
+    partitions = sorted(watermarks)
+    at_time = offsets_at(admin, topic, partitions, spec.time) if spec.time is not None else None
+    start_offsets = resolve_offsets(spec, watermarks, at_time)
+    if until_time is None:
+        until_offsets = {p: high for p, (_, high) in watermarks.items()}
+    else:
+        found = offsets_at(admin, topic, partitions, until_time)
+        until_offsets = {
+            p: high if found[p] < 0 else found[p] for p, (_, high) in watermarks.items()
+        }
+    until_offsets = {p: max(until_offsets[p], start_offsets[p]) for p in partitions}
+    return ReplayPlan(names, topic, parsed_speed, start, until, start_offsets, until_offsets)
+
+
+def create_replay(
+    store: ReplayStore, admin: AdminClient, plan: ReplayPlan, env: Mapping[str, str] | None = None
+) -> ReplayRow:
+    """Insert the row, commit the start offsets for the group and spawn the worker."""
+    names = plan.names
+    if store.exists(names.name):
+        raise ReplayRefused(
+            f"a replay named {names.name!r} already exists: choose another name, or "
+            f"`replay delete {names.name}` first",
+            "name",
+        )
+    store.create(
+        names,
+        topic=plan.topic,
+        speed=plan.speed,
+        start_spec=plan.start_spec,
+        until_spec=plan.until_spec,
+        start_offsets=plan.start_offsets,
+        until_offsets=plan.until_offsets,
+    )
+    seed_group_offsets(admin, names.group, plan.topic, plan.start_offsets)
+    store.update(names.name, pid=spawn_worker(names.name, env))
+    row = store.get(names.name)
+    assert row is not None
+    return row
+
+
+def worker_alive(row: ReplayRow, now: datetime) -> bool:
+    """Whether the row's worker is (or is about to be) running: no second one may start."""
+    return effective_state(row, now) in ("running", "paused", "pending")
+
+
+def _existing(store: ReplayStore, name: str) -> ReplayRow:
+    row = store.get(name)
+    assert row is not None
+    return row
+
+
+def pause_replay(store: ReplayStore, name: str) -> ReplayRow:
+    """Ask the worker to pause (it keeps its group membership and heartbeats)."""
+    _existing(store, name)
+    store.update(name, desired_state="paused")
+    return _existing(store, name)
+
+
+def stop_replay(store: ReplayStore, name: str) -> ReplayRow:
+    """Ask the worker to stop; a replay without a live worker is marked stopped at once."""
+    row = _existing(store, name)
+    store.update(name, desired_state="stopped")
+    if not worker_alive(row, clock.utcnow()):
+        store.update(name, state="stopped")
+    return _existing(store, name)
+
+
+def set_replay_speed(store: ReplayStore, name: str, speed: str) -> ReplayRow:
+    """Change the speed; the worker applies it within a second, without a restart."""
+    _existing(store, name)
+    store.update(name, speed=str(parse_replay_speed(speed)))
+    return _existing(store, name)
+
+
+def resume_replay(store: ReplayStore, name: str, env: Mapping[str, str] | None = None) -> ReplayRow:
+    """Ask for running; a dead, failed or stopped worker is started again (from its commits)."""
+    row = _existing(store, name)
+    store.update(name, desired_state="running")
+    if row.state != "finished" and not worker_alive(row, clock.utcnow()):
+        store.update(name, state="pending", pid=None)
+        store.update(name, pid=spawn_worker(name, env))
+    return _existing(store, name)
+
+
+def delete_replay(
+    store: ReplayStore,
+    admin: AdminClient,
+    name: str,
+    *,
+    es: Elasticsearch | None = None,
+    wait: float = 15.0,
+) -> None:
+    """Stop the worker, delete the consumer group and the row; with `es`, the scratch index too."""
+    row = _existing(store, name)
+    if es is not None and not row.index_name.startswith("scratch-"):  # never the live index
+        raise ReplayRefused(f"index {row.index_name!r} is not a scratch index")
+    store.update(name, desired_state="stopped")
+    deadline = clock.monotonic() + wait
+    while clock.monotonic() < deadline:
+        current = store.get(name, missing_ok=True)
+        if (
+            current is None
+            or current.state == "stopped"
+            or not worker_alive(current, clock.utcnow())
+        ):
+            break
+        time.sleep(0.2)
+    for attempt in range(10):  # the worker's consumer may take a moment to leave the group
+        try:
+            delete_group(admin, row.group_name)
+            break
+        except Exception:
+            if attempt == 9:
+                raise
+            time.sleep(0.5)
+    if es is not None:
+        TaskIndex(es, row.index_name).delete_index(row.index_name)
+    store.delete(name)
+
+
+def compare_replay(settings: Settings, es: Elasticsearch, name: str) -> Comparison:
+    """The replay's scratch index against the live index; refused when either is missing."""
+    names = replay_names(name, settings)
+    live = settings.elasticsearch_index
+    for index, what in (
+        (names.index, f"replay {names.name}'s scratch index"),
+        (live, "the live index"),
+    ):
+        if not es.indices.exists(index=index):
+            raise ReplayRefused(f"{what} {index!r} does not exist")
+    return compare_indices(es, names.index, live)

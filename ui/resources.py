@@ -13,6 +13,7 @@ from pipeline.clients import elasticsearch_client, kafka_admin, postgres_pool
 from pipeline.elasticsearch_index import TaskIndex
 from pipeline.health import ServiceHealth, check_all
 from pipeline.postgres import PostgresTaskRepository, migrate
+from pipeline.replay import ReplayStore
 from pipeline.service import TaskService
 from pipeline.settings import Settings, load_settings
 
@@ -20,6 +21,7 @@ __all__ = [
     "admin",
     "clear_caches",
     "es",
+    "replay_store",
     "service_health",
     "settings",
     "task_index",
@@ -68,6 +70,22 @@ def task_service() -> TaskService:
     if not settings().read_only:
         migrate(pool)
     return TaskService(PostgresTaskRepository(pool), settings(), search=task_index())
+
+
+@st.cache_resource(show_spinner=False, on_release=lambda store: store.close())
+def replay_store() -> ReplayStore:
+    """The `replays` table over a small PostgreSQL pool of its own (schema migrated once).
+
+    Raises when PostgreSQL does not answer (not cached, so the next run retries).
+    """
+    pool = postgres_pool(settings(), max_size=2)
+    try:
+        if not settings().read_only:
+            migrate(pool)
+    except Exception:
+        pool.close()
+        raise
+    return ReplayStore(pool)
 
 
 def clear_caches() -> None:

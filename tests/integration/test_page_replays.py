@@ -1,0 +1,433 @@
+"""The Replays page against the real Kafka, Elasticsearch and PostgreSQL, headless with AppTest.
+
+Each test points the app at its own topic, PostgreSQL schema and live index name. Workers the
+page spawns inherit that environment; at the end every worker recorded in the test's `replays`
+table is killed and its group and scratch index deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+from streamlit.testing.v1 import AppTest
+
+from pipeline import clock
+from pipeline.clients import kafka_producer, postgres_pool
+from pipeline.domain import new_task
+from pipeline.events import created_event, encode_event
+from pipeline.postgres import migrate
+from pipeline.ratelimit import Speed
+from pipeline.replay import ReplayStore, group_offsets, replay_names, topic_watermarks
+from ui.resources import clear_caches
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT = 90.0
+PARTITIONS = 6
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = WAIT) -> object:
+    deadline = clock.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if clock.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        threading.Event().wait(0.2)
+
+
+@pytest.fixture
+def page_env(app_env, monkeypatch, index_name) -> Iterator[str]:
+    """app_env plus the test's own live index name, writes allowed."""
+    monkeypatch.setenv("ELASTICSEARCH_INDEX", index_name)
+    monkeypatch.setenv("TASKSTREAM_READ_ONLY", "false")
+    clear_caches()
+    yield app_env
+    clear_caches()
+
+
+@pytest.fixture
+def replays_cleanup(pg: psycopg.Connection, pg_schema: str, admin: AdminClient, es) -> Iterator:
+    """Kill every worker of the test's replays, delete their groups and scratch indices."""
+    yield
+    exists = pg.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s"
+        " AND table_name = 'replays'",
+        (pg_schema,),
+    ).fetchone()[0]
+    if not exists:
+        return
+    rows = pg.execute(f'SELECT name, pid, group_name, index_name FROM "{pg_schema}".replays')
+    groups = []
+    for name, pid, group_name, index_name in rows.fetchall():
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        groups.append(group_name)
+        assert index_name.startswith("scratch-"), name
+        es.indices.delete(index=index_name, ignore_unavailable=True)
+    if groups:
+        threading.Event().wait(0.5)  # let the killed members' sessions go
+        for future in admin.delete_consumer_groups(groups, request_timeout=30).values():
+            future.exception(timeout=60)
+
+
+def produce_tasks(settings, topic: str, count: int) -> None:
+    producer = kafka_producer(settings)
+    for i in range(count):
+        message = encode_event(created_event(new_task(f"replay page task {i}", "low")))
+        producer.produce(topic, key=message.key, value=message.value, headers=message.headers)
+    assert producer.flush(30) == 0
+
+
+def replay_row(pg: psycopg.Connection, schema: str, name: str) -> dict | None:
+    cursor = pg.execute(f'SELECT * FROM "{schema}".replays WHERE name = %s', (name,))
+    record = cursor.fetchone()
+    if record is None:
+        return None
+    return dict(zip([c.name for c in cursor.description], record, strict=True))
+
+
+def replay_count(pg: psycopg.Connection, schema: str) -> int:
+    return pg.execute(f'SELECT count(*) FROM "{schema}".replays').fetchone()[0]
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/replays.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def start_through_form(at: AppTest, name: str, **fields: str) -> AppTest:
+    at.text_input(key="replay_name").input(name)
+    for field, value in fields.items():
+        at.text_input(key=f"replay_{field}").input(value)
+    at.button(key="replay_start").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    values = [m.value for m in at.metric if m.label == label]
+    assert values, f"no metric {label!r}"
+    return values[0]
+
+
+def progress_texts(at: AppTest) -> list[str]:
+    return [p.proto.text for p in at.get("progress")]
+
+
+def group_exists(admin: AdminClient, group: str) -> bool:
+    listed = admin.list_consumer_groups(request_timeout=10).result(timeout=15)
+    return group in {g.group_id for g in listed.valid}
+
+
+def test_start_through_the_form_runs_to_finished_and_compares(
+    settings, page_env, pg, pg_schema, es, admin, index_name, unique, replays_cleanup
+):
+    produce_tasks(settings, page_env, 40)
+    name = f"r-{unique}"
+    at = start_through_form(open_page(), name)  # defaults: earliest, end, 100 events/s
+    assert not at.error, [e.value for e in at.error]
+    assert any(f"Started replay `{name}`" in s.value for s in at.success)
+
+    row = replay_row(pg, pg_schema, name)
+    assert row is not None
+    assert (row["speed"], row["start_spec"], row["until_spec"]) == ("100", "earliest", "end")
+    assert sum(row["until_offsets"].values()) == 40 and row["pid"]
+    done = wait_for(
+        lambda: (r := replay_row(pg, pg_schema, name))["state"] in ("finished", "failed") and r,
+        "the replay to finish",
+    )
+    assert done["state"] == "finished", done
+
+    at.run()
+    assert not at.exception, at.exception
+    assert metric(at, "State") == "finished"
+    assert metric(at, "Speed") == "100/s"
+    assert any(text.startswith("40 of 40 events (100%)") for text in progress_texts(at))
+    partitions = next(d.value for d in at.dataframe if "remaining" in d.value.columns)
+    assert list(partitions["partition"]) == list(range(PARTITIONS))
+    assert partitions["remaining"].sum() == 0 and partitions["done"].sum() == 40
+    # Finished: pause and stop no longer apply, compare does.
+    assert at.button(key=f"replay_pause_{name}").disabled
+    assert at.button(key=f"replay_stop_{name}").disabled
+
+    # A live index with the same documents (same mapping): the comparison finds them equal.
+    scratch = f"scratch-{name}"
+    es.indices.refresh(index=scratch)
+    mappings = es.indices.get_mapping(index=scratch)[scratch]["mappings"]
+    es.indices.create(index=index_name, mappings=mappings)
+    # (No _reindex: the integ-test distribution ships without that module.)
+    hits = es.search(index=scratch, size=100, query={"match_all": {}})["hits"]["hits"]
+    assert len(hits) == 40
+    operations = []
+    for hit in hits:
+        operations += [{"index": {"_index": index_name, "_id": hit["_id"]}}, hit["_source"]]
+    assert not es.bulk(operations=operations, refresh=True)["errors"]
+    at.button(key=f"replay_compare_{name}").click().run()
+    assert not at.exception, at.exception
+    assert metric(at, "Identical") == "40"
+    assert any("The indices match" in s.value for s in at.success)
+
+
+@pytest.mark.parametrize(
+    ("name", "fields", "message"),
+    [
+        ("Bad-Name", {}, "lower-case"),
+        ("ok", {"speed": "0"}, "speed must be"),
+        ("ok", {"from": "yesterday"}, "ISO time"),
+        ("ok", {"until": "soon"}, "ISO time"),
+        ("ok", {"from": "0:999999"}, "outside partition 0's range"),
+    ],
+)
+def test_invalid_input_is_refused_and_creates_nothing(
+    settings, page_env, pg, pg_schema, es, admin, unique, replays_cleanup, name, fields, message
+):
+    produce_tasks(settings, page_env, 12)
+    name = name if name != "ok" else f"g-{unique}"
+    at = start_through_form(open_page(), name, **fields)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not at.success
+    # The form keeps what was typed, so it can be corrected.
+    assert at.text_input(key="replay_name").value == name
+    assert replay_count(pg, pg_schema) == 0
+    names = replay_names(name.lower(), settings)
+    assert not group_exists(admin, names.group)
+    assert not es.indices.exists(index=names.index)
+
+
+def test_pause_resume_and_stop_buttons_set_the_desired_state(
+    settings, page_env, pg, pg_schema, unique, replays_cleanup
+):
+    produce_tasks(settings, page_env, 300)
+    name = f"p-{unique}"
+    at = start_through_form(open_page(), name, speed="10")
+    assert not at.error, [e.value for e in at.error]
+    wait_for(
+        lambda: (
+            (r := replay_row(pg, pg_schema, name))["state"] == "running" and r["events_done"] > 0
+        ),
+        "the worker to run",
+    )
+
+    at.run()
+    assert metric(at, "State") == "running"
+    assert at.button(key=f"replay_resume_{name}").disabled
+    at.button(key=f"replay_pause_{name}").click().run()
+    assert not at.exception, at.exception
+    assert replay_row(pg, pg_schema, name)["desired_state"] == "paused"
+    wait_for(lambda: replay_row(pg, pg_schema, name)["state"] == "paused", "state paused")
+
+    at.run()
+    assert metric(at, "State") == "paused"
+    assert at.button(key=f"replay_pause_{name}").disabled
+    at.button(key=f"replay_resume_{name}").click().run()
+    assert not at.exception, at.exception
+    assert replay_row(pg, pg_schema, name)["desired_state"] == "running"
+    wait_for(lambda: replay_row(pg, pg_schema, name)["state"] == "running", "state running")
+
+    # The speed control is `replay rate`: the stored speed changes, the worker keeps its pid.
+    pid = replay_row(pg, pg_schema, name)["pid"]
+    at.text_input(key=f"replay_speed_{name}").input("25")
+    at.button(key=f"replay_apply_speed_{name}").click().run()
+    assert not at.exception, at.exception
+    assert replay_row(pg, pg_schema, name)["speed"] == "25"
+    at.text_input(key=f"replay_speed_{name}").input("0")
+    at.button(key=f"replay_apply_speed_{name}").click().run()
+    assert any("speed must be" in e.value for e in at.error)
+    assert replay_row(pg, pg_schema, name)["speed"] == "25"
+
+    at.button(key=f"replay_stop_{name}").click().run()
+    assert replay_row(pg, pg_schema, name)["desired_state"] == "stopped"
+    stopped = wait_for(
+        lambda: (r := replay_row(pg, pg_schema, name))["state"] == "stopped" and r, "stopped"
+    )
+    assert stopped["pid"] == pid
+
+    at.checkbox(key=f"replay_drop_{name}").check()
+    at.button(key=f"replay_delete_{name}").click().run()
+    assert not at.exception, at.exception
+    assert replay_row(pg, pg_schema, name) is None
+    assert any(f"Deleted replay `{name}`" in s.value for s in at.success)
+
+
+@pytest.fixture
+def committed_group(settings, admin, page_env, group) -> Iterator[str]:
+    """`group` with offset 2 committed on every partition; partition p holds 3 + p messages."""
+    producer = kafka_producer(settings)
+    for p in range(PARTITIONS):
+        for i in range(3 + p):
+            producer.produce(page_env, value=f"m{i}".encode(), partition=p)
+    assert producer.flush(30) == 0
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(page_env, p, 2) for p in range(PARTITIONS)]
+    )
+    admin.alter_consumer_group_offsets([request])[group].result(timeout=15)
+    yield group
+    admin.delete_consumer_groups([group])[group].exception(timeout=30)
+
+
+def reset_table(at: AppTest):
+    [table] = [d.value for d in at.dataframe if "lag after" in d.value.columns]
+    return table.set_index("partition")
+
+
+def test_offset_reset_preview_then_apply(admin, page_env, committed_group):
+    at = open_page()
+    at.selectbox(key="reset_group").select(committed_group).run()
+    at.radio(key="reset_strategy").set_value("shift").run()
+    at.number_input(key="reset_shift").set_value(-1).run()
+    at.button(key="reset_preview").click().run()
+    assert not at.exception, at.exception
+    table = reset_table(at)
+    for p in range(PARTITIONS):
+        end = 3 + p
+        assert table.loc[p, "current"] == "2" and table.loc[p, "new"] == 1
+        assert table.loc[p, "lag before"] == str(end - 2) and table.loc[p, "lag after"] == end - 1
+    commands = "\n".join(c.value for c in at.code)
+    assert f"--group {committed_group} --reset-offsets --topic {page_env} --shift-by -1" in commands
+    # The preview changed nothing.
+    assert group_offsets(
+        admin, committed_group, page_env, list(range(PARTITIONS))
+    ) == dict.fromkeys(range(PARTITIONS), 2)
+
+    at.button(key="reset_apply").click().run()
+    assert group_offsets(
+        admin, committed_group, page_env, list(range(PARTITIONS))
+    ) == dict.fromkeys(range(PARTITIONS), 2), "applied before the confirmation"
+    at.button(key="reset_confirm").click().run()
+    assert not at.exception, at.exception
+    assert group_offsets(
+        admin, committed_group, page_env, list(range(PARTITIONS))
+    ) == dict.fromkeys(range(PARTITIONS), 1)
+    assert any(f"Reset `{committed_group}`" in s.value for s in at.success)
+
+    # Explicit offsets: only the listed partitions.
+    at.radio(key="reset_strategy").set_value("offsets").run()
+    at.text_input(key="reset_offsets").input("0:3,5:0").run()
+    at.button(key="reset_preview").click().run()
+    table = reset_table(at)
+    assert list(table.index) == [0, 5]
+    assert (table.loc[0, "current"], table.loc[0, "new"]) == ("1", 3)
+    assert (table.loc[5, "current"], table.loc[5, "new"]) == ("1", 0)
+    at.text_input(key="reset_offsets").input("0:99").run()
+    at.button(key="reset_preview").click().run()
+    assert any("outside partition 0's range 0..3" in e.value for e in at.error)
+
+
+def test_read_only_disables_the_controls_and_still_shows_replays(
+    settings, page_env, monkeypatch, pg_schema, unique, committed_group
+):
+    pool = postgres_pool(settings, schema=pg_schema, max_size=2)
+    try:
+        migrate(pool)
+        names = replay_names(f"ro-{unique}", settings)
+        ReplayStore(pool).create(
+            names,
+            topic=page_env,
+            speed=Speed("rate", 50),
+            start_spec="earliest",
+            until_spec="end",
+            start_offsets={0: 0},
+            until_offsets={0: 3},
+        )
+    finally:
+        pool.close()
+    monkeypatch.setenv("TASKSTREAM_READ_ONLY", "true")
+    clear_caches()
+
+    at = open_page()
+    assert any("Read-only mode" in i.value for i in at.info)
+    assert at.button(key="replay_start").disabled
+    # The replay shows (no worker was ever started: dead after the pending grace time, or
+    # pending), every write control is disabled.
+    assert metric(at, "Speed") == "50/s"
+    assert any(text.startswith("0 of 3 events") for text in progress_texts(at))
+    for key in ("pause", "resume", "stop", "apply_speed", "delete"):
+        assert at.button(key=f"replay_{key}_{names.name}").disabled, key
+    assert at.text_input(key=f"replay_speed_{names.name}").disabled
+    assert at.checkbox(key=f"replay_drop_{names.name}").disabled
+
+    # The offset reset still previews, but cannot be applied.
+    at.selectbox(key="reset_group").select(committed_group).run()
+    at.button(key="reset_preview").click().run()
+    assert not at.exception, at.exception
+    assert list(reset_table(at)["new"]) == [0] * PARTITIONS
+    assert at.button(key="reset_apply").disabled
+
+
+def test_services_down_show_banners_not_tracebacks(monkeypatch):
+    # Nothing listens on port 1 of the loopback interface.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://taskstream@127.0.0.1:1/taskstream")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    clear_caches()
+    try:
+        at = open_page()
+        errors = [e.value for e in at.error]
+        assert len(errors) == 2, errors
+        assert "Kafka does not answer at `127.0.0.1:1`" in errors[0]
+        assert "PostgreSQL at" in errors[1] and "python -m devstack up" in errors[1]
+        assert not at.button  # no form, no card, no reset: nothing that would fail
+    finally:
+        clear_caches()
+
+
+def test_a_dead_worker_shows_dead_and_restart_runs_it_to_the_end(
+    settings, page_env, pg, pg_schema, admin, unique, replays_cleanup
+):
+    produce_tasks(settings, page_env, 30)
+    at = open_page()  # migrates the schema
+    names = replay_names(f"d-{unique}", settings)
+    ends = {p: 0 for p in range(PARTITIONS)}
+    for p, (_, high) in topic_watermarks(admin, page_env).items():
+        ends[p] = high
+    pool = postgres_pool(settings, schema=pg_schema, max_size=1)
+    try:
+        store = ReplayStore(pool)
+        store.create(
+            names,
+            topic=page_env,
+            speed=Speed("max"),
+            start_spec="earliest",
+            until_spec="end",
+            start_offsets=dict.fromkeys(ends, 0),
+            until_offsets=ends,
+        )
+        # A worker that was running and stopped heartbeating a minute ago.
+        pg.execute(
+            f'UPDATE "{pg_schema}".replays SET state = %s,'
+            " heartbeat_at = now() - interval '1 minute' WHERE name = %s",
+            ("running", names.name),
+        )
+    finally:
+        pool.close()
+
+    at.run()
+    assert metric(at, "State") == "dead"
+    assert any("stopped heartbeating" in w.value for w in at.warning)
+    at.button(key=f"replay_restart_{names.name}").click().run()
+    assert not at.exception, at.exception
+    row = replay_row(pg, pg_schema, names.name)
+    assert row["pid"] and row["desired_state"] == "running"
+    done = wait_for(
+        lambda: (
+            (r := replay_row(pg, pg_schema, names.name))["state"] in ("finished", "failed") and r
+        ),
+        "the restarted replay to finish",
+    )
+    assert done["state"] == "finished", done
+    at.run()
+    assert metric(at, "State") == "finished"
+    assert any(text.startswith("30 of 30 events (100%)") for text in progress_texts(at))

@@ -1,0 +1,226 @@
+"""The Replays page's arithmetic and text: progress, per-partition rows, rates, reset previews."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pipeline.offsets import ResetPlan, ResetRow, parse_reset_spec
+from pipeline.replay import ReplayRefused, ReplayRow, plan_replay
+from pipeline.settings import Settings
+from ui.replay_panel import (
+    DASH,
+    add_sample,
+    controls,
+    describe_failure,
+    duration_text,
+    partition_rows,
+    progress,
+    rate_frame,
+    reset_cli_command,
+    reset_rows,
+    reset_spec_text,
+    speed_short,
+    speed_text,
+)
+
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+def replay_row(**changes) -> ReplayRow:
+    values = {
+        "name": "r",
+        "group_name": "replay-r",
+        "index_name": "scratch-r",
+        "topic": "tasks",
+        "desired_state": "running",
+        "state": "running",
+        "speed": "100",
+        "start_spec": "earliest",
+        "until_spec": "end",
+        "start_offsets": {0: 0, 1: 10, 2: 5},
+        "until_offsets": {0: 100, 1: 60, 2: 5},
+        "position": {0: 40, 1: 10},
+        "events_done": 40,
+        "errors": 0,
+        "events_per_s": 20.0,
+        "heartbeat_at": NOW,
+        "pid": 1,
+        "host": "h",
+        "created_at": NOW,
+        "updated_at": NOW,
+        "last_error": None,
+    }
+    values.update(changes)
+    return ReplayRow(**values)
+
+
+def test_progress_counts_done_of_total_with_rate_and_eta():
+    fraction, text = progress(replay_row(), NOW)
+    # total 100 + 50 + 0 = 150; done 40; remaining 110 at 20/s = 5.5 s
+    assert fraction == pytest.approx(40 / 150)
+    assert text == "40 of 150 events (27%) · 20.0 events/s · ETA 6 s"
+
+
+def test_progress_finished_and_empty():
+    done = replay_row(position={0: 100, 1: 60}, state="finished", events_per_s=0.0)
+    assert progress(done, NOW) == (1.0, "150 of 150 events (100%)")
+    empty = replay_row(start_offsets={0: 7}, until_offsets={0: 7}, position={})
+    fraction, text = progress(empty, NOW)
+    assert fraction == 1.0 and "nothing to replay" in text
+
+
+def test_progress_without_rate_has_no_eta():
+    _, text = progress(replay_row(events_per_s=0.0), NOW)
+    assert text.endswith(f"ETA {DASH}")
+
+
+def test_partition_rows():
+    rows = {r["partition"]: r for r in partition_rows(replay_row())}
+    assert rows[0] == {
+        "partition": 0,
+        "start": 0,
+        "position": 40,
+        "end": 100,
+        "done": 40,
+        "remaining": 60,
+        "progress": 0.4,
+    }
+    assert (rows[1]["position"], rows[1]["done"], rows[1]["progress"]) == (10, 0, 0.0)
+    assert (rows[2]["remaining"], rows[2]["progress"]) == (0, 1.0)  # nothing to replay there
+
+
+def test_duration_text():
+    assert duration_text(None) == DASH
+    assert duration_text(5.4) == "5 s"
+    assert duration_text(185) == "3 min 5 s"
+    assert duration_text(7800) == "2 h 10 min"
+
+
+def test_samples_are_bounded_and_give_events_per_second():
+    samples: list = []
+    for i in range(10):
+        add_sample(samples, NOW + timedelta(seconds=2 * i), 100 * i, limit=5)
+    add_sample(samples, NOW + timedelta(seconds=18), 999)  # same time as the last: ignored
+    assert len(samples) == 5 and samples[-1] == (NOW + timedelta(seconds=18), 900)
+    frame = rate_frame(samples)
+    assert list(frame["events/s"]) == [50.0] * 4
+    assert list(frame.index) == [-6.0, -4.0, -2.0, 0.0]
+    add_sample(samples, NOW + timedelta(seconds=20), 3)  # recreated replay: a new series
+    assert samples == [(NOW + timedelta(seconds=20), 3)]
+    assert rate_frame(samples).empty
+
+
+@pytest.mark.parametrize(
+    ("state", "desired", "enabled"),
+    [
+        ("running", "running", {"pause", "stop", "speed"}),
+        ("pending", "running", {"pause", "stop", "speed"}),
+        ("paused", "paused", {"resume", "stop", "speed"}),
+        ("running", "paused", {"resume", "stop", "speed"}),  # pause asked, not yet taken
+        ("stopped", "stopped", {"resume", "speed"}),
+        ("failed", "running", {"resume", "speed"}),
+        ("dead", "running", {"restart", "stop", "speed"}),
+        ("finished", "running", {"compare"}),
+    ],
+)
+def test_controls_follow_the_state(state, desired, enabled):
+    can = controls(state, desired)
+    names = ("pause", "resume", "restart", "stop", "speed", "compare")
+    assert {n for n in names if getattr(can, n)} == enabled
+
+
+@pytest.mark.parametrize(
+    ("speed", "text"),
+    [("100", "100 events/s"), ("60x", "60x the original pace"), ("max", "max (unthrottled)")],
+)
+def test_speed_text(speed, text):
+    assert speed_text(speed) == text
+    assert speed_short(speed) == {"100": "100/s", "60x": "60x", "max": "max"}[speed]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "value", "spec"),
+    [
+        ("earliest", "", "earliest"),
+        ("latest", "ignored", "latest"),
+        ("time", " 2026-01-31T12:00:00Z ", "2026-01-31T12:00:00Z"),
+        ("offsets", "0:5,3:0", "0:5,3:0"),
+        ("shift", "-100", "shift:-100"),
+        ("shift", "4", "shift:+4"),
+    ],
+)
+def test_reset_spec_text_parses_back(strategy, value, spec):
+    assert reset_spec_text(strategy, value) == spec
+    assert parse_reset_spec(spec).kind == strategy
+
+
+def test_reset_rows():
+    plan = ResetPlan("g", "t", "shift:-1", [ResetRow(0, 5, 4, 3, 4), ResetRow(1, None, 0, None, 9)])
+    assert reset_rows(plan) == [
+        {"partition": 0, "current": "5", "new": 4, "change": "-1", "lag before": "3",
+         "lag after": 4},
+        {"partition": 1, "current": DASH, "new": 0, "change": DASH, "lag before": DASH,
+         "lag after": 9},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spec", "option"),
+    [
+        ("earliest", ["--topic", "tasks", "--to-earliest"]),
+        ("latest", ["--topic", "tasks", "--to-latest"]),
+        ("shift:-3", ["--topic", "tasks", "--shift-by", "-3"]),
+        (
+            "2026-01-31T12:00:00+01:00",
+            ["--topic", "tasks", "--to-datetime", "2026-01-31T11:00:00.000Z"],
+        ),
+        ("0:5,3:0", ["--from-file", "reset.csv"]),
+    ],
+)
+def test_reset_cli_command(spec, option):
+    parsed = parse_reset_spec(spec)
+    text = reset_cli_command("127.0.0.1:9092", "my group", "tasks", parsed, {0: 5, 3: 0})
+    dry = next(line for line in text.splitlines() if line.endswith("--dry-run"))
+    assert shlex.split(dry) == [
+        "kafka-consumer-groups", "--bootstrap-server", "127.0.0.1:9092", "--group", "my group",
+        "--reset-offsets", *option, "--dry-run",
+    ]  # fmt: skip
+    assert shlex.join(["--group", "my group"]) in text and "--execute" in text
+    if parsed.kind == "offsets":
+        assert "printf 'tasks,0,5\\ntasks,3,0\\n' > reset.csv" in text
+
+
+def test_describe_failure_names_the_service():
+    class OperationalError(Exception):
+        pass
+
+    OperationalError.__module__ = "psycopg.errors"
+    assert describe_failure(OperationalError("connection refused\nmore")) == (
+        "PostgreSQL: connection refused"
+    )
+    assert describe_failure(ValueError("bad")) == "ValueError: bad"
+
+
+@pytest.mark.parametrize(
+    ("name", "start", "until", "speed", "field"),
+    [
+        ("Bad", "earliest", "end", "100", "name"),
+        ("ok", "earliest", "end", "0", "speed"),
+        ("ok", "yesterday", "end", "100", "from"),
+        ("ok", "0:x", "end", "100", "from"),
+        ("ok", "earliest", "soon", "100", "until"),
+    ],
+)
+def test_plan_refusals_name_their_field_before_any_io(name, start, until, speed, field):
+    # admin=None: a refusal must come before Kafka is asked anything.
+    with pytest.raises(ReplayRefused) as refused:
+        plan_replay(Settings(), None, name, start, until, speed)  # type: ignore[arg-type]
+    assert refused.value.field == field
+
+
+def test_plan_refused_in_read_only_mode():
+    with pytest.raises(ReplayRefused, match="read-only"):
+        plan_replay(Settings(taskstream_read_only=True), None, "ok")  # type: ignore[arg-type]

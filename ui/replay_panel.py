@@ -1,0 +1,271 @@
+"""What the Replays page shows, computed from replay rows and offset-reset plans.
+
+Pure functions over `pipeline.replay` and `pipeline.offsets` values (no Streamlit, no I/O), so
+the page stays a layout and the arithmetic is unit-tested.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from pipeline.lag import rate_series
+from pipeline.offsets import ResetPlan, ResetSpec
+from pipeline.ratelimit import parse_speed
+from pipeline.replay import ReplayRow
+
+__all__ = [
+    "DASH",
+    "RATE_SAMPLES",
+    "RESET_STRATEGIES",
+    "Controls",
+    "add_sample",
+    "controls",
+    "describe_failure",
+    "duration_text",
+    "partition_rows",
+    "progress",
+    "rate_frame",
+    "replay_cli_commands",
+    "reset_cli_command",
+    "reset_rows",
+    "reset_spec_text",
+    "speed_short",
+    "speed_text",
+]
+
+DASH = "—"
+# Samples kept per replay in the session: at a 2 s refresh, the last four minutes or so.
+RATE_SAMPLES = 120
+RESET_STRATEGIES = {
+    "earliest": "Earliest (the oldest message still kept)",
+    "latest": "Latest (skip everything written so far)",
+    "time": "A time (the first message at or after it)",
+    "offsets": "Explicit offsets (PARTITION:OFFSET,…)",
+    "shift": "Shift by ±N from the committed offset",
+}
+
+
+def duration_text(seconds: float | None) -> str:
+    """`42 s`, `3 min 5 s`, `2 h 10 min`; a dash when unknown."""
+    if seconds is None:
+        return DASH
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+
+
+def speed_text(speed: str) -> str:
+    """`100 events/s`, `60x the original pace`, `max`; the stored text if it does not parse."""
+    try:
+        parsed = parse_speed(speed)
+    except ValueError:
+        return speed
+    if parsed.kind == "rate":
+        return f"{parsed} events/s"
+    if parsed.kind == "pace":
+        return f"{parsed} the original pace"
+    return "max (unthrottled)"
+
+
+def speed_short(speed: str) -> str:
+    """`100/s`, `60x`, `max`: short enough for a metric."""
+    try:
+        parsed = parse_speed(speed)
+    except ValueError:
+        return speed
+    return f"{parsed}/s" if parsed.kind == "rate" else str(parsed)
+
+
+def progress(row: ReplayRow, now: datetime) -> tuple[float, str]:
+    """The bar's fraction and its text: done of total, percentage, events/s and ETA."""
+    total, remaining = row.total, row.remaining
+    if total == 0:
+        return 1.0, "nothing to replay: the start and the target end offsets are equal"
+    done = total - remaining
+    fraction = done / total
+    text = f"{done:,} of {total:,} events ({fraction:.0%})"
+    if remaining == 0:
+        return 1.0, text
+    eta = row.to_json(now)["eta_s"]
+    rate = row.events_per_s
+    return fraction, f"{text} · {rate:,.1f} events/s · ETA {duration_text(eta)}"
+
+
+def partition_rows(row: ReplayRow) -> list[dict]:
+    """Per partition: start, position, target end, done, remaining and progress (0-1)."""
+    position = {**row.start_offsets, **row.position}
+    rows = []
+    for p, end in sorted(row.until_offsets.items()):
+        start = row.start_offsets.get(p, end)
+        at = min(max(position.get(p, start), start), end)
+        total = max(0, end - start)
+        done = at - start if total else 0
+        rows.append(
+            {
+                "partition": p,
+                "start": start,
+                "position": at,
+                "end": end,
+                "done": done,
+                "remaining": end - at,
+                "progress": 1.0 if total == 0 else done / total,
+            }
+        )
+    return rows
+
+
+def add_sample(
+    samples: list[tuple[datetime, int]], at: datetime, done: int, limit: int = RATE_SAMPLES
+) -> None:
+    """Append (time, events done) and keep the newest `limit`; a repeated time is not added."""
+    if samples and samples[-1][0] >= at:
+        return
+    if samples and done < samples[-1][1]:
+        samples.clear()  # the replay was recreated under the same name: a new series
+    samples.append((at, done))
+    del samples[:-limit]
+
+
+def rate_frame(samples: Sequence[tuple[datetime, int]]) -> pd.DataFrame:
+    """Events per second between consecutive samples, indexed by seconds before the latest.
+
+    Relative seconds read better on a chart spanning a minute or two than clock times do.
+    """
+    points = rate_series(samples)
+    if not points:
+        return pd.DataFrame()
+    latest = points[-1][0]
+    frame = pd.DataFrame(
+        {"events/s": [rate for _, rate in points]},
+        index=[round((at - latest).total_seconds(), 1) for at, _ in points],
+    )
+    frame.index.name = "seconds (0 = latest)"
+    return frame
+
+
+@dataclass(frozen=True)
+class Controls:
+    """Which of a card's buttons apply to the replay's state."""
+
+    pause: bool
+    resume: bool
+    restart: bool
+    stop: bool
+    speed: bool
+    compare: bool
+
+
+def controls(state: str, desired: str) -> Controls:
+    """The buttons that make sense for a replay in `state` (effective) wanting `desired`."""
+    live = state in ("pending", "running", "paused")
+    return Controls(
+        pause=live and desired == "running",
+        resume=(live and desired == "paused") or state in ("stopped", "failed"),
+        restart=state == "dead",
+        stop=live or state == "dead",
+        speed=state != "finished",
+        compare=state == "finished",
+    )
+
+
+def reset_spec_text(strategy: str, value: str) -> str:
+    """The `offsets reset --to` text for a strategy of RESET_STRATEGIES and its input."""
+    value = value.strip()
+    if strategy in ("earliest", "latest"):
+        return strategy
+    if strategy == "shift":
+        sign = "" if value[:1] in "+-" else "+"
+        return f"shift:{sign}{value}"
+    return value
+
+
+def reset_rows(plan: ResetPlan) -> list[dict]:
+    """The preview table: partition, current → new, lag before → after."""
+    return [
+        {
+            "partition": r.partition,
+            "current": DASH if r.current is None else str(r.current),
+            "new": r.new,
+            "change": DASH if r.current is None else f"{r.new - r.current:+d}",
+            "lag before": DASH if r.lag_before is None else str(r.lag_before),
+            "lag after": r.lag_after,
+        }
+        for r in plan.rows
+    ]
+
+
+def _kafka_time(at: datetime) -> str:
+    """Kafka's --to-datetime format (YYYY-MM-DDTHH:mm:SS.sss), in UTC with a zone."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def reset_cli_command(
+    bootstrap: str, group: str, topic: str, spec: ResetSpec, offsets: dict[int, int]
+) -> str:
+    """The same reset with `kafka-consumer-groups --reset-offsets` (a dry run, then --execute)."""
+    base = ["kafka-consumer-groups", "--bootstrap-server", bootstrap, "--group", group]
+    prelude = ""
+    if spec.kind == "offsets":
+        # Different offsets per partition need a CSV file: topic,partition,offset per line.
+        lines = "".join(f"{topic},{p},{o}\\n" for p, o in sorted(offsets.items()))
+        prelude = f"printf '{lines}' > reset.csv\n"
+        option = ["--from-file", "reset.csv"]
+    else:
+        scope = ["--topic", topic]
+        option = {
+            "earliest": ["--to-earliest"],
+            "latest": ["--to-latest"],
+            "time": ["--to-datetime", _kafka_time(spec.time) if spec.time else ""],
+            "shift": ["--shift-by", str(spec.shift)],
+        }[spec.kind]
+        option = scope + option
+    command = [*base, "--reset-offsets", *option]
+    dry = shlex.join([*command, "--dry-run"])
+    execute = shlex.join([*command, "--execute"])
+    devstack = shlex.join(["python", "-m", "devstack", "kafka", *command[:1], *command[3:]])
+    return (
+        f"{prelude}# preview (what the table above shows)\n{dry}\n"
+        "# apply (the group must have no active members)\n"
+        f"{execute}\n"
+        "# on this machine, Kafka's tools from devstack's cache (--bootstrap-server is added)\n"
+        f"{devstack} --dry-run\n"
+    )
+
+
+def replay_cli_commands(name: str) -> str:
+    """The card's buttons as `python -m pipeline replay …` commands."""
+    quoted = shlex.quote(name)
+    return (
+        f"python -m pipeline replay list\n"
+        f"python -m pipeline replay pause {quoted}\n"
+        f"python -m pipeline replay resume {quoted}\n"
+        f"python -m pipeline replay rate {quoted} 500\n"
+        f"python -m pipeline replay stop {quoted}\n"
+        f"python -m pipeline replay compare {quoted}\n"
+        f"python -m pipeline replay delete {quoted} --drop-index\n"
+        f"# the worker's log\ntail -f .devstack/logs/replay-{name}.log\n"
+    )
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line naming the service that failed (told by the exception's module) and why."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    module = type(exc).__module__.split(".")[0]
+    service = {
+        "psycopg": "PostgreSQL",
+        "psycopg_pool": "PostgreSQL",
+        "confluent_kafka": "Kafka",
+        "cimpl": "Kafka",
+        "elasticsearch": "Elasticsearch",
+        "elastic_transport": "Elasticsearch",
+    }.get(module)
+    return f"{service}: {text}" if service else f"{type(exc).__name__}: {text}"
