@@ -22,6 +22,7 @@ from ui.lag_panel import (
 )
 from ui.lag_resources import SAMPLE_INTERVAL, lag_history, lag_reader, lag_sampler
 from ui.resources import settings
+from ui.sidebar import selected_topic
 
 INTERVALS = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30}
 CHART_SPANS = {
@@ -34,7 +35,7 @@ CHART_SPANS = {
 END_HISTORY = timedelta(hours=1)
 
 config = settings()
-topic = config.kafka_topic
+topic = selected_topic()  # chosen in the sidebar: any topic of the cluster
 
 st.title("Consumer groups")
 st.caption(
@@ -57,7 +58,7 @@ def history_or_warning() -> LagHistory | None:
     """The lag history with its sampler running, or None (and a warning) without PostgreSQL."""
     try:
         history = lag_history()
-        sampler = lag_sampler()
+        sampler = lag_sampler(topic)
     except Exception as exc:  # PostgreSQL down or refusing: live numbers still work
         st.warning(
             "Lag history is unavailable (PostgreSQL: "
@@ -74,7 +75,7 @@ def history_or_warning() -> LagHistory | None:
 def read_snapshot() -> LagSnapshot | None:
     """A snapshot of every group on the topic, or None after a banner saying why not."""
     try:
-        return lag_reader().snapshot()
+        return lag_reader(topic).snapshot()
     except UnknownTopic:
         st.error(
             f"Topic `{topic}` does not exist on `{config.kafka_bootstrap_servers}`, so no group "

@@ -28,12 +28,13 @@ from ui.partitions_panel import (
     pick_groups,
 )
 from ui.resources import settings
+from ui.sidebar import selected_topic
 
 INTERVALS = {"1 s": 1, "2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30}
 REBALANCING = {"PreparingRebalance", "CompletingRebalance"}
 
 config = settings()
-topic = config.kafka_topic
+topic = selected_topic()  # chosen in the sidebar: any topic of the cluster
 indexer = config.indexer_group
 
 st.title("Partitions")
@@ -87,7 +88,7 @@ run_every = INTERVALS[interval_label] if live else None
 def read_snapshot() -> LagSnapshot | None:
     """A snapshot of the topic and every group on it, or None after a banner saying why not."""
     try:
-        return lag_reader().snapshot()
+        return lag_reader(topic).snapshot()
     except UnknownTopic:
         st.error(
             f"Topic `{topic}` does not exist on `{config.kafka_bootstrap_servers}`, so there are "

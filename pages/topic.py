@@ -16,7 +16,6 @@ from pipeline.browse import (
     UnknownTopic,
     browse,
     console_consumer_commands,
-    list_topic_names,
     topic_overview,
     topic_rate_series,
 )
@@ -25,6 +24,7 @@ from pipeline.lag import produce_rates
 from ui.banners import kafka_answers
 from ui.lag_resources import lag_history, lag_sampler
 from ui.resources import admin, settings
+from ui.sidebar import selected_topic
 
 RATE_WINDOW = timedelta(minutes=15)
 START_MODES = {
@@ -47,16 +47,6 @@ st.caption(
     "will get; the partition holds high − low messages. Each partition has one **leader** "
     "broker that serves its reads and writes."
 )
-
-
-def topic_choices() -> list[str]:
-    """The events topic, the dead-letter topic, then every other topic on the cluster."""
-    names = [config.kafka_topic, config.dlq_topic]
-    try:
-        names += [n for n in list_topic_names(admin()) if n not in names]
-    except Exception as exc:  # the two known topics are still worth offering
-        st.warning(f"Could not list the cluster's topics: {exc}", icon=":material/cloud_off:")
-    return names
 
 
 def read_overview(topic: str) -> TopicOverview | None:
@@ -86,7 +76,7 @@ def rate_history(topic: str):
     """Recorded end offsets of the topic over RATE_WINDOW, or None (with a note) without them."""
     try:
         history = lag_history()
-        lag_sampler()  # keeps recording the events topic while anyone watches
+        lag_sampler(topic)  # keeps recording the topic while anyone watches
         return history.end_offsets(topic, clock.utcnow() - RATE_WINDOW)
     except Exception as exc:  # PostgreSQL down: the live numbers still work
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -97,12 +87,7 @@ def rate_history(topic: str):
 if not kafka_answers():
     st.stop()
 
-topic = st.selectbox(
-    "Topic",
-    topic_choices(),
-    key="topic",
-    help=f"`{config.kafka_topic}` holds the task events, `{config.dlq_topic}` the dead letters.",
-)
+topic = selected_topic()  # chosen in the sidebar: any topic of the cluster
 
 
 @st.fragment(run_every=10)
@@ -139,9 +124,9 @@ def overview_panel() -> None:
         st.line_chart(rate_frame)
     elif samples is not None:
         st.info(
-            f"No end-offset history for `{topic}` in the last 15 minutes: the background "
-            f"sampler records only `{config.kafka_topic}`, every few seconds once a page has "
-            "started it. Come back in a little while.",
+            f"No end-offset history for `{topic}` in the last 15 minutes: a background "
+            "sampler records a topic every few seconds from the moment a page first shows it. "
+            "Come back in a little while.",
             icon=":material/hourglass_empty:",
         )
     st.session_state["partition_numbers"] = [p.partition for p in overview.partitions]

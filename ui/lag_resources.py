@@ -39,10 +39,14 @@ HISTORY_RETENTION = timedelta(hours=24)
 _SNAPSHOT_TIMEOUT = 5.0
 
 
+# Samplers of topics other than ours run while someone looks at them; a few at most.
+_MAX_SAMPLED_TOPICS = 8
+
+
 @st.cache_resource(show_spinner=False)
-def lag_reader() -> LagReader:
-    """Lag snapshots of the configured topic, over the process's admin client."""
-    return LagReader(admin(), settings().kafka_topic, timeout=_SNAPSHOT_TIMEOUT)
+def lag_reader(topic: str | None = None) -> LagReader:
+    """Lag snapshots of `topic` (default: the configured one), over the process's admin client."""
+    return LagReader(admin(), topic or settings().kafka_topic, timeout=_SNAPSHOT_TIMEOUT)
 
 
 @st.cache_resource(show_spinner=False, on_release=lambda pool: pool.close())
@@ -68,14 +72,19 @@ def lag_history() -> LagHistory | MemoryLagHistory:
     return LagHistory(_history_pool())
 
 
-@st.cache_resource(show_spinner=False, on_release=lambda sampler: sampler.stop())
-def lag_sampler() -> LagSampler:
-    """The process's one background sampler of every group on the topic, already started.
+@st.cache_resource(
+    show_spinner=False,
+    max_entries=_MAX_SAMPLED_TOPICS,
+    on_release=lambda sampler: sampler.stop(),
+)
+def lag_sampler(topic: str | None = None) -> LagSampler:
+    """The process's one background sampler of every group on `topic` (default: the configured
+    one), already started; the least recently used of more than a few topics is stopped.
 
     It keeps going through Kafka or PostgreSQL outages (and says so in `last_error`).
     """
     sampler = LagSampler(
-        LagReader(admin(), settings().kafka_topic, timeout=_SNAPSHOT_TIMEOUT),
+        LagReader(admin(), topic or settings().kafka_topic, timeout=_SNAPSHOT_TIMEOUT),
         lag_history(),
         interval=SAMPLE_INTERVAL,
         retention=HISTORY_RETENTION,

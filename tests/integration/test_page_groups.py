@@ -239,3 +239,39 @@ def test_kafka_down_shows_a_banner_not_a_traceback(monkeypatch, app_env):
     assert not at.exception
     assert any("Kafka does not answer" in e.value and str(port) in e.value for e in at.error)
     assert not at.dataframe
+
+
+def test_any_topic_chosen_in_the_sidebar_shows_its_groups(settings, admin, unique, forget):
+    """A topic that is not ours, holding values that are not our JSON, and a group reading it."""
+    from confluent_kafka.admin import NewTopic
+
+    from pipeline.clients import kafka_producer
+
+    foreign, reader = f"{unique}-foreign", f"{unique}-foreign-reader"
+    admin.create_topics([NewTopic(foreign, 3, 1)])[foreign].result(30)
+    forget.append(reader)
+    try:
+        producer = kafka_producer(settings)
+        for i in range(30):
+            producer.produce(foreign, value=bytes([0xFF, 0x00, i]), partition=i % 3)
+        assert producer.flush(30) == 0
+        consumer = kafka_consumer(settings, reader)
+        try:
+            consumer.commit(
+                offsets=[TopicPartition(foreign, p, 4) for p in range(3)], asynchronous=False
+            )
+        finally:
+            consumer.close()
+
+        at = open_page()
+        at.session_state["sidebar_topic"] = foreign  # the sidebar's topic choice
+        at.run()
+        assert not at.exception, at.exception
+        assert any(f"Groups reading `{foreign}`" in h.value for h in at.subheader)
+        row = groups_table(at).loc[reader]
+        assert row["total lag"] == str(3 * (10 - 4))
+
+        at.switch_page("pages/topic.py").run()  # the browser reads it as hex, no exception
+        assert not at.exception, at.exception
+    finally:
+        admin.delete_topics([foreign])[foreign].result(30)
