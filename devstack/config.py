@@ -5,22 +5,32 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from psycopg.conninfo import conninfo_to_dict
+from pydantic import SecretStr
 
 from devstack.processes import DevstackError
 from pipeline.settings import Settings, load_settings
 
-__all__ = ["DevstackConfig", "load_config"]
+__all__ = ["SASL_MECHANISMS", "DevstackConfig", "load_config"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_USER = "taskstream"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# The SASL listener's user: a fixed development credential (README), never printed.
+SASL_USER = "taskstream"
+SASL_PASSWORD = "taskstream-dev-password"
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256")
+_OFF = {"", "0", "off", "no", "false"}
+# Written into a JAAS config and a SCRAM credential: no quotes, backslashes, ';' or blanks.
+_SASL_USER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_SASL_PASSWORD_TEXT = re.compile(r"[!#-:<-\[\]-~]{8,128}")
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,10 @@ class DevstackConfig:
     kafka_port: int
     kafka_controller_port: int
     kafka_heap: str
+    # The SASL_PLAINTEXT listener (None: off) and its one user, for PLAIN and SCRAM-SHA-256.
+    kafka_sasl_port: int | None
+    kafka_sasl_user: str
+    kafka_sasl_password: SecretStr = field(repr=False)
     es_url: str
     es_host: str
     es_port: int
@@ -43,6 +57,38 @@ class DevstackConfig:
     pg_user: str
     pg_database: str
     start_timeout: float
+
+    @property
+    def kafka_sasl_address(self) -> str | None:
+        """host:port of the SASL_PLAINTEXT listener, or None when it is off."""
+        if self.kafka_sasl_port is None:
+            return None
+        return f"{self.kafka_host}:{self.kafka_sasl_port}"
+
+    def kafka_sasl_settings(
+        self, mechanism: str = "PLAIN", *, username: str | None = None, password: str | None = None
+    ) -> Settings:
+        """taskstream's settings pointed at the SASL listener, as a user would set KAFKA_SASL_*."""
+        address = self.kafka_sasl_address
+        if address is None:
+            raise DevstackError("the Kafka SASL listener is off (DEVSTACK_KAFKA_SASL_PORT=off)")
+        if mechanism not in SASL_MECHANISMS:
+            raise DevstackError(
+                f"unknown SASL mechanism {mechanism!r}; the listener offers {', '.join(SASL_MECHANISMS)}"
+            )
+        secret = SecretStr(password) if password is not None else self.kafka_sasl_password
+        return self.settings.model_copy(
+            update={
+                "kafka_bootstrap_servers": address,
+                "kafka_options": {
+                    **self.settings.kafka_options,
+                    "security.protocol": "SASL_PLAINTEXT",
+                    "sasl.mechanism": mechanism,
+                    "sasl.username": username if username is not None else self.kafka_sasl_user,
+                },
+                "kafka_secrets": {**self.settings.kafka_secrets, "sasl.password": secret},
+            }
+        )
 
     @property
     def service_user(self) -> str | None:
@@ -112,6 +158,31 @@ def _host_port(text: str, default_port: int) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _sasl_port(text: str | None, kafka_port: int) -> int | None:
+    """DEVSTACK_KAFKA_SASL_PORT: a port, "off" for no SASL listener, unset for Kafka port + 2."""
+    if text is None:
+        return kafka_port + 2
+    if text.strip().lower() in _OFF:
+        return None
+    return int(text)
+
+
+def _sasl_credentials(env: os._Environ[str] | dict[str, str]) -> tuple[str, SecretStr]:
+    user = env.get("DEVSTACK_KAFKA_SASL_USER", SASL_USER)
+    password = env.get("DEVSTACK_KAFKA_SASL_PASSWORD", SASL_PASSWORD)
+    if not _SASL_USER_NAME.fullmatch(user):
+        raise DevstackError(
+            f"DEVSTACK_KAFKA_SASL_USER {user!r} is not a plain user name (letters, digits, . _ -)"
+        )
+    if not _SASL_PASSWORD_TEXT.fullmatch(password):
+        # Never echo the password itself, not even in an error.
+        raise DevstackError(
+            "DEVSTACK_KAFKA_SASL_PASSWORD must be 8-128 printable characters without blanks, "
+            "quotes, backslashes or ';' (it is written into a JAAS configuration)"
+        )
+    return user, SecretStr(password)
+
+
 def load_config(settings: Settings | None = None) -> DevstackConfig:
     """The devstack configuration from taskstream's settings and DEVSTACK_* variables."""
     settings = settings or load_settings()
@@ -120,6 +191,7 @@ def load_config(settings: Settings | None = None) -> DevstackConfig:
     es = urlsplit(settings.elasticsearch_url)
     pg = conninfo_to_dict(settings.database_url)
     try:
+        sasl_user, sasl_password = _sasl_credentials(env)
         return DevstackConfig(
             settings=settings,
             state_dir=Path(env.get("DEVSTACK_DIR", PROJECT_ROOT / ".devstack")).absolute(),
@@ -127,6 +199,9 @@ def load_config(settings: Settings | None = None) -> DevstackConfig:
             kafka_port=kafka_port,
             kafka_controller_port=int(env.get("DEVSTACK_KAFKA_CONTROLLER_PORT", kafka_port + 1)),
             kafka_heap=env.get("DEVSTACK_KAFKA_HEAP", "512m"),
+            kafka_sasl_port=_sasl_port(env.get("DEVSTACK_KAFKA_SASL_PORT"), kafka_port),
+            kafka_sasl_user=sasl_user,
+            kafka_sasl_password=sasl_password,
             es_url=settings.elasticsearch_url.rstrip("/"),
             es_host=es.hostname or "127.0.0.1",
             es_port=es.port or 9200,

@@ -6,13 +6,14 @@ import base64
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.artifacts import elasticsearch_home, find_jdk, kafka_libs
-from devstack.config import LOOPBACK, DevstackConfig
-from devstack.processes import DevstackError
+from devstack.config import LOOPBACK, SASL_MECHANISMS, DevstackConfig
+from devstack.processes import DevstackError, port_accepts
 from devstack.versions import (
     ELASTICSEARCH_VERSION,
     JAVA_MIN_ELASTICSEARCH,
@@ -20,9 +21,20 @@ from devstack.versions import (
     KAFKA_VERSION,
     POSTGRES_MAJOR,
 )
+from pipeline.clients import kafka_admin
 from pipeline.health import elasticsearch_health, kafka_health, postgres_health
+from pipeline.settings import Settings
 
-__all__ = ["Elasticsearch", "Kafka", "Launch", "Postgres", "Probe", "Service", "all_services"]
+__all__ = [
+    "Elasticsearch",
+    "Kafka",
+    "Launch",
+    "Postgres",
+    "Probe",
+    "Service",
+    "all_services",
+    "ensure_scram_user",
+]
 
 
 @dataclass(frozen=True)
@@ -111,7 +123,32 @@ class Kafka(Service):
 
     def probe(self) -> Probe:
         health = kafka_health(self.config.settings)
-        return Probe(health.ok, health.detail)
+        if not health.ok:
+            return Probe(False, health.detail)
+        return Probe(True, f"{health.detail}; {self.sasl_detail()}")
+
+    def sasl_detail(self) -> str:
+        """The SASL listener in a few words: where, which mechanisms, which user (never the password)."""
+        c = self.config
+        address = c.kafka_sasl_address
+        if address is None:
+            return "SASL listener off"
+        where = f"SASL_PLAINTEXT {address}"
+        if not port_accepts(c.kafka_host, c.kafka_sasl_port or 0):
+            return (
+                f"{where} not listening (a broker started before devstack had it: "
+                "`python -m devstack down kafka && python -m devstack up kafka`)"
+            )
+        health = kafka_health(c.kafka_sasl_settings("PLAIN"))
+        if health.authentication_failed:
+            return (
+                f"{where} refuses user '{c.kafka_sasl_user}' (DEVSTACK_KAFKA_SASL_USER or "
+                "_PASSWORD changed since Kafka started? `python -m devstack down kafka && "
+                "python -m devstack up kafka`)"
+            )
+        if not health.ok:
+            return f"{where}: {health.detail}"
+        return f"{where} ({', '.join(SASL_MECHANISMS)}, user '{c.kafka_sasl_user}')"
 
     def java_command(self, main_class: str, *args: str, heap: str = "256m") -> list[str]:
         """A java command line running main_class from Kafka's jars."""
@@ -128,11 +165,20 @@ class Kafka(Service):
 
     def prepare(self) -> Launch:
         self.check_startable()
+        c = self.config
+        if c.kafka_sasl_port is not None and port_accepts(c.kafka_host, c.kafka_sasl_port):
+            raise DevstackError(
+                f"port {c.kafka_sasl_port} on {c.kafka_host}, for Kafka's SASL listener, is taken. "
+                "Stop that program, or set DEVSTACK_KAFKA_SASL_PORT to a free port (or to off)."
+            )
         jdk = find_jdk(JAVA_MIN_KAFKA)
         libs = kafka_libs()
         data = self.home / "data"
         self.home.mkdir(parents=True, exist_ok=True)
         properties = self.home / "server.properties"
+        # It holds the SASL listener's dev password: readable by its owner only.
+        properties.touch(mode=0o600)
+        properties.chmod(0o600)
         properties.write_text(self._server_properties(data))
         (self.home / "log4j2.properties").write_text(_LOG4J_BROKER)
         if not (data / "meta.properties").is_file():
@@ -155,18 +201,52 @@ class Kafka(Service):
         ]  # fmt: skip
         return Launch(argv=argv, env=dict(os.environ), cwd=self.home)
 
+    def after_start(self) -> None:
+        """Give the SASL user its SCRAM-SHA-256 credential (also on data formatted without it)."""
+        if self.config.kafka_sasl_port is None:
+            return
+        try:
+            ensure_scram_user(
+                self.config.settings,
+                self.config.kafka_sasl_user,
+                self.config.kafka_sasl_password.get_secret_value(),
+            )
+        except DevstackError as exc:
+            # PLAIN still works; SCRAM is the only thing missing, so warn rather than fail `up`.
+            print(f"devstack: warning: {exc}", file=sys.stderr, flush=True)
+
     def _server_properties(self, data: Path) -> str:
         c = self.config
+        listeners = [
+            f"PLAINTEXT://{c.kafka_host}:{c.kafka_port}",
+            f"CONTROLLER://{c.kafka_host}:{c.kafka_controller_port}",
+        ]
+        advertised = [f"PLAINTEXT://{c.kafka_host}:{c.kafka_port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        sasl = ""
+        if c.kafka_sasl_port is not None:
+            listeners.append(f"SASL_PLAINTEXT://{c.kafka_host}:{c.kafka_sasl_port}")
+            advertised.append(f"SASL_PLAINTEXT://{c.kafka_host}:{c.kafka_sasl_port}")
+            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+            password = c.kafka_sasl_password.get_secret_value()
+            # Clients authenticate here; brokers and the controller keep talking PLAINTEXT.
+            sasl = f"""# The SASL_PLAINTEXT listener: user '{c.kafka_sasl_user}' with PLAIN (from the JAAS line below)
+# and SCRAM-SHA-256 (a credential devstack creates through the admin API after each start).
+sasl.enabled.mechanisms={",".join(SASL_MECHANISMS)}
+listener.name.sasl_plaintext.sasl.enabled.mechanisms={",".join(SASL_MECHANISMS)}
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{c.kafka_sasl_user}="{password}";
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+"""
         return f"""# written by devstack on every start; edit devstack/services.py instead
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{c.kafka_host}:{c.kafka_controller_port}
-listeners=PLAINTEXT://{c.kafka_host}:{c.kafka_port},CONTROLLER://{c.kafka_host}:{c.kafka_controller_port}
-advertised.listeners=PLAINTEXT://{c.kafka_host}:{c.kafka_port}
+listeners={",".join(listeners)}
+advertised.listeners={",".join(advertised)}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs={data}
+listener.security.protocol.map={",".join(protocols)}
+{sasl}log.dirs={data}
 num.partitions=1
 default.replication.factor=1
 offsets.topic.replication.factor=1
@@ -348,6 +428,36 @@ class Postgres(Service):
                 conn.execute(
                     sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.config.pg_database))
                 )
+
+
+def ensure_scram_user(
+    settings: Settings, user: str, password: str, *, timeout: float = 15.0
+) -> None:
+    """Create or update user's SCRAM-SHA-256 credential through the admin API (idempotent).
+
+    KRaft keeps SCRAM credentials in the metadata log; this works on a running broker whatever
+    its storage was formatted with, which `kafka-storage format --add-scram` would not.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    upsert = UserScramCredentialUpsertion(
+        user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), password.encode()
+    )
+    admin = kafka_admin(settings)
+    try:
+        futures = admin.alter_user_scram_credentials([upsert], request_timeout=timeout)
+        futures[user].result(timeout=timeout + 5)
+    except (KafkaException, TimeoutError) as exc:
+        detail = exc.args[0].str() if isinstance(exc, KafkaException) else "no answer in time"
+        raise DevstackError(
+            f"creating the SCRAM-SHA-256 credential of Kafka user '{user}' failed ({detail}); "
+            "SASL PLAIN still works"
+        ) from None
 
 
 def kafka_cluster_id() -> str:

@@ -100,6 +100,9 @@ def _up(config: DevstackConfig, names: list[str] | None) -> list[ServiceStatus]:
         own = _own_process(recorded, service)
         probe = service.probe()
         if probe.answering:
+            if own:
+                # Idempotent setup (e.g. the SASL user's SCRAM credential) on a stack of our own.
+                service.after_start()
             action = "running" if own else "reused"
             results[service.name] = _status(service, probe.answering, own, action, probe.detail)
             continue

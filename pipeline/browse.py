@@ -37,7 +37,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from pipeline.clients import kafka_consumer
+from pipeline.clients import KafkaAuthWatch, kafka_consumer, kafka_metadata
 from pipeline.events import dumps, loads
 from pipeline.lag import LagReader, UnknownTopic, WatermarkSample, rate_series
 from pipeline.settings import Settings
@@ -354,8 +354,8 @@ def browse(
     """Read one page of `topic` (all partitions when `partitions` is empty or None).
 
     At most `limit` kept messages, at most about `timeout` seconds. Raises `UnknownTopic` for a
-    missing topic, `BrowseError` for a partition the topic lacks, KafkaException when Kafka does
-    not answer.
+    missing topic, `BrowseError` for a partition the topic lacks, `KafkaAuthenticationError` when
+    Kafka refuses the credentials, KafkaException when Kafka does not answer.
     """
     if limit < 1:
         raise BrowseError(f"limit must be at least 1, got {limit}")
@@ -363,6 +363,7 @@ def browse(
         raise BrowseError(f"timeout must be positive, got {timeout}")
     filter = filter or MessageFilter()
     deadline = time.monotonic() + timeout
+    watch = KafkaAuthWatch(settings)
     consumer = kafka_consumer(
         settings,
         group,
@@ -371,10 +372,11 @@ def browse(
             "enable.auto.offset.store": False,
             "enable.partition.eof": False,
             "allow.auto.create.topics": False,
+            "error_cb": watch,
         },
     )
     try:
-        chosen = _partitions(consumer, topic, partitions, timeout)
+        chosen = _partitions(consumer, watch, topic, partitions, timeout)
         lows: dict[int, int] = {}
         highs: dict[int, int] = {}
         for p in chosen:
@@ -412,9 +414,14 @@ def browse(
 
 
 def _partitions(
-    consumer: Consumer, topic: str, wanted: Sequence[int] | None, timeout: float
+    consumer: Consumer,
+    watch: KafkaAuthWatch,
+    topic: str,
+    wanted: Sequence[int] | None,
+    timeout: float,
 ) -> list[int]:
-    metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    # Refused credentials raise KafkaAuthenticationError here, at once, not after the timeout.
+    metadata = kafka_metadata(consumer, watch, topic=topic, timeout=timeout).topics.get(topic)
     if metadata is None or (
         metadata.error is not None
         and metadata.error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)

@@ -469,6 +469,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "offsets": _offsets,
 }
 LONG_RUNNING = {"relay", "indexer", ("replay", "run")}
+# Commands that talk to Kafka: its credentials are checked first, so a refused password is one
+# clear line within a second rather than a timeout (`check_kafka_access`).
+USES_KAFKA = {"lag", "offsets", "relay", "indexer"} | {
+    ("replay", action) for action in ("start", "delete", "run")
+}
 # Commands that change something: refused in read-only mode.
 WRITES = {("tasks", "create"), ("tasks", "update"), ("tasks", "delete"), ("seed", None)} | {
     ("replay", action) for action in ("start", "pause", "resume", "stop", "rate", "delete", "run")
@@ -480,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.lag import UnknownTopic
     from pipeline.service import NotFound, ReadOnlyError
 
+    settings: Settings | None = None
     try:
         args = _parser().parse_args(argv)
         # Workers log their progress; one-shot commands only warnings, so stderr stays one line.
@@ -499,6 +505,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         if settings.read_only and (args.command, getattr(args, "action", None)) in WRITES:
             raise ReadOnlyError(f"{args.command} {getattr(args, 'action', '') or ''}".strip())
+        action = (args.command, getattr(args, "action", None))
+        if args.command in USES_KAFKA or action in USES_KAFKA:
+            _check_kafka(settings, wait_for_it=not running)
         result = COMMANDS[args.command](args, settings)
     except (UsageError, ValidationError, NotFound, ReadOnlyError, UnknownTopic) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -506,7 +515,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a service that does not answer, said in one line
-        print(f"error: {_describe(exc)}", file=sys.stderr)
+        text = _describe(exc)
+        if settings is not None:  # never echo a configured secret back
+            text = settings.redact_secrets(text)
+        print(f"error: {text}", file=sys.stderr)
         return 1
     if isinstance(result, int) and not isinstance(result, bool):
         return result
@@ -515,12 +527,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _check_kafka(settings: Settings, *, wait_for_it: bool) -> None:
+    """Refused Kafka credentials raise KafkaAuthenticationError within about a second.
+
+    One-shot commands also fail here when Kafka does not answer; workers go on and ride out the
+    outage as they would mid-run.
+    """
+    from confluent_kafka import KafkaException
+
+    from pipeline.clients import check_kafka_access
+
+    try:
+        check_kafka_access(settings, timeout=10.0 if wait_for_it else 5.0)
+    except KafkaException:
+        if wait_for_it:
+            raise
+
+
 def _describe(exc: Exception) -> str:
     import psycopg
     import psycopg_pool
     from confluent_kafka import KafkaException
 
+    from pipeline.clients import KafkaAuthenticationError
+
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, KafkaAuthenticationError):
+        return text
     if isinstance(exc, psycopg.Error | psycopg_pool.PoolTimeout):
         return f"PostgreSQL: {text} (is it running? `python -m devstack up`)"
     if isinstance(exc, KafkaException):

@@ -129,6 +129,20 @@ class Settings(BaseSettings):
             shown[env] = REDACTED if key in self.kafka_secrets else self.kafka_options[key]
         return shown
 
+    def redact_secrets(self, text: str) -> str:
+        """text with every configured secret value replaced by asterisks (for error messages)."""
+        secrets = [value.get_secret_value() for value in self.kafka_secrets.values()]
+        for value in (self.elasticsearch_password, self.elasticsearch_api_key):
+            if value is not None:
+                secrets.append(value.get_secret_value())
+        password = urlsplit(self.database_url).password
+        if password:
+            secrets.append(password)
+        # Longest first, so a secret that contains another is replaced whole.
+        for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+            text = text.replace(secret, REDACTED)
+        return text
+
     def __repr_args__(self):  # keep secrets out of repr() and therefore out of logs
         for name, value in super().__repr_args__():
             if name == "database_url" and isinstance(value, str):

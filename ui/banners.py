@@ -12,6 +12,10 @@ __all__ = ["kafka_answers"]
 def kafka_answers() -> bool:
     """Show why Kafka cannot be read, if it cannot; True when the page can go on."""
     kafka = next((h for h in service_health() if h.name == "Kafka"), None)
+    if kafka is not None and kafka.authentication_failed:
+        # Kafka answers but refuses the credentials: starting it again would not help.
+        st.error(kafka.detail, icon=":material/lock:")
+        return False
     if kafka is not None and not kafka.ok:
         st.error(
             f"Kafka does not answer at `{settings().kafka_bootstrap_servers}` ({kafka.detail}). "

@@ -55,3 +55,107 @@ def test_kafka_cluster_ids_never_start_with_a_dash():
     assert not any(i.startswith("-") for i in ids)
     assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+# -- the SASL_PLAINTEXT listener ----------------------------------------------------------------
+
+
+def sasl_config(monkeypatch, **variables):
+    for name in (
+        "DEVSTACK_KAFKA_SASL_PORT",
+        "DEVSTACK_KAFKA_SASL_USER",
+        "DEVSTACK_KAFKA_SASL_PASSWORD",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return config_for(kafka_bootstrap_servers="127.0.0.1:19092")
+
+
+def test_sasl_listener_is_on_by_default_two_ports_above_kafka(monkeypatch):
+    config = sasl_config(monkeypatch)
+    assert config.kafka_sasl_port == 19094
+    assert config.kafka_sasl_address == "127.0.0.1:19094"
+    assert config.kafka_sasl_user == "taskstream"
+
+
+@pytest.mark.parametrize(("value", "port"), [("29999", 29999), ("off", None), ("0", None)])
+def test_sasl_port_is_configurable_or_off(monkeypatch, value, port):
+    assert sasl_config(monkeypatch, DEVSTACK_KAFKA_SASL_PORT=value).kafka_sasl_port == port
+
+
+def test_server_properties_add_a_sasl_listener_and_keep_brokers_on_plaintext(monkeypatch, tmp_path):
+    config = sasl_config(
+        monkeypatch, DEVSTACK_KAFKA_SASL_USER="alice", DEVSTACK_KAFKA_SASL_PASSWORD="alice-pw-123"
+    )
+    lines = Kafka(config)._server_properties(tmp_path).splitlines()
+    assert (
+        "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093,"
+        "SASL_PLAINTEXT://127.0.0.1:19094"
+    ) in lines
+    assert (
+        "advertised.listeners=PLAINTEXT://127.0.0.1:19092,SASL_PLAINTEXT://127.0.0.1:19094"
+    ) in lines
+    assert "inter.broker.listener.name=PLAINTEXT" in lines
+    assert "controller.listener.names=CONTROLLER" in lines
+    assert (
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+        "SASL_PLAINTEXT:SASL_PLAINTEXT"
+    ) in lines
+    assert "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256" in lines
+    assert (
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+        'org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="alice-pw-123";'
+    ) in lines
+    assert (
+        "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    ) in lines
+
+
+def test_server_properties_without_the_sasl_listener(monkeypatch, tmp_path):
+    config = sasl_config(monkeypatch, DEVSTACK_KAFKA_SASL_PORT="off")
+    text = Kafka(config)._server_properties(tmp_path)
+    assert "SASL" not in text and "sasl" not in text
+    assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in text
+
+
+@pytest.mark.parametrize("password", ['has"quote1', "semi;colon1", "with space1", "short"])
+def test_a_password_that_cannot_go_into_jaas_is_refused_without_echoing_it(monkeypatch, password):
+    with pytest.raises(DevstackError, match="DEVSTACK_KAFKA_SASL_PASSWORD") as caught:
+        sasl_config(monkeypatch, DEVSTACK_KAFKA_SASL_PASSWORD=password)
+    assert password not in str(caught.value)
+
+
+def test_a_user_name_that_cannot_go_into_jaas_is_refused(monkeypatch):
+    with pytest.raises(DevstackError, match="DEVSTACK_KAFKA_SASL_USER"):
+        sasl_config(monkeypatch, DEVSTACK_KAFKA_SASL_USER='bob" x')
+
+
+def test_the_sasl_password_is_not_in_the_config_repr(monkeypatch):
+    config = sasl_config(monkeypatch, DEVSTACK_KAFKA_SASL_PASSWORD="do-not-print-me")
+    assert "do-not-print-me" not in repr(config)
+    assert "do-not-print-me" not in repr(config.kafka_sasl_settings())
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_sasl_settings_are_what_a_user_would_export(monkeypatch, mechanism):
+    config = sasl_config(monkeypatch, DEVSTACK_KAFKA_SASL_PASSWORD="the-dev-pw")
+    settings = config.kafka_sasl_settings(mechanism)
+    assert settings.kafka_config() == {
+        "bootstrap.servers": "127.0.0.1:19094",
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": mechanism,
+        "sasl.username": "taskstream",
+        "sasl.password": "the-dev-pw",
+    }
+    assert settings.display()["KAFKA_SASL_PASSWORD"] == "********"
+    wrong = config.kafka_sasl_settings(mechanism, password="other")
+    assert wrong.kafka_config()["sasl.password"] == "other"
+
+
+def test_sasl_settings_refuse_an_unknown_mechanism_or_a_listener_that_is_off(monkeypatch):
+    with pytest.raises(DevstackError, match="GSSAPI"):
+        sasl_config(monkeypatch).kafka_sasl_settings("GSSAPI")
+    with pytest.raises(DevstackError, match="off"):
+        sasl_config(monkeypatch, DEVSTACK_KAFKA_SASL_PORT="off").kafka_sasl_settings()
