@@ -461,7 +461,10 @@ def _read(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return kept, scanned, True
-        for msg in consumer.consume(_BATCH, timeout=min(remaining, _POLL)):
+        batch = _batch_size(
+            sum(highs[p] - positions[p] for p in pending), limit - len(kept), filter.active
+        )
+        for msg in consumer.consume(batch, timeout=min(remaining, _POLL)):
             error = msg.error()
             if error is not None:
                 if error.fatal() or error.code() in _FATAL_FOR_PAGE:
@@ -488,6 +491,14 @@ def _read(
                 if len(kept) >= limit:
                     break
     return kept, scanned, False
+
+
+def _batch_size(left_to_end: int, still_wanted: int, filtering: bool) -> int:
+    """How many messages to ask `consume()` for: it waits until it has that many (or its
+    timeout), so never more than the partitions still hold up to their ends, nor, without a
+    filter, more than the page still needs; else a page that reaches an end waits a full poll."""
+    wanted = left_to_end if filtering else min(left_to_end, still_wanted)
+    return max(1, min(_BATCH, wanted))
 
 
 # -- topic overview ----------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 `LagReader.snapshot()` reads, with batched admin calls, every partition's watermarks, each
 group's committed offsets and each group's description, and returns a `LagSnapshot` (the
-`lag --json` document of DESIGN.md). The rest of this module is pure logic over recorded
+`lag --json` document of DESIGN.md). `cluster_lag()` reads every group on every topic it reads
+in the same three rounds (a `ClusterLagSnapshot`: one `LagSnapshot` per topic plus a row per
+group), where one `LagReader` per topic would list and fetch every group once per topic. The rest of this module is pure logic over recorded
 samples (no I/O, unit-tested with synthetic data):
 
 - `evaluate_partition` / `evaluate_group`: a Burrow-style status (OK, WARN, STALL, STOP, REWIND)
@@ -46,8 +48,10 @@ from pipeline.settings import Settings
 
 __all__ = [
     "DEFAULT_STOP_AFTER",
+    "ClusterLagSnapshot",
     "GroupLag",
     "GroupMember",
+    "GroupOverview",
     "LagReader",
     "LagSample",
     "LagSnapshot",
@@ -57,6 +61,7 @@ __all__ = [
     "Status",
     "UnknownTopic",
     "WatermarkSample",
+    "cluster_lag",
     "evaluate_group",
     "evaluate_partition",
     "lag_report",
@@ -270,7 +275,7 @@ class LagReader:
         if list_future is None:
             candidates = list(dict.fromkeys(groups or ()))
         else:
-            candidates = self._listed_groups(list_future, errors)
+            candidates = _listed_groups(list_future, errors)
 
         descriptions, offsets = self._read_groups(candidates, partitions)
         taken_at = clock.utcnow()
@@ -278,7 +283,8 @@ class LagReader:
 
         result = []
         for name in candidates:
-            group = self._group_lag(name, descriptions[name], offsets[name], watermarks)
+            read = _GroupRead.parse(descriptions[name], offsets[name])
+            group = read.lag_on(name, self.topic, watermarks)
             if groups is not None or _relevant(group):
                 result.append(group)
         return LagSnapshot(self.topic, taken_at, watermarks, result, errors)
@@ -305,12 +311,6 @@ class LagReader:
             raise
         return sorted(p.id for p in description.partitions)
 
-    @staticmethod
-    def _listed_groups(future: concurrent.futures.Future, errors: list[str]) -> list[str]:
-        listing = future.result(timeout=0)
-        errors.extend(f"listing groups: {_message(e)}" for e in listing.errors or ())
-        return sorted(g.group_id for g in listing.valid or ())
-
     def _read_groups(
         self, names: list[str], partitions: list[int]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -336,50 +336,86 @@ class LagReader:
         )
 
     def _watermarks(self, partitions: list[int]) -> list[PartitionWatermarks]:
-        # A leader that just moved (or a topic just created) answers NOT_LEADER until the client
-        # refreshes its metadata, which the error itself triggers: retry those partitions briefly.
-        starts: dict[int, int] = {}
-        ends: dict[int, int] = {}
-        pending = partitions
-        backoff = Backoff(initial=0.05, maximum=1.0, jitter=False)
-        while pending:
-            requests = [
-                (starts, self._list_offsets(pending, OffsetSpec.earliest())),
-                (ends, self._list_offsets(pending, OffsetSpec.latest())),
-            ]
-            self._wait(f for _, futures in requests for f in futures.values())
-            failed: set[int] = set()
-            for found, futures in requests:
-                for tp, future in futures.items():
-                    try:
-                        found[tp.partition] = future.result(timeout=0).offset
-                    except KafkaException as exc:
-                        if not _retriable(exc) or backoff.attempts >= _WATERMARK_RETRIES:
-                            raise
-                        failed.add(tp.partition)
-            pending = sorted(failed)
-            if pending:
-                time.sleep(backoff.next_delay())
-        return [PartitionWatermarks(p, starts[p], ends[p]) for p in partitions]
-
-    def _list_offsets(
-        self, partitions: list[int], spec: OffsetSpec
-    ) -> dict[TopicPartition, concurrent.futures.Future]:
-        """One ListOffsets request for all `partitions` with one spec."""
-        return self._admin.list_offsets(
-            {TopicPartition(self.topic, p): spec for p in partitions},
-            request_timeout=self.timeout,
+        found = _read_watermarks(
+            self._admin, [TopicPartition(self.topic, p) for p in partitions], self.timeout
         )
+        return [PartitionWatermarks(p, *found[(self.topic, p)]) for p in partitions]
 
-    # -- assembling ----------------------------------------------------------------------------
 
-    def _group_lag(
-        self,
-        name: str,
-        description: Any,
-        offsets: Any,
-        watermarks: list[PartitionWatermarks],
-    ) -> GroupLag:
+def _read_watermarks(
+    admin: AdminClient,
+    partitions: Sequence[TopicPartition],
+    timeout: float,
+    failures: dict[tuple[str, int], str] | None = None,
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) → (low, high) watermark, with two ListOffsets requests in flight
+    together for all `partitions` of any topics (one request cannot carry two specs for the same
+    partition; librdkafka splits each request by leader).
+
+    A partition Kafka refuses raises, unless `failures` is given: then it is left out of the
+    result and its error recorded there (a cluster-wide read survives a topic deleted meanwhile).
+    """
+    # A leader that just moved (or a topic just created) answers NOT_LEADER until the client
+    # refreshes its metadata, which the error itself triggers: retry those partitions briefly.
+    starts: dict[tuple[str, int], int] = {}
+    ends: dict[tuple[str, int], int] = {}
+    pending = sorted({(tp.topic, tp.partition) for tp in partitions})
+    backoff = Backoff(initial=0.05, maximum=1.0, jitter=False)
+    while pending:
+        requests = [
+            (starts, _list_offsets(admin, pending, OffsetSpec.earliest(), timeout)),
+            (ends, _list_offsets(admin, pending, OffsetSpec.latest(), timeout)),
+        ]
+        concurrent.futures.wait(
+            [f for _, futures in requests for f in futures.values()], timeout=timeout + 5
+        )
+        failed: set[tuple[str, int]] = set()
+        for found, futures in requests:
+            for tp, future in futures.items():
+                try:
+                    found[(tp.topic, tp.partition)] = future.result(timeout=0).offset
+                except KafkaException as exc:
+                    key = (tp.topic, tp.partition)
+                    if _retriable(exc) and backoff.attempts < _WATERMARK_RETRIES:
+                        failed.add(key)
+                    elif failures is None:
+                        raise
+                    else:
+                        failures[key] = _message(exc)
+        pending = sorted(failed)
+        if pending:
+            time.sleep(backoff.next_delay())
+    return {key: (starts[key], ends[key]) for key in starts if key in ends}
+
+
+def _list_offsets(
+    admin: AdminClient, partitions: list[tuple[str, int]], spec: OffsetSpec, timeout: float
+) -> dict[TopicPartition, concurrent.futures.Future]:
+    """One ListOffsets request for all `partitions` with one spec."""
+    return admin.list_offsets(
+        {TopicPartition(t, p): spec for t, p in partitions}, request_timeout=timeout
+    )
+
+
+# -- assembling --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupRead:
+    """What Kafka answered about one group (its description and committed offsets), parsed once
+    and then read per topic."""
+
+    state: str
+    kind: str
+    assignor: str
+    members: list[Any]  # the described members, raw: their assignment spans topics
+    committed: dict[str, dict[int, int]]  # topic → partition → committed offset
+    error: str | None = None  # describing or fetching failed: offsets unknown everywhere
+    topic_errors: dict[str, str] = field(default_factory=dict)  # a partition's own error
+
+    @classmethod
+    def parse(cls, description: Any, offsets: Any) -> _GroupRead:
+        """From DescribeGroups' and OffsetFetch's results (each may be the exception raised)."""
         error = None
         state, assignor, kind, members = "Unknown", "", "unknown", []
         if isinstance(description, BaseException):
@@ -391,41 +427,68 @@ class LagReader:
             state = _STATE_NAMES.get(getattr(description, "state", None), "Unknown")
             kind = _TYPE_NAMES.get(getattr(description, "type", None), "unknown")
             assignor = description.partition_assignor or ""
-            members = [self._member(m) for m in description.members or ()]
+            members = list(description.members or ())
 
-        committed: dict[int, int | None] = {w.partition: None for w in watermarks}
+        committed: dict[str, dict[int, int]] = defaultdict(dict)
+        topic_errors: dict[str, str] = {}
         if isinstance(offsets, BaseException):
             if _code(offsets) != KafkaError.GROUP_ID_NOT_FOUND:
                 error = error or f"fetching committed offsets: {_message(offsets)}"
         else:
             for tp in offsets.topic_partitions or ():
                 if tp.error is not None:
-                    error = error or f"partition {tp.partition}: {_message(tp.error)}"
-                elif tp.offset >= 0 and tp.partition in committed:
-                    committed[tp.partition] = tp.offset
+                    topic_errors.setdefault(
+                        tp.topic, f"partition {tp.partition}: {_message(tp.error)}"
+                    )
+                elif tp.offset >= 0:
+                    committed[tp.topic][tp.partition] = tp.offset
+        return cls(state, kind, assignor, members, dict(committed), error, topic_errors)
 
+    def topics(self) -> set[str]:
+        """Topics the group committed offsets on or has partitions of assigned."""
+        found = {t for t, offsets in self.committed.items() if offsets}
+        for member in self.members:
+            found.update(tp.topic for tp in _assigned(member))
+        return found
+
+    def lag_on(self, name: str, topic: str, watermarks: list[PartitionWatermarks]) -> GroupLag:
+        """The group's lag on one topic whose partitions have `watermarks`."""
+        members = [_member(m, topic) for m in self.members]
+        error = self.error or self.topic_errors.get(topic)
         if error is not None:
             parts = [PartitionLag(w.partition, None, w.start, w.end, None) for w in watermarks]
-            return GroupLag(name, state, members, assignor, None, parts, kind, error)
+            return GroupLag(name, self.state, members, self.assignor, None, parts, self.kind, error)
+        committed = self.committed.get(topic, {})
         parts = [
-            PartitionLag.of(w.partition, committed[w.partition], w.start, w.end) for w in watermarks
+            PartitionLag.of(w.partition, committed.get(w.partition), w.start, w.end)
+            for w in watermarks
         ]
         lags = [p.lag for p in parts if p.lag is not None]
         total = sum(lags) if lags else None  # no committed offset anywhere: unknown, not 0
-        return GroupLag(name, state, members, assignor, total, parts, kind)
+        return GroupLag(name, self.state, members, self.assignor, total, parts, self.kind)
 
-    def _member(self, member: Any) -> GroupMember:
-        assigned: set[int] = set()
-        for assignment in (member.assignment, getattr(member, "target_assignment", None)):
-            for tp in getattr(assignment, "topic_partitions", None) or ():
-                if tp.topic == self.topic:
-                    assigned.add(tp.partition)
-        return GroupMember(
-            client_id=member.client_id or "",
-            host=member.host or "",
-            member_id=member.member_id or "",
-            partitions=sorted(assigned),
-        )
+
+def _assigned(member: Any) -> list[Any]:
+    """A member's assigned (and, for the new protocol, target) topic partitions."""
+    found = []
+    for assignment in (member.assignment, getattr(member, "target_assignment", None)):
+        found.extend(getattr(assignment, "topic_partitions", None) or ())
+    return found
+
+
+def _member(member: Any, topic: str) -> GroupMember:
+    return GroupMember(
+        client_id=member.client_id or "",
+        host=member.host or "",
+        member_id=member.member_id or "",
+        partitions=sorted({tp.partition for tp in _assigned(member) if tp.topic == topic}),
+    )
+
+
+def _listed_groups(future: concurrent.futures.Future, errors: list[str]) -> list[str]:
+    listing = future.result(timeout=0)
+    errors.extend(f"listing groups: {_message(e)}" for e in listing.errors or ())
+    return sorted(g.group_id for g in listing.valid or ())
 
 
 def _relevant(group: GroupLag) -> bool:
@@ -469,6 +532,126 @@ def _message(error: object) -> str:
     if isinstance(error, concurrent.futures.TimeoutError):
         return "timed out"
     return str(error)
+
+
+# -- every group on every topic ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOverview:
+    """One group across every topic it reads: a row of a cluster-wide groups table.
+
+    `total_lag` sums every topic's lag; None when no partition has a committed offset, and when
+    `error` is set (Kafka did not answer for the group, or for one of its topics).
+    """
+
+    group: str
+    state: str
+    type: str
+    assignor: str
+    members: int
+    topics: list[str]
+    total_lag: int | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterLagSnapshot:
+    """Every consumer group of the cluster, and per topic that any group reads the same
+    `LagSnapshot` a `LagReader` of that topic would give, all read at once at `taken_at`."""
+
+    taken_at: datetime
+    groups: list[GroupOverview]
+    topics: dict[str, LagSnapshot]
+    errors: list[str] = field(default_factory=list)
+
+    def group(self, name: str) -> GroupOverview | None:
+        """The group called `name`, if the cluster has it."""
+        return next((g for g in self.groups if g.group == name), None)
+
+    def topic(self, name: str) -> LagSnapshot | None:
+        """The snapshot of one topic; None when no group commits on it or is assigned to it."""
+        return self.topics.get(name)
+
+
+def cluster_lag(admin: AdminClient, *, timeout: float = 10.0) -> ClusterLagSnapshot:
+    """Every group's lag on every topic it reads, in three rounds of concurrent requests.
+
+    (1) the group list and the cluster's metadata; (2) one DescribeGroups for all groups and one
+    OffsetFetch per group for all its topics, all in flight together; (3) the watermarks of every
+    partition of every topic some group commits on or is assigned, in two ListOffsets requests.
+    The cost hardly depends on the number of topics, where one `LagReader` per topic repeats
+    rounds 1 and 2 for each. A group Kafka did not answer for appears on every topic (with its
+    error), as `LagReader.snapshot` keeps it: we cannot tell which topics it reads.
+    """
+    errors: list[str] = []
+    listing = admin.list_consumer_groups(
+        request_timeout=timeout, types={ConsumerGroupType.CLASSIC, ConsumerGroupType.CONSUMER}
+    )
+    metadata = admin.list_topics(timeout=timeout)  # while the listing is in flight
+    concurrent.futures.wait([listing], timeout=timeout + 5)
+    names = _listed_groups(listing, errors)
+
+    described = admin.describe_consumer_groups(names, request_timeout=timeout) if names else {}
+    fetching: dict[str, concurrent.futures.Future] = {}
+    for name in names:
+        # No partitions: the group's committed offsets on every topic, in one request.
+        fetching.update(
+            admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(name)], request_timeout=timeout
+            )
+        )
+    concurrent.futures.wait([*described.values(), *fetching.values()], timeout=timeout + 5)
+    reads = {
+        name: _GroupRead.parse(_outcome(described[name]), _outcome(fetching[name]))
+        for name in names
+    }
+
+    # Offsets on a topic deleted since (or while reading) are left out: no end to compare with.
+    existing = {name: sorted(t.partitions) for name, t in metadata.topics.items() if t.partitions}
+    wanted = set().union(*(read.topics() for read in reads.values())) & existing.keys()
+    taken_at = clock.utcnow()
+    failures: dict[tuple[str, int], str] = {}
+    found = _read_watermarks(
+        admin,
+        [TopicPartition(t, p) for t in sorted(wanted) for p in existing[t]],
+        timeout,
+        failures,
+    )
+    for topic, partition in sorted(failures):
+        errors.append(f"topic {topic}, partition {partition}: {failures[topic, partition]}")
+    involved = sorted(wanted - {topic for topic, _ in failures})
+    read_topics = {name: sorted(read.topics() & set(involved)) for name, read in reads.items()}
+
+    topics: dict[str, LagSnapshot] = {}
+    by_group: dict[str, list[GroupLag]] = defaultdict(list)
+    for topic in involved:
+        watermarks = [PartitionWatermarks(p, *found[(topic, p)]) for p in existing[topic]]
+        groups = []
+        for name, read in reads.items():
+            if read.error is not None or topic in read_topics[name]:
+                groups.append(read.lag_on(name, topic, watermarks))
+                by_group[name].append(groups[-1])
+        topics[topic] = LagSnapshot(topic, taken_at, watermarks, groups)
+
+    overview = []
+    for name, read in reads.items():
+        on = by_group[name]
+        error = read.error or next((g.error for g in on if g.error), None)
+        lags = [g.total_lag for g in on if g.total_lag is not None]
+        overview.append(
+            GroupOverview(
+                group=name,
+                state=read.state,
+                type=read.kind,
+                assignor=read.assignor,
+                members=len(read.members),
+                topics=read_topics[name],
+                total_lag=None if error is not None or not lags else sum(lags),
+                error=error,
+            )
+        )
+    return ClusterLagSnapshot(taken_at, overview, topics, errors)
 
 
 def lag_report(

@@ -15,6 +15,7 @@ import pandas as pd
 
 from pipeline.lag import (
     GroupLag,
+    GroupOverview,
     LagSample,
     LagSnapshot,
     LagStatus,
@@ -30,6 +31,7 @@ __all__ = [
     "STATUS_HELP",
     "STATUS_WINDOW",
     "cli_commands",
+    "cluster_group_rows",
     "group_rows",
     "group_status",
     "lag_chart_frame",
@@ -97,6 +99,35 @@ def group_rows(
     rows.sort(key=lambda r: (-r["_severity"], -r["_lag"], r["group"]))
     for row in rows:
         del row["_severity"], row["_lag"]
+    return rows
+
+
+def cluster_group_rows(groups: Iterable[GroupOverview], search: str = "") -> list[dict]:
+    """One row per group of `cluster_lag()` whose name, or one of whose topics, contains
+    `search` (any case): groups Kafka did not answer for first, then most lag, then by name."""
+    needle = search.strip().lower()
+    rows = []
+    for g in groups:
+        if (
+            needle
+            and needle not in g.group.lower()
+            and not any(needle in t.lower() for t in g.topics)
+        ):
+            continue
+        rows.append(
+            {
+                "group": g.group,
+                "state": g.state,
+                "members": g.members,
+                "topics": ", ".join(g.topics) or DASH,
+                "total lag": _number(g.total_lag),
+                "error": g.error or "",
+                "_key": (g.error is None, -(g.total_lag or 0), g.group),
+            }
+        )
+    rows.sort(key=lambda r: r["_key"])
+    for row in rows:
+        del row["_key"]
     return rows
 
 

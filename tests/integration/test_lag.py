@@ -26,6 +26,7 @@ from pipeline.lag import (
     PartitionLag,
     PartitionWatermarks,
     WatermarkSample,
+    cluster_lag,
     lag_report,
 )
 from pipeline.lag_history import LagHistory, LagSampler, MemoryLagHistory, migrate_lag_history
@@ -215,6 +216,47 @@ def test_lag_report_json_is_the_design_shape(settings, admin, topic, group, forg
     assert [(p["partition"], p["committed"], p["end"], p["lag"]) for p in entry["partitions"]] == [
         (0, landed[0], landed[0], 0)
     ] + [(p, None, landed[p], None) for p in range(1, 6)]
+
+
+def test_cluster_lag_equals_one_reader_per_topic_and_kafka_cli(
+    settings, admin, topic, other_topic, group, forget
+):
+    landed = produce_keyed(settings, topic, 60)
+    produce_keyed(settings, other_topic, 20)
+    both, one, live = f"{group}-both", f"{group}-one", f"{group}-live"
+    forget.extend([both, one, live])
+    commit_offsets(admin, both, topic, {0: 1, 2: landed[2]})
+    commit_offsets(admin, both, other_topic, {1: 0})
+    commit_offsets(admin, one, topic, {5: 0})
+    consumer = kafka_consumer(settings, live)
+    consumer.subscribe([other_topic])
+    try:
+        deadline = time.monotonic() + 60
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(0.2)
+        assert consumer.assignment(), "the live member got no partitions"
+
+        cluster = cluster_lag(admin)
+        mine = {g.group: g for g in cluster.groups if g.group.startswith(group)}
+        assert (mine[both].topics, mine[one].topics, mine[live].topics) == (
+            sorted([topic, other_topic]),
+            [topic],
+            [other_topic],
+        )
+        assert (mine[live].state, mine[live].members, mine[live].total_lag) == ("Stable", 1, None)
+        for name, topics in ((both, [topic, other_topic]), (one, [topic]), (live, [other_topic])):
+            for t in topics:
+                assert cluster.topic(t).group(name) == LagReader(admin, t).snapshot([name]).group(
+                    name
+                ), (name, t)
+        assert cluster.topic(topic).group(live) is None  # it reads the other topic only
+        assert mine[both].total_lag == sum(
+            g.total_lag for g in (cluster.topic(t).group(both) for t in (topic, other_topic))
+        )
+        assert_matches_kafka_cli(cluster.topic(topic).group(both), topic)
+    finally:
+        consumer.close()
+    assert_matches_kafka_cli(cluster_lag(admin).topic(other_topic).group(both), other_topic)
 
 
 # -- history and sampler in PostgreSQL ------------------------------------------------------------

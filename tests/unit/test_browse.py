@@ -12,6 +12,7 @@ from pipeline.browse import (
     MessageFilter,
     Start,
     StartMode,
+    _batch_size,
     console_consumer_commands,
     render_headers,
     render_key,
@@ -169,3 +170,19 @@ def test_topic_rate_sums_partitions_and_skips_incomplete_samples():
     ]
     assert topic_rate_series(samples) == [(t1, 10.0), (t3, 3.0)]
     assert topic_rate_series([]) == []
+
+
+@pytest.mark.parametrize(
+    ("left_to_end", "still_wanted", "filtering", "expected"),
+    [
+        (1_000_000, 100, False, 100),  # a page from the middle: exactly the page
+        (40, 100, False, 40),  # the end comes first: no waiting for messages that do not exist
+        (1_000_000, 100, True, 500),  # a filter may drop any of them: a full batch
+        (7, 100, True, 7),  # but never more than there is up to the ends
+        (0, 5, False, 1),
+    ],
+)
+def test_batch_size_never_waits_for_messages_the_page_cannot_get(
+    left_to_end, still_wanted, filtering, expected
+):
+    assert _batch_size(left_to_end, still_wanted, filtering) == expected

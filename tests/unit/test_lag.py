@@ -25,6 +25,7 @@ from pipeline.lag import (
     PartitionWatermarks,
     Status,
     WatermarkSample,
+    cluster_lag,
     evaluate_group,
     evaluate_partition,
     lag_seconds,
@@ -329,7 +330,10 @@ class FakeAdmin:
             return {request.group_id: done(spec["offsets"])}
         tps = [
             SimpleNamespace(
-                partition=tp.partition, offset=spec["offsets"].get(tp.partition, -1001), error=None
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=spec["offsets"].get(tp.partition, -1001),
+                error=None,
             )
             for tp in request.topic_partitions
         ]
@@ -499,3 +503,148 @@ def test_sampler_thread_starts_records_and_stops():
 def test_sampler_rejects_a_nonpositive_interval():
     with pytest.raises(ValueError, match="interval"):
         LagSampler(FlakyReader(0), MemoryHistory(), interval=0)
+
+
+# -- every group on every topic, on a fake admin client ------------------------------------------
+
+
+class FakeCluster:
+    """Topics with partitions and watermarks, groups with descriptions and committed offsets on
+    any topics; records the calls made."""
+
+    def __init__(self, topics, watermarks, groups, refused=()) -> None:
+        self.topics, self.watermarks, self.groups = topics, watermarks, groups
+        self.refused = set(refused)  # topics whose ListOffsets fail (deleted meanwhile)
+        self.calls: list[tuple[str, Any]] = []
+
+    def list_consumer_groups(self, **_):
+        self.calls.append(("list_consumer_groups", None))
+        listing = [SimpleNamespace(group_id=name) for name in self.groups]
+        return done(SimpleNamespace(valid=listing, errors=[]))
+
+    def list_topics(self, **_):
+        self.calls.append(("list_topics", None))
+        return SimpleNamespace(
+            topics={
+                t: SimpleNamespace(partitions={p: None for p in range(n)})
+                for t, n in self.topics.items()
+            }
+        )
+
+    def describe_consumer_groups(self, names, **_):
+        self.calls.append(("describe_consumer_groups", list(names)))
+        return {name: done(self.groups[name]["description"]) for name in names}
+
+    def list_consumer_group_offsets(self, requests, **_):
+        [request] = requests
+        self.calls.append(
+            ("list_consumer_group_offsets", (request.group_id, request.topic_partitions))
+        )
+        offsets = self.groups[request.group_id]["offsets"]
+        if isinstance(offsets, BaseException):
+            return {request.group_id: done(offsets)}
+        tps = [
+            SimpleNamespace(topic=t, partition=p, offset=o, error=None)
+            for (t, p), o in sorted(offsets.items())
+        ]
+        return {request.group_id: done(SimpleNamespace(topic_partitions=tps))}
+
+    def list_offsets(self, specs, **_):
+        kinds = {type(spec).__name__ for spec in specs.values()}
+        self.calls.append(
+            ("list_offsets", (kinds, sorted((tp.topic, tp.partition) for tp in specs)))
+        )
+        index = 0 if kinds == {"EarliestSpec"} else 1
+        missing = KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+        return {
+            tp: done(missing)
+            if tp.topic in self.refused
+            else done(SimpleNamespace(offset=self.watermarks[(tp.topic, tp.partition)][index]))
+            for tp in specs
+        }
+
+
+def fake_cluster(**kwargs) -> FakeCluster:
+    unavailable = KafkaException(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE))
+    topics = {"a": 2, "b": 1, "unread": 3}
+    watermarks = {("a", 0): (0, 10), ("a", 1): (2, 6), ("b", 0): (0, 7)}
+    watermarks |= {("unread", p): (0, 1) for p in range(3)}
+    groups = {
+        "both": {
+            "description": description(ConsumerGroupState.EMPTY, []),
+            "offsets": {("a", 0): 4, ("b", 0): 7},
+        },
+        "member-on-b": {
+            "description": description(ConsumerGroupState.STABLE, [[0]], topic="b"),
+            "offsets": {},
+        },
+        "gone-topic": {
+            "description": description(ConsumerGroupState.EMPTY, []),
+            "offsets": {("deleted", 0): 3},
+        },
+        "failing": {
+            "description": description(ConsumerGroupState.STABLE, []),
+            "offsets": unavailable,
+        },
+    }
+    return FakeCluster(topics, watermarks, groups, **kwargs)
+
+
+def test_cluster_lag_reads_every_topic_in_three_rounds():
+    admin = fake_cluster()
+    cluster_lag(admin)
+    names = [name for name, _ in admin.calls]
+    assert names.count("list_consumer_groups") == names.count("list_topics") == 1
+    assert names.count("describe_consumer_groups") == 1
+    fetches = [arg for name, arg in admin.calls if name == "list_consumer_group_offsets"]
+    # One request per group (librdkafka's limit) for all of its topics: no partitions named.
+    assert sorted(fetches) == [(g, None) for g in sorted(admin.groups)]
+    read = [("a", 0), ("a", 1), ("b", 0)]  # not the topic nobody reads, nor a deleted one
+    assert [arg for name, arg in admin.calls if name == "list_offsets"] == [
+        ({"EarliestSpec"}, read),
+        ({"LatestSpec"}, read),
+    ]
+    assert names.index("list_offsets") > max(
+        i for i, name in enumerate(names) if name == "list_consumer_group_offsets"
+    )
+
+
+def test_cluster_lag_gives_each_topic_a_snapshot_and_each_group_a_row():
+    cluster = cluster_lag(fake_cluster())
+    assert sorted(cluster.topics) == ["a", "b"] and cluster.topic("unread") is None
+    a, b = cluster.topic("a"), cluster.topic("b")
+    assert [(w.partition, w.start, w.end) for w in a.partitions] == [(0, 0, 10), (1, 2, 6)]
+    # A group Kafka did not answer for shows on every topic, as LagReader keeps it.
+    assert [g.group for g in a.groups] == ["both", "failing"]
+    assert [g.group for g in b.groups] == ["both", "failing", "member-on-b"]
+    assert [(p.committed, p.lag) for p in a.group("both").partitions] == [(4, 6), (None, None)]
+    assert b.group("both").total_lag == 0
+    on_b = b.group("member-on-b")
+    assert (on_b.state, on_b.total_lag, [m.partitions for m in on_b.members]) == (
+        "Stable",
+        None,
+        [[0]],
+    )
+    assert a.taken_at == b.taken_at == cluster.taken_at
+
+    rows = {g.group: g for g in cluster.groups}
+    assert (rows["both"].topics, rows["both"].total_lag, rows["both"].error) == (
+        ["a", "b"],
+        6,
+        None,
+    )
+    assert (rows["member-on-b"].topics, rows["member-on-b"].members) == (["b"], 1)
+    assert rows["member-on-b"].total_lag is None  # assigned, nothing committed: unknown
+    assert (rows["gone-topic"].topics, rows["gone-topic"].total_lag) == ([], None)
+    assert (
+        rows["failing"].total_lag is None and "fetching committed offsets" in rows["failing"].error
+    )
+    assert cluster.errors == []
+
+
+def test_cluster_lag_survives_a_topic_deleted_while_reading():
+    cluster = cluster_lag(fake_cluster(refused={"b"}))
+    assert sorted(cluster.topics) == ["a"]
+    assert cluster.group("both").topics == ["a"] and cluster.group("both").total_lag == 6
+    assert cluster.group("member-on-b").topics == []
+    assert [e.split(":")[0] for e in cluster.errors] == ["topic b, partition 0"]
