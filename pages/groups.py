@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import streamlit as st
 
-from pipeline.lag import LagSnapshot, UnknownTopic
+from pipeline.lag import LagSnapshot, UnknownTopic, cluster_lag
 from pipeline.lag_history import LagHistory
 from ui.banners import kafka_answers
 from ui.lag_panel import (
@@ -14,6 +14,7 @@ from ui.lag_panel import (
     STATUS_HELP,
     STATUS_WINDOW,
     cli_commands,
+    cluster_group_rows,
     group_rows,
     group_status,
     lag_chart_frame,
@@ -21,7 +22,7 @@ from ui.lag_panel import (
     partition_rows,
 )
 from ui.lag_resources import SAMPLE_INTERVAL, lag_history, lag_reader, lag_sampler
-from ui.resources import settings
+from ui.resources import admin, settings
 from ui.sidebar import selected_topic
 
 INTERVALS = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30}
@@ -103,8 +104,11 @@ def groups_panel() -> None:
     for problem in snapshot.errors:
         st.warning(problem)
 
+    # Statuses read each group's recent history: only for the groups the search leaves.
+    needle = search.strip().lower()
+    shown = [g for g in snapshot.groups if not needle or needle in g.group.lower()]
     statuses = {}
-    for group in snapshot.groups:
+    for group in shown:
         recorded = (
             history.series(topic, group.group, snapshot.taken_at - STATUS_WINDOW)
             if history is not None and group.error is None
@@ -143,7 +147,9 @@ def groups_panel() -> None:
         )
         st.caption(STATUS_HELP)
 
-    names = [g.group for g in snapshot.groups]
+    names = [g.group for g in shown]
+    if st.session_state.get("group") not in (None, *names):
+        names.append(st.session_state["group"])  # keep the chosen group while searching
     chosen = st.selectbox(
         "Group", names, index=None, key="group", placeholder="Choose a group for details"
     )
@@ -153,6 +159,30 @@ def groups_panel() -> None:
 
     with st.expander("The same with Kafka's own tool"):
         st.code(cli_commands(config.kafka_bootstrap_servers, chosen, topic), language="bash")
+
+    if st.toggle(
+        "Every group in the cluster",
+        key="all_groups",
+        help="Every consumer group on every topic it reads, in one snapshot of the cluster "
+        "(the search box filters by group or topic name).",
+    ):
+        cluster_panel()
+
+
+def cluster_panel() -> None:
+    try:
+        cluster = cluster_lag(admin(), timeout=5.0)
+    except Exception as exc:  # any broker failure: a banner, never a traceback
+        st.error(f"Could not read the cluster's groups: {exc}", icon=":material/cloud_off:")
+        return
+    for problem in cluster.errors:
+        st.warning(problem)
+    rows = cluster_group_rows(cluster.groups, search)
+    st.caption(
+        f"{len(rows)} of {len(cluster.groups)} groups, over {len(cluster.topics)} topics. "
+        "Total lag sums every topic the group reads; “—” where it has committed nothing."
+    )
+    st.dataframe(rows, hide_index=True, width="stretch")
 
 
 def group_detail(snapshot: LagSnapshot, name: str, history: LagHistory | None) -> None:

@@ -275,3 +275,21 @@ def test_any_topic_chosen_in_the_sidebar_shows_its_groups(settings, admin, uniqu
         assert not at.exception, at.exception
     finally:
         admin.delete_topics([foreign])[foreign].result(30)
+
+
+def test_search_filters_the_group_picker_and_the_cluster_table_shows_every_topic(
+    app_env, group, lagging_group
+):
+    landed, committed = lagging_group
+    at = open_page()
+    assert group in at.selectbox(key="group").options
+    at.text_input(key="group_search").input("no-such-group-name").run()
+    assert group not in at.selectbox(key="group").options
+
+    at.text_input(key="group_search").input(group).run()
+    at.toggle(key="all_groups").set_value(True).run()
+    assert not at.exception, at.exception
+    [table] = [d.value for d in at.dataframe if "topics" in d.value.columns]
+    row = table.set_index("group").loc[group]
+    assert row["topics"] == app_env
+    assert row["total lag"] == str(sum(landed[p] - committed[p] for p in committed))
