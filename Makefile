@@ -42,10 +42,11 @@ test: up chromium
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
-## bench: throughput and lag-snapshot benchmarks against the running services (on demand)
+## bench: throughput, lag-snapshot and replay-rate benchmarks against the running services (on demand)
 bench: up
 	$(PY) -m bench.pipeline_throughput
 	$(PY) -m bench.lag_snapshot
+	$(PY) -m bench.replay_rate
 
 ## e2e: the app in a real browser (Debian's chromium driven by Playwright); screenshots in
 ## tests/e2e/artifacts/
