@@ -499,6 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        if not args.verbose:
+            # One INFO line per HTTP request (a bulk per batch) would drown the progress lines.
+            logging.getLogger("elastic_transport.transport").setLevel(logging.WARNING)
         if not running:
             # The pool logs every failed connection attempt; the one-line error says it all.
             logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
