@@ -37,7 +37,7 @@ from pipeline import clock
 from pipeline.compare import Comparison, compare_indices
 from pipeline.domain import ValidationError, parse_time
 from pipeline.elasticsearch_index import TaskIndex
-from pipeline.indexer import BatchReport, Indexer, run_until_signalled
+from pipeline.indexer import DEFAULT_BATCH_SIZE, BatchReport, Indexer, run_until_signalled
 from pipeline.ratelimit import PaceLimiter, RateLimiter, Speed, parse_speed
 from pipeline.settings import Settings
 
@@ -76,6 +76,8 @@ _log = logging.getLogger("taskstream.replay")
 DEAD_AFTER = timedelta(seconds=10)  # a running worker silent this long is shown as dead
 _PENDING_DEAD_AFTER = timedelta(seconds=30)  # a worker that never started within this
 _CONTROL_INTERVAL = 1.0  # seconds between reads of the desired state (and progress writes)
+_PACE_BATCH_SPAN = 0.1  # seconds of paced wall time one batch covers at most (about)
+_PACE_SLICE = 0.1  # seconds a pace wait serves the consumer group between checks
 _MAX_NAME_BYTES = 200
 _FORBIDDEN = set('\\/*?"<>|,#: ')
 _ROOT = Path(__file__).resolve().parents[1]
@@ -527,7 +529,7 @@ class ReplayWorker:
         *,
         admin: AdminClient | None = None,
         control_interval: float = _CONTROL_INTERVAL,
-        batch_size: int = 500,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -543,6 +545,8 @@ class ReplayWorker:
         self._state = "running"
         self._rate: RateLimiter | None = None
         self._pace: PaceLimiter | None = None
+        self._pace_budget = 1  # messages in the next paced batch (see _size_paced_batch)
+        self._last_stamp: int | None = None  # newest timestamp (ms) of the last paced batch
         self._position: dict[int, int] = {}
         self._base_done = 0
         self._counted = 0  # stats.consumed already given to the rate limiter
@@ -601,16 +605,7 @@ class ReplayWorker:
     def _before_batch(self, indexer: Indexer) -> int | None:
         self._report()
         if self._desired == "paused" and not indexer.stopping:
-            self._state = "paused"
-            self._report(force=True)
-            while self._desired == "paused" and not indexer.stopping:
-                indexer.idle(min(0.5, self.control_interval))
-                self._report()
-            for limiter in (self._rate, self._pace):
-                if limiter is not None:
-                    limiter.reset()
-            self._state = "running"
-            self._report(force=True)
+            self._hold_while_paused(indexer)
         if self._desired == "stopped":
             indexer.request_stop()
             return 0
@@ -624,19 +619,71 @@ class ReplayWorker:
             # About a tenth of a second's worth at a time, so a rate change applies quickly.
             return max(1, min(self.batch_size, int(rate.rate / 10)))
         if self._pace is not None:
-            return min(self.batch_size, 100)
+            return self._pace_budget
         return None
 
     def _before_write(self, indexer: Indexer, messages: Any) -> None:
+        """At an `Nx` pace, hold the batch until its newest event is due.
+
+        The wait serves the consumer group (hours between events must not drop the worker from
+        it) and reads the table: paused, the batch stays unwritten until resumed; a new speed
+        applies to this batch already; stopped, the batch is written and the worker exits.
+        """
         if self._pace is None:
             return
-        stamps = [ms for kind, ms in (m.timestamp() for m in messages) if kind != 0]
-        if stamps:
-            self._pace.wait_for(max(stamps) / 1000, should_stop=lambda: self._interrupted(indexer))
+        stamps = sorted(ms for kind, ms in (m.timestamp() for m in messages) if kind != 0)
+        if not stamps:
+            return
+
+        def interrupted() -> bool:
+            return self._interrupted(indexer)
+
+        while (pace := self._pace) is not None and not indexer.stopping:
+            # The oldest event of the first batch anchors event time to wall time; a batch
+            # goes when its newest event is due.
+            pace.wait_for(stamps[0] / 1000, should_stop=interrupted)
+            pace.wait_for(stamps[-1] / 1000, should_stop=interrupted)
+            if self._desired == "paused" and not indexer.stopping:
+                self._hold_while_paused(indexer)  # then wait again, anchored afresh
+            elif self._pace is pace:
+                break
+        self._size_paced_batch(stamps)
+
+    def _size_paced_batch(self, stamps: list[int]) -> None:
+        """Size the next paced batch to about `_PACE_BATCH_SPAN` of wall time at this pace.
+
+        Small batches where events are sparse (so none is held back for long waiting on a
+        later one in its batch), up to `batch_size` where they are dense.
+        """
+        pace, previous, self._last_stamp = self._pace, self._last_stamp, stamps[-1]
+        if pace is None:
+            return
+        if previous is None or previous > stamps[0]:
+            since, gaps = stamps[0], len(stamps) - 1
+        else:  # the gap before this batch counts too
+            since, gaps = previous, len(stamps)
+        if gaps == 0:
+            return  # one event and nothing before it: no spacing to go by yet
+        wall = (stamps[-1] - since) / 1000 / pace.factor
+        budget = 2 * len(stamps) if wall <= 0 else int(gaps * _PACE_BATCH_SPAN / wall)
+        self._pace_budget = max(1, min(self.batch_size, budget))
 
     def _after_batch(self, indexer: Indexer, report: BatchReport) -> None:
         self._position.update(report.positions)
         self._report()
+
+    def _hold_while_paused(self, indexer: Indexer) -> None:
+        """While the table says paused: serve the group and heartbeat; then restart the pace."""
+        self._state = "paused"
+        self._report(force=True)
+        while self._desired == "paused" and not indexer.stopping:
+            indexer.idle(min(0.5, self.control_interval))
+            self._report()
+        for limiter in (self._rate, self._pace):
+            if limiter is not None:
+                limiter.reset()
+        self._state = "running"
+        self._report(force=True)
 
     def _interrupted(self, indexer: Indexer) -> bool:
         """For limiter sleeps: also reads the table, so pause/stop/speed apply within a second."""
@@ -655,7 +702,9 @@ class ReplayWorker:
         if speed.kind == "rate":
             self._rate = RateLimiter(speed.value)
         elif speed.kind == "pace":
-            self._pace = PaceLimiter(speed.value or 1.0)
+            self._pace = PaceLimiter(
+                speed.value or 1.0, clock=_GroupServingClock(self), max_sleep_slice=_PACE_SLICE
+            )
         _log.info("replay %s: speed %s", self.name, speed)
 
     def _report(self, force: bool = False) -> None:
@@ -692,6 +741,24 @@ class ReplayWorker:
                 _log.warning("replay %s: ignoring invalid speed %r", self.name, speed)
         if self._desired == "stopped" and indexer is not None:
             indexer.request_stop()
+
+
+class _GroupServingClock:
+    """A worker's clock for pace waits: sleeping polls the consumer (`Indexer.idle`), so a long
+    wait between events neither drops the worker from its group nor blocks heartbeats."""
+
+    def __init__(self, worker: ReplayWorker) -> None:
+        self._worker = worker
+
+    def monotonic(self) -> float:
+        return clock.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        indexer = self._worker.indexer
+        if indexer is None or indexer.stopping:
+            time.sleep(seconds)
+        else:
+            indexer.idle(seconds)
 
 
 def _admin(settings: Settings) -> AdminClient:
@@ -898,4 +965,4 @@ def compare_replay(settings: Settings, es: Elasticsearch, name: str) -> Comparis
     ):
         if not es.indices.exists(index=index):
             raise ReplayRefused(f"{what} {index!r} does not exist")
-    return compare_indices(es, names.index, live)
+    return compare_indices(es, names.index, live, refresh=not settings.read_only)

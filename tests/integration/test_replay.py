@@ -23,6 +23,8 @@ from pipeline import clock
 from pipeline.clients import kafka_producer
 from pipeline.domain import apply_changes, new_task, task_to_dict
 from pipeline.events import created_event, deleted_event, encode_event, updated_event
+from pipeline.indexer import Indexer
+from pipeline.replay import group_offsets, topic_watermarks
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 90.0
@@ -271,3 +273,146 @@ def test_a_taken_name_is_refused(replay_cli, settings, topic, unique):
     again = replay_cli("replay", "start", name)
     assert again.returncode == 2
     assert "already exists" in again.stderr
+
+
+def produce_spread(settings, topic: str, count: int, gap_ms: int) -> dict[str, dict]:
+    """`count` created events on partition 0 whose Kafka timestamps are `gap_ms` apart."""
+    producer = kafka_producer(settings)
+    first = int(clock.utcnow().timestamp() * 1000) - count * gap_ms
+    expected: dict[str, dict] = {}
+    for i in range(count):
+        task = new_task(f"paced task {i}", "low")
+        expected[str(task.id)] = task_to_dict(task)
+        message = encode_event(created_event(task))
+        producer.produce(
+            topic, key=message.key, value=message.value, headers=message.headers,
+            partition=0, timestamp=first + i * gap_ms,
+        )  # fmt: skip
+    assert producer.flush(30) == 0
+    return expected
+
+
+def test_pace_replays_follow_the_event_timestamps_and_obey_controls_during_a_long_wait(
+    replay_cli, settings, topic, es, unique
+):
+    # 12 events 3 s apart: 33 s of history. At 2x that is 16.5 s from the first event to the
+    # last; at 0.1x every gap is a 30 s wait, inside which pause and rate must still apply.
+    expected = produce_spread(settings, topic, 12, 3_000)
+    paced, slow = f"x-{unique}", f"w-{unique}"
+    assert replay_cli("replay", "start", paced, "--speed", "2x").returncode == 0
+    # A short poll interval: a worker that blocked in its wait instead of serving the group
+    # would be dropped from it (and fail its commits) during a 30 s gap.
+    short_poll = {"KAFKA_MAX_POLL_INTERVAL_MS": "10000", "KAFKA_SESSION_TIMEOUT_MS": "6000"}
+    started = replay_cli("replay", "start", slow, "--speed", "0.1x", extra_env=short_poll)
+    assert started.returncode == 0, started.stderr
+
+    wait_for(lambda: listed(replay_cli, paced)["events_done"] > 0, "the 2x replay's progress")
+    first_progress = clock.monotonic()
+    first_slow = wait_for(
+        lambda: (r := listed(replay_cli, slow))["events_done"] > 0 and r,
+        "the 0.1x replay's progress",
+    )
+    assert first_slow["remaining"] > 0  # the first event goes at once, the next is 30 s later
+
+    # A pause during the 30 s wait is seen within a few seconds, and nothing moves meanwhile.
+    assert replay_cli("replay", "pause", slow).returncode == 0
+    paused = wait_for(
+        lambda: (r := listed(replay_cli, slow))["state"] == "paused" and r, "paused", timeout=15
+    )
+    beat = paused["heartbeat_at"]
+    later = wait_for(
+        lambda: (r := listed(replay_cli, slow))["heartbeat_at"] != beat and r, "a heartbeat"
+    )
+    assert later["state"] == "paused" and later["position"] == paused["position"]
+    assert later["remaining"] >= 10
+
+    # Half the 2x replay's span after its first progress, it is still going.
+    threading.Event().wait(max(0.0, first_progress + 5 - clock.monotonic()))
+    halfway = listed(replay_cli, paced)
+    assert halfway["state"] == "running" and halfway["remaining"] > 0, halfway
+
+    # Resumed, then max: the rest (9+ events, 270+ s at 0.1x) goes at once, without a restart.
+    assert replay_cli("replay", "resume", slow).returncode == 0
+    assert replay_cli("replay", "rate", slow, "max").returncode == 0
+    done_slow = wait_for(
+        lambda: (r := listed(replay_cli, slow))["state"] in ("finished", "failed") and r,
+        "the 0.1x replay to finish after rate max",
+        timeout=30,
+    )
+    assert done_slow["state"] == "finished" and done_slow["pid"] == first_slow["pid"], done_slow
+    assert done_slow["errors"] == 0, done_slow  # stayed in its group through the long waits
+
+    done = wait_for(
+        lambda: (r := listed(replay_cli, paced))["state"] in ("finished", "failed") and r,
+        "the 2x replay to finish",
+    )
+    assert done["state"] == "finished", done
+    # 16.5 s of compressed history: it cannot have taken much less than that.
+    assert clock.monotonic() - first_progress > 8
+    for name in (paced, slow):
+        same_documents(expected, scratch_documents(es, f"scratch-{name}"))
+
+
+def test_concurrent_replays_keep_their_own_rates_and_leave_the_live_indexer_alone(
+    replay_cli, settings, topic, es, admin, index_name, unique, request
+):
+    expected = produce_history(settings, topic, 1500)
+    # The live side: an indexer run to the end, on the group and index the replays must not touch.
+    live_group = f"live-{unique}"
+    request.addfinalizer(lambda: admin.delete_consumer_groups([live_group]))
+    end = {p: high for p, (_, high) in topic_watermarks(admin, topic).items()}
+    live_settings = settings.model_copy(update={"kafka_topic": topic})
+    Indexer(
+        live_settings, group=live_group, topic=topic, index=index_name, dlq_topic=None,
+        create_topics=False, until=end,
+    ).run()  # fmt: skip
+    es.indices.refresh(index=index_name)
+
+    def live_state() -> tuple[dict[int, int], int, int]:
+        offsets = group_offsets(admin, live_group, topic, sorted(end))
+        stats = es.indices.stats(index=index_name, metric="indexing,docs")["_all"]["primaries"]
+        return offsets, stats["docs"]["count"], stats["indexing"]["index_total"]
+
+    before = live_state()
+    assert before[0] == end and before[1] == len(expected)
+
+    env = {"INDEXER_GROUP": live_group}
+    slow, fast = f"s-{unique}", f"f-{unique}"
+    for name, speed in ((slow, "25"), (fast, "150")):
+        started = replay_cli("replay", "start", name, "--speed", speed, extra_env=env)
+        assert started.returncode == 0, started.stderr
+
+    def both() -> dict[str, dict]:
+        result = replay_cli("replay", "list", "--json")
+        assert result.returncode == 0, result.stderr
+        return {r["name"]: r for r in json.loads(result.stdout) if r["name"] in (slow, fast)}
+
+    first = wait_for(
+        lambda: (rows := both()) and all(r["events_done"] > 0 for r in rows.values()) and rows,
+        "both replays to make progress",
+    )
+    started_at = clock.monotonic()
+    threading.Event().wait(6)
+    second = both()
+    elapsed = clock.monotonic() - started_at
+    slow_done = second[slow]["events_done"] - first[slow]["events_done"]
+    fast_done = second[fast]["events_done"] - first[fast]["events_done"]
+    # Each is held to its own rate (an upper bound no busy machine can break; the slack is
+    # one report interval and a batch) and the faster one clearly outpaces the slower one.
+    assert 0 < slow_done <= 25 * (elapsed + 2) + 10, (slow_done, elapsed)
+    assert fast_done <= 150 * (elapsed + 2) + 30, (fast_done, elapsed)
+    assert fast_done > 2 * slow_done, (fast_done, slow_done)
+    assert second[slow]["state"] == second[fast]["state"] == "running"
+
+    for name in (slow, fast):
+        assert replay_cli("replay", "rate", name, "max").returncode == 0
+    for name in (slow, fast):
+        done = wait_for(
+            lambda n=name: (r := listed(replay_cli, n))["state"] in ("finished", "failed") and r,
+            f"replay {name} to finish",
+        )
+        assert done["state"] == "finished", done
+        same_documents(expected, scratch_documents(es, f"scratch-{name}"))
+
+    # The live group's offsets and the live index are exactly as the live indexer left them.
+    assert live_state() == before
