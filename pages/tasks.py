@@ -13,6 +13,7 @@ from typing import Any
 import streamlit as st
 
 from pipeline.domain import MAX_DESCRIPTION_LENGTH, Priority, Task, ValidationError
+from pipeline.postgres import NOT_MIGRATED_READ_ONLY, is_missing_table
 from pipeline.seed import generate_tasks
 from pipeline.service import NotFound, PublishStatus, ReadOnlyError, TaskChange, TaskService
 from pipeline.settings import Settings, redact_url
@@ -49,6 +50,9 @@ def is_database_error(exc: BaseException) -> bool:
 
 def database_down(config: Settings, exc: BaseException) -> None:
     """A banner saying PostgreSQL does not answer and how to start it; ends this run."""
+    if config.read_only and is_missing_table(exc):
+        st.error(f"{NOT_MIGRATED_READ_ONLY}.", icon=":material/database:")
+        st.stop()
     lines = str(exc).strip().splitlines()
     reason = lines[0] if lines else type(exc).__name__
     st.error(

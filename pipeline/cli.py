@@ -475,9 +475,14 @@ USES_KAFKA = {"lag", "offsets", "relay", "indexer"} | {
     ("replay", action) for action in ("start", "delete", "run")
 }
 # Commands that change something: refused in read-only mode.
-WRITES = {("tasks", "create"), ("tasks", "update"), ("tasks", "delete"), ("seed", None)} | {
-    ("replay", action) for action in ("start", "pause", "resume", "stop", "rate", "delete", "run")
-}
+WRITES = {
+    ("tasks", "create"),
+    ("tasks", "update"),
+    ("tasks", "delete"),
+    ("seed", None),
+    ("relay", None),
+    ("indexer", None),
+} | {("replay", action) for action in ("start", "pause", "resume", "stop", "rate", "delete", "run")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -518,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a service that does not answer, said in one line
-        text = _describe(exc)
+        text = _describe(exc, read_only=settings is not None and settings.read_only)
         if settings is not None:  # never echo a configured secret back
             text = settings.redact_secrets(text)
         print(f"error: {text}", file=sys.stderr)
@@ -547,16 +552,19 @@ def _check_kafka(settings: Settings, *, wait_for_it: bool) -> None:
             raise
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: Exception, *, read_only: bool = False) -> str:
     import psycopg
     import psycopg_pool
     from confluent_kafka import KafkaException
 
     from pipeline.clients import KafkaAuthenticationError
+    from pipeline.postgres import NOT_MIGRATED_READ_ONLY, is_missing_table
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, KafkaAuthenticationError):
         return text
+    if read_only and is_missing_table(exc):
+        return f"PostgreSQL: {NOT_MIGRATED_READ_ONLY} ({text})"
     if isinstance(exc, psycopg.Error | psycopg_pool.PoolTimeout):
         return f"PostgreSQL: {text} (is it running? `python -m devstack up`)"
     if isinstance(exc, KafkaException):

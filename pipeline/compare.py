@@ -84,10 +84,20 @@ def iter_documents(es: Elasticsearch, index: str, page: int = PAGE) -> Iterator[
 
 
 def compare_indices(
-    es: Elasticsearch, scratch: str, live: str, sample: int = 20, page: int = PAGE
+    es: Elasticsearch,
+    scratch: str,
+    live: str,
+    sample: int = 20,
+    page: int = PAGE,
+    *,
+    refresh: bool = True,
 ) -> Comparison:
-    """Counts, ids only in either index, and ids whose documents differ (samples with both)."""
-    for name in (scratch, live):
+    """Counts, ids only in either index, and ids whose documents differ (samples with both).
+
+    `refresh` first makes every indexed document searchable; read-only mode passes False, since
+    a refresh is a request a read-only user may not make (searches still see what is refreshed).
+    """
+    for name in (scratch, live) if refresh else ():
         es.indices.refresh(index=name)
     result = Comparison(
         scratch,

@@ -32,11 +32,13 @@ from pipeline.service import PublishStatus
 
 __all__ = [
     "MIGRATIONS",
+    "NOT_MIGRATED_READ_ONLY",
     "OutboxBatch",
     "OutboxRow",
     "OutboxStore",
     "PostgresTaskRepository",
     "SchemaTooNew",
+    "is_missing_table",
     "migrate",
 ]
 
@@ -113,6 +115,20 @@ MIGRATIONS: tuple[str, ...] = (
 
 # Advisory lock class for migrations (first key); the schema name hashes into the second.
 _MIGRATION_LOCK_CLASS = 0x7A5C
+
+
+# What a read finds on a database never migrated, in read-only mode (which does not migrate).
+NOT_MIGRATED_READ_ONLY = (
+    "taskstream's tables are not created yet in this database, and taskstream is read-only "
+    "(TASKSTREAM_READ_ONLY=true) so it does not create them: run it once with writes allowed "
+    "(e.g. `TASKSTREAM_READ_ONLY=false python -m pipeline tasks list`), or point DATABASE_URL "
+    "at a database taskstream already uses"
+)
+
+
+def is_missing_table(exc: BaseException) -> bool:
+    """True when a query failed because a table the migrations create is absent."""
+    return isinstance(exc, psycopg.errors.UndefinedTable)
 
 
 class SchemaTooNew(RuntimeError):
