@@ -315,6 +315,9 @@ class Indexer:
         self._acked: dict[TopicPartitionKey, int] = {}
         self._committed: dict[TopicPartitionKey, int] = {}
         self._start_positions: dict[TopicPartitionKey, int] = {}
+        # Low watermarks of the `until` partitions, read once before joining the group: asked
+        # mid-run, the admin client sometimes answers only after 1-3 s.
+        self._lows_at_open: dict[TopicPartitionKey, int] = {}
         self._finished: set[TopicPartitionKey] = set()
         self._paused = False
         self._last_progress = 0.0
@@ -457,6 +460,8 @@ class Indexer:
                     if self.dlq_topic is not None:
                         ensure_topic(admin, self.dlq_topic, self.topic_partitions)
                 index.ensure_index(self.index_name)
+                if self.until:
+                    self._lows_at_open = self._low_watermarks(admin, self.until)
                 break
             except IndexMappingError:
                 index.client.close()
@@ -882,6 +887,22 @@ class Indexer:
             self._load_start_positions()
         return self._start_positions.get(key)
 
+    def _low_watermarks(
+        self, admin: AdminClient, partitions: Iterable[int]
+    ) -> dict[TopicPartitionKey, int]:
+        """Best effort: what it could not read is asked for again when needed."""
+        futures = admin.list_offsets(
+            {TopicPartition(self.topic, p): OffsetSpec.earliest() for p in partitions},
+            request_timeout=10,
+        )
+        lows = {}
+        for tp, future in futures.items():
+            try:
+                lows[(tp.topic, tp.partition)] = future.result(timeout=10).offset
+            except KafkaException:
+                continue
+        return lows
+
     def _load_start_positions(self) -> None:
         """Start positions of every assigned partition lacking one, in two requests in all.
 
@@ -898,17 +919,25 @@ class Indexer:
             return
         try:
             committed = consumer.committed(missing, timeout=10)
-            unset = [TopicPartition(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
             lows: dict[TopicPartitionKey, int] = {}
+            unset = []
+            for tp in committed:
+                key = (tp.topic, tp.partition)
+                if tp.offset >= 0:
+                    continue
+                if key in self._lows_at_open:  # used once: a later assignment asks again
+                    lows[key] = self._lows_at_open.pop(key)
+                else:
+                    unset.append(TopicPartition(tp.topic, tp.partition))
             if unset:
                 admin = self._admin = self._admin or kafka_admin(self.settings)
                 futures = admin.list_offsets(
                     {tp: OffsetSpec.earliest() for tp in unset}, request_timeout=10
                 )
-                lows = {
-                    (tp.topic, tp.partition): future.result(timeout=10).offset
+                lows.update(
+                    ((tp.topic, tp.partition), future.result(timeout=10).offset)
                     for tp, future in futures.items()
-                }
+                )
         except KafkaException as exc:
             self._warn_once("position", "%s: cannot read the start positions: %s", exc)
             return
