@@ -208,7 +208,9 @@ class MemoryLagHistory:
     and lag in seconds still work, from when the process started, and nothing is written to
     PostgreSQL. Thread-safe (the sampler records while pages read)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_rows: int = 200_000) -> None:
+        # Its own cap, well under the table's: ~200k rows are ~40 MB of tuples in the app.
+        self.max_rows = max_rows
         self._lock = threading.Lock()
         # Oldest first: (taken_at, topic, group_id, partition, committed, end, start).
         self._rows: deque[tuple] = deque()
@@ -235,6 +237,8 @@ class MemoryLagHistory:
                 if newest is not None and snapshot.taken_at - newest < min_interval:
                     return 0
             self._rows.extend(rows)
+        if len(self._rows) > self.max_rows:
+            self.prune(max_rows=self.max_rows)
         return len(rows)
 
     def _select(self, keep: Callable[[tuple], bool]) -> list[tuple]:

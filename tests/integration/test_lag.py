@@ -378,3 +378,12 @@ def test_sampler_records_real_snapshots(settings, admin, topic, group, history, 
     ]
     ends = history.end_offsets(topic, started)
     assert {(w.partition, w.end) for w in ends} == {(p, landed[p]) for p in range(PARTITIONS)}
+
+
+def test_memory_history_keeps_its_own_row_cap():
+    history = MemoryLagHistory(max_rows=10)
+    for i in range(5):
+        history.record(synthetic("t", 10 * i, 100 + i))  # 4 rows each
+    assert history.count() <= 10
+    newest = synthetic("t", 40, 104).taken_at
+    assert {s.taken_at for s in history.end_offsets("t", HOUR_AGO)} >= {newest}
