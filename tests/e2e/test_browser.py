@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 from playwright.sync_api import Locator, Page, expect
 
@@ -189,6 +190,44 @@ def test_a_task_created_in_the_form_shows_its_event_and_reaches_the_index(
     screenshot(page, FLOW_DIR / "task-found.png")
     # The document found is the task whose key the event panel showed.
     assert es.get(index=app.index, id=key)["_source"]["description"] == description
+
+
+def test_a_replay_started_in_the_form_runs_to_finished_and_matches_the_live_index(
+    page: Page, app: RunningApp, es: Elasticsearch, admin: AdminClient
+) -> None:
+    entries = {e.label: e for e in open_app(page, app)}
+    go_to(page, entries["Replays"])
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    form = page.locator('[data-testid="stForm"]').filter(
+        has=page.get_by_role("button", name="Start replay")
+    )
+    form.get_by_label("Name", exact=True).fill(name)
+    form.get_by_label("Speed", exact=True).fill("40")  # ~6 s for the seeded tasks: visible progress
+    form.get_by_role("button", name="Start replay").click()
+    wait_for_app(page)
+    assert_no_exception(page, "the Replays page after starting a replay")
+    main = page.locator('[data-testid="stMain"]')
+    progress = main.get_by_text(re.compile(r"^\d[\d,]* of \d[\d,]* events \(")).first
+    try:
+        expect(main.get_by_role("heading", name=name)).to_be_visible(timeout=30_000)
+        expect(progress).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(3_000)  # a few live refreshes: progress and the events/s chart
+        screenshot(page, FLOW_DIR / "replay-running.png")
+        expect(progress).to_contain_text("(100%)", timeout=60_000)
+        compare = main.get_by_role("button", name="Compare with live index").first
+        expect(compare).to_be_enabled(timeout=30_000)
+        compare.click()
+        wait_for_app(page)
+        expect(main).to_contain_text("The indices match", timeout=30_000)
+        assert_no_exception(page, "the Replays page after comparing")
+        screenshot(page, FLOW_DIR / "replay-compared.png")
+        # The scratch index holds what the live index holds; the live one was never written.
+        es.indices.refresh(index=f"scratch-{name}")
+        assert es.count(index=f"scratch-{name}")["count"] == es.count(index=app.index)["count"]
+    finally:
+        es.indices.delete(index=f"scratch-{name}", ignore_unavailable=True)
+        for future in admin.delete_consumer_groups([f"replay-{name}"]).values():
+            future.exception(timeout=30)
 
 
 def test_readme_shows_a_screenshot_of_every_page(page: Page, app: RunningApp) -> None:
