@@ -173,14 +173,20 @@ def browser(chromium: Path) -> Iterator[Browser]:
         playwright.stop()
 
 
-@pytest.fixture
-def page(browser: Browser, app: RunningApp) -> Iterator[Page]:
-    """A fresh browser context (so a fresh Streamlit session) that reaches loopback only."""
+@contextlib.contextmanager
+def fresh_page(browser: Browser) -> Iterator[Page]:
+    """A page in a fresh browser context (so a fresh Streamlit session) reaching loopback only."""
     context: BrowserContext = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(20_000)
     loopback_only(context)
-    page = context.new_page()
     try:
-        yield page
+        yield context.new_page()
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser: Browser, app: RunningApp) -> Iterator[Page]:
+    """A fresh page on the running app's browser."""
+    with fresh_page(browser) as page:
+        yield page

@@ -15,18 +15,16 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from pipeline.settings import Settings
-from tests.e2e.conftest import ARTIFACTS, RunningApp
+from tests.e2e.conftest import ARTIFACTS, RunningApp, fresh_page
 from tests.e2e.processes import (
-    VIEWPORT,
     AppNames,
     answers_health,
     app_names,
     free_port,
     log_tail,
-    loopback_only,
     start_worker,
     wait_until,
 )
@@ -66,14 +64,8 @@ def read_only_app(settings: Settings) -> Iterator[ReadOnlyApp]:
 
 @pytest.fixture
 def read_only_page(browser: Browser, read_only_app: ReadOnlyApp) -> Iterator[Page]:
-    context: BrowserContext = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(20_000)
-    loopback_only(context)
-    page = context.new_page()
-    try:
+    with fresh_page(browser) as page:
         yield page
-    finally:
-        context.close()
 
 
 def test_the_read_only_badge_is_on_every_page_and_nothing_is_created(

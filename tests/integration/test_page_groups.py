@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -31,7 +30,7 @@ from pipeline.lag import (
     lag_report,
 )
 from pipeline.lag_history import LagHistory, migrate_lag_history
-from tests.kafka_data import produce_keyed
+from tests.kafka_data import make_lagging_group
 from ui.lag_panel import NO_COMMIT
 from ui.resources import clear_caches
 
@@ -72,32 +71,11 @@ def history(settings, pg_schema) -> Iterator[LagHistory]:
     pool.close()
 
 
-def consume_and_commit(settings, topic: str, group: str, offsets: dict[int, int]) -> None:
-    """Read everything as a member of `group`, commit `offsets`, leave the group."""
-    consumer = kafka_consumer(settings, group)
-    consumer.subscribe([topic])
-    try:
-        read = 0
-        deadline = time.monotonic() + 60
-        while read < MESSAGES and time.monotonic() < deadline:
-            read += sum(m.error() is None for m in consumer.consume(100, timeout=1.0))
-        assert read == MESSAGES
-        consumer.commit(
-            offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
-        )
-    finally:
-        consumer.close()
-
-
 @pytest.fixture
 def lagging_group(settings, topic, group, forget) -> tuple[Counter[int], dict[int, int]]:
     """`group` with half of partitions 0-3 and all of 4 committed, nothing on 5; no members."""
     forget.append(group)
-    landed = produce_keyed(settings, topic, MESSAGES)
-    assert len(landed) == PARTITIONS and min(landed.values()) >= 2, landed
-    committed = {p: landed[p] // 2 for p in range(4)} | {4: landed[4]}
-    consume_and_commit(settings, topic, group, committed)
-    return landed, committed
+    return make_lagging_group(settings, topic, group, MESSAGES, PARTITIONS)
 
 
 def open_page() -> AppTest:
