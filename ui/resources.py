@@ -35,9 +35,12 @@ def settings() -> Settings:
     return load_settings()
 
 
-@st.cache_data(ttl=5, show_spinner=False)
+# cache_resource, not cache_data: nothing to pickle, so a module reloaded by Streamlit's file
+# watcher (a changed pipeline/health.py) cannot make the cached value unpicklable.
+@st.cache_resource(ttl=5, show_spinner=False)
 def service_health() -> list[ServiceHealth]:
-    """Each service's health, refreshed at most every 5 seconds across all sessions."""
+    """Each service's health, refreshed at most every 5 seconds across all sessions (read-only:
+    the list is shared)."""
     return check_all(settings(), timeout=3.0)
 
 
