@@ -143,7 +143,7 @@ def partitions_panel() -> None:
     lanes = lanes_frame(partitions, drawn, highlight)
     markers = markers_frame(drawn, indexer)
     height = chart_height(len(partitions), len(drawn))
-    st.altair_chart(lanes_chart(lanes, markers, height=height), width="stretch")
+    st.altair_chart(lanes_chart(lanes, markers, height=height), width="stretch", height=height)
     st.caption(
         "Each bar is a partition's stored log, low → high watermark; the faded part before it "
         "was removed by retention. A tick is a group's **committed offset**: everything left of "

@@ -237,10 +237,14 @@ def assignment_rows(groups: Sequence[GroupLag], partitions: Sequence[int]) -> li
     return rows
 
 
+# The chart's height includes its offset axis and the legend below it.
+_AXIS_AND_LEGEND_PX = 110
+
+
 def chart_height(partitions: int, groups: int) -> int:
     """Pixels for the picture: every lane tall enough for its markers, so 12+ partitions scale."""
-    lane = max(30, 9 * groups + 14)
-    return max(partitions, 1) * lane + 50
+    lane = max(34, 9 * groups + 16)
+    return max(partitions, 1) * lane + _AXIS_AND_LEGEND_PX
 
 
 def lanes_chart(lanes: pd.DataFrame, markers: pd.DataFrame, *, height: int) -> alt.LayerChart:
@@ -287,7 +291,7 @@ def lanes_chart(lanes: pd.DataFrame, markers: pd.DataFrame, *, height: int) -> a
     layers = [deleted, log, labels]
     if len(markers):
         groups = list(dict.fromkeys(markers["group"]))
-        lane_px = (height - 50) / max(len(order), 1)
+        lane_px = (height - _AXIS_AND_LEGEND_PX) / max(len(order), 1)
         tick = max(min(lane_px / max(len(groups), 1) - 2, 24), 6)
         layers.append(
             alt.Chart(markers)
