@@ -609,7 +609,9 @@ def replay_cards() -> None:
         del samples[gone]
     if not rows:
         st.info(
-            "No replays yet. Start one above, or from the command line: "
+            "No replays yet (read-only mode: none can be started from here)."
+            if read_only
+            else "No replays yet. Start one above, or from the command line: "
             "`python -m pipeline replay start NAME`.",
             icon=":material/replay:",
         )
