@@ -380,9 +380,7 @@ def browse(
         lows: dict[int, int] = {}
         highs: dict[int, int] = {}
         for p in chosen:
-            lows[p], highs[p] = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=max(deadline - time.monotonic(), 1.0)
-            )
+            lows[p], highs[p] = _watermarks(consumer, TopicPartition(topic, p), deadline)
         found: dict[int, int] = {}
         if start.mode is StartMode.TIMESTAMP:
             answered = consumer.offsets_for_times(
@@ -606,6 +604,28 @@ def console_consumer_commands(
         ]
         lines.append(shlex.join(["kafka-console-consumer", *args]))
     return lines
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+    """A partition's low and high watermarks, retried while Kafka says to try again (a topic
+    created a moment ago may not have its leader yet)."""
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=max(deadline - time.monotonic(), 1.0))
+        except KafkaException as exc:
+            error = exc.args[0]
+            retriable = isinstance(error, KafkaError) and (
+                error.retriable()
+                or error.code()
+                in (
+                    KafkaError.LEADER_NOT_AVAILABLE,
+                    KafkaError.NOT_LEADER_FOR_PARTITION,
+                    KafkaError._UNKNOWN_PARTITION,  # metadata older than the topic
+                )
+            )
+            if not retriable or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 def list_topic_names(admin: AdminClient, *, timeout: float = 5.0) -> list[str]:
