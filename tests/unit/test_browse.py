@@ -186,3 +186,45 @@ def test_batch_size_never_waits_for_messages_the_page_cannot_get(
     left_to_end, still_wanted, filtering, expected
 ):
     assert _batch_size(left_to_end, still_wanted, filtering) == expected
+
+
+class _FlakyWatermarks:
+    """get_watermark_offsets failing with `errors` first, then answering."""
+
+    def __init__(self, *errors: int) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def get_watermark_offsets(self, tp, timeout):
+        self.calls += 1
+        if self.errors:
+            from confluent_kafka import KafkaError, KafkaException
+
+            raise KafkaException(KafkaError(self.errors.pop(0)))
+        return (0, 7)
+
+
+def test_watermarks_are_retried_while_the_leader_is_not_there_yet():
+    import time
+
+    from confluent_kafka import KafkaError, TopicPartition
+
+    from pipeline.browse import _watermarks
+
+    consumer = _FlakyWatermarks(KafkaError.LEADER_NOT_AVAILABLE, KafkaError._UNKNOWN_PARTITION)
+    assert _watermarks(consumer, TopicPartition("t", 0), time.monotonic() + 5) == (0, 7)
+    assert consumer.calls == 3
+
+
+def test_watermarks_give_up_at_once_on_an_error_that_will_not_pass():
+    import time
+
+    import pytest
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    from pipeline.browse import _watermarks
+
+    consumer = _FlakyWatermarks(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaException):
+        _watermarks(consumer, TopicPartition("t", 0), time.monotonic() + 5)
+    assert consumer.calls == 1
