@@ -81,6 +81,24 @@ def _migrate(conn: psycopg.Connection, schema: str | None) -> None:
         cur.execute(_DDL)
 
 
+def snapshot_rows(snapshot: LagSnapshot) -> list[tuple]:
+    """A snapshot as history rows, in `_COLUMNS` order: one per partition with the topic's own
+    watermarks (group NULL), then one per (group, partition). Groups Kafka did not answer for
+    are left out rather than stored as "no committed offset"."""
+    rows: list[tuple] = [
+        (snapshot.taken_at, snapshot.topic, None, w.partition, None, w.end, w.start)
+        for w in snapshot.partitions
+    ]
+    for group in snapshot.groups:
+        if group.error is None:
+            rows.extend(
+                (snapshot.taken_at, snapshot.topic, group.group, p.partition, p.committed, p.end,
+                 p.start)
+                for p in group.partitions
+            )  # fmt: skip
+    return rows
+
+
 class LagHistory:
     """Lag samples of topics and groups over time, in the pool's schema."""
 
@@ -94,24 +112,7 @@ class LagHistory:
         one is skipped (returns 0), so several samplers of one topic do not double the history.
         Groups Kafka did not answer for are left out rather than stored as "no committed offset".
         """
-        rows: list[tuple] = [
-            (snapshot.taken_at, snapshot.topic, None, w.partition, None, w.end, w.start)
-            for w in snapshot.partitions
-        ]
-        for group in snapshot.groups:
-            if group.error is None:
-                rows.extend(
-                    (
-                        snapshot.taken_at,
-                        snapshot.topic,
-                        group.group,
-                        p.partition,
-                        p.committed,
-                        p.end,
-                        p.start,
-                    )
-                    for p in group.partitions
-                )
+        rows = snapshot_rows(snapshot)
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             if min_interval is not None:
                 cur.execute(
@@ -217,17 +218,7 @@ class MemoryLagHistory:
 
     def record(self, snapshot: LagSnapshot, *, min_interval: timedelta | None = None) -> int:
         """As `LagHistory.record`."""
-        rows: list[tuple] = [
-            (snapshot.taken_at, snapshot.topic, None, w.partition, None, w.end, w.start)
-            for w in snapshot.partitions
-        ]
-        for group in snapshot.groups:
-            if group.error is None:
-                rows.extend(
-                    (snapshot.taken_at, snapshot.topic, group.group, p.partition, p.committed,
-                     p.end, p.start)
-                    for p in group.partitions
-                )  # fmt: skip
+        rows = snapshot_rows(snapshot)
         with self._lock:
             if min_interval is not None:
                 newest = max(
