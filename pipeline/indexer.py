@@ -461,7 +461,7 @@ class Indexer:
                         ensure_topic(admin, self.dlq_topic, self.topic_partitions)
                 index.ensure_index(self.index_name)
                 if self.until:
-                    self._lows_at_open = self._low_watermarks(admin, self.until)
+                    self._lows_at_open = self._low_watermarks(admin, self.until, best_effort=True)
                 break
             except IndexMappingError:
                 index.client.close()
@@ -888,9 +888,10 @@ class Indexer:
         return self._start_positions.get(key)
 
     def _low_watermarks(
-        self, admin: AdminClient, partitions: Iterable[int]
+        self, admin: AdminClient, partitions: Iterable[int], *, best_effort: bool = False
     ) -> dict[TopicPartitionKey, int]:
-        """Best effort: what it could not read is asked for again when needed."""
+        """The partitions' low watermarks, in one request. A partition Kafka did not answer for
+        raises KafkaException, or with `best_effort` is left out (to be asked again later)."""
         futures = admin.list_offsets(
             {TopicPartition(self.topic, p): OffsetSpec.earliest() for p in partitions},
             request_timeout=10,
@@ -900,7 +901,8 @@ class Indexer:
             try:
                 lows[(tp.topic, tp.partition)] = future.result(timeout=10).offset
             except KafkaException:
-                continue
+                if not best_effort:
+                    raise
         return lows
 
     def _load_start_positions(self) -> None:
@@ -928,16 +930,10 @@ class Indexer:
                 if key in self._lows_at_open:  # used once: a later assignment asks again
                     lows[key] = self._lows_at_open.pop(key)
                 else:
-                    unset.append(TopicPartition(tp.topic, tp.partition))
+                    unset.append(tp.partition)
             if unset:
                 admin = self._admin = self._admin or kafka_admin(self.settings)
-                futures = admin.list_offsets(
-                    {tp: OffsetSpec.earliest() for tp in unset}, request_timeout=10
-                )
-                lows.update(
-                    ((tp.topic, tp.partition), future.result(timeout=10).offset)
-                    for tp, future in futures.items()
-                )
+                lows.update(self._low_watermarks(admin, unset))
         except KafkaException as exc:
             self._warn_once("position", "%s: cannot read the start positions: %s", exc)
             return
