@@ -15,8 +15,6 @@ The pure parts (`resolve_start`, `render_*`, `MessageFilter`, `console_consumer_
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import enum
 import shlex
 import time
@@ -32,14 +30,13 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
-    TopicCollection,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
 
 from pipeline.clients import KafkaAuthWatch, kafka_consumer, kafka_metadata
 from pipeline.events import dumps, loads
-from pipeline.lag import LagReader, UnknownTopic, WatermarkSample, rate_series
+from pipeline.lag import LagReader, UnknownTopic, WatermarkSample, rate_series, topic_metadata
 from pipeline.settings import Settings
 
 __all__ = [
@@ -530,15 +527,9 @@ class TopicOverview:
 
 def topic_overview(admin: AdminClient, topic: str, *, timeout: float = 5.0) -> TopicOverview:
     """Every partition's low/high watermark, message count and leader (UnknownTopic if none)."""
-    described: concurrent.futures.Future = admin.describe_topics(
-        TopicCollection([topic]), request_timeout=timeout
-    )[topic]
+    partitions = topic_metadata(admin, topic, timeout).partitions
     # The lag reader's watermark read batches ListOffsets and retries a moving leader.
     snapshot = LagReader(admin, topic, timeout=timeout).snapshot(groups=[])
-    leaders: dict[int, Any] = {}
-    # The snapshot already proved the topic exists; without a description leaders show unknown.
-    with contextlib.suppress(KafkaException):
-        leaders = {p.id: p for p in described.result(timeout=timeout).partitions}
     return TopicOverview(
         topic,
         [
@@ -546,17 +537,19 @@ def topic_overview(admin: AdminClient, topic: str, *, timeout: float = 5.0) -> T
                 w.partition,
                 w.start,
                 w.end,
-                _node_id(getattr(leaders.get(w.partition), "leader", None)),
-                [n.id for n in getattr(leaders.get(w.partition), "replicas", ())],
-                [n.id for n in getattr(leaders.get(w.partition), "isr", ())],
+                _leader(partitions.get(w.partition)),
+                list(getattr(partitions.get(w.partition), "replicas", ())),
+                list(getattr(partitions.get(w.partition), "isrs", ())),
             )
             for w in snapshot.partitions
         ],
     )
 
 
-def _node_id(node: Any) -> int | None:
-    return None if node is None or node.id < 0 else node.id
+def _leader(partition: Any) -> int | None:
+    """The partition's leader's broker id; None while it has none (-1) or is not known."""
+    leader = getattr(partition, "leader", -1)
+    return None if leader < 0 else leader
 
 
 def topic_rate_series(samples: Iterable[WatermarkSample]) -> list[tuple[datetime, float]]:

@@ -69,8 +69,12 @@ def kafka_consumer(settings: Settings, group: str, **overrides: Any) -> Consumer
 
 
 def kafka_admin(settings: Settings, **overrides: Any) -> AdminClient:
-    """An admin client for topics, groups and offsets."""
-    return AdminClient(settings.kafka_config(**{"logger": _kafka_log, **overrides}))
+    """An admin client for topics, groups and offsets. It never lets a metadata request create
+    the topic it names: librdkafka's default for this client type would allow it, and a broker
+    with `auto.create.topics.enable=true` (Kafka's default) would then create any topic a page
+    merely looked up."""
+    config = {"logger": _kafka_log, "allow.auto.create.topics": False, **overrides}
+    return AdminClient(settings.kafka_config(**config))
 
 
 class KafkaAuthenticationError(RuntimeError):

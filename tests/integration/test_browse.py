@@ -210,6 +210,8 @@ def test_overview_counts_and_leaders(admin, topic, produced):
     assert {p.partition: p.messages for p in overview.partitions} == counts
     assert all(p.low == 0 and p.high == counts[p.partition] for p in overview.partitions)
     assert all(p.leader is not None and p.leader >= 0 for p in overview.partitions)
+    # One broker: it holds each partition's only replica, in sync.
+    assert all(p.replicas == p.isr == [p.leader] for p in overview.partitions)
     assert overview.messages == COUNT
 
 

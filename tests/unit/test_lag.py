@@ -301,10 +301,10 @@ class FakeAdmin:
         self.starts, self.ends, self.groups = starts, ends, groups
         self.calls: list[tuple[str, Any]] = []
 
-    def describe_topics(self, topics, **_):
-        self.calls.append(("describe_topics", topics.topic_names))
-        info = SimpleNamespace(partitions=[SimpleNamespace(id=p) for p in range(self.partitions)])
-        return {self.topic: done(info)}
+    def list_topics(self, topic=None, **_):
+        self.calls.append(("list_topics", topic))
+        info = SimpleNamespace(partitions={p: None for p in range(self.partitions)}, error=None)
+        return SimpleNamespace(topics={self.topic: info})
 
     def list_consumer_groups(self, **_):
         self.calls.append(("list_consumer_groups", None))
