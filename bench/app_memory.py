@@ -12,6 +12,14 @@ memory (VmRSS), threads and open file descriptors; at the end it prints a table,
 warm-up, a least-squares slope in MB/hour and a verdict. Everything it created is removed; the
 processes' logs stay in a temporary folder it names.
 
+`--trace python` runs the server with tracemalloc on (bench/trace_site/sitecustomize.py; slower
+and bigger, so its RSS is not the number to quote) and a snapshot every `--trace-every` minutes; the
+report then adds the allocation sites that grew most between the first snapshot after warm-up and
+the last, and the object types whose counts grew. `--trace native` costs nothing noticeable: every
+`--trace-every` minutes the server notes glibc malloc's accounting (bytes in use, freed bytes it
+keeps), pyarrow's pool and the collector's object count, and the report tabulates them, to tell
+Python objects from memory malloc keeps from a library's own.
+
 Streamlit's source watcher is off (`--server.fileWatcherType none`): an edit anywhere in the tree
 during the run would reload modules and measure that instead.
 """
@@ -20,12 +28,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import re
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,6 +247,63 @@ def report(samples: list[Sample], args, reruns: dict[str, int], writes: int, not
     )
 
 
+def trace_report(folder: Path, warm_up: float, top: int = 15) -> None:
+    """What grew in the server's Python heap between the first snapshot at or after `warm_up`
+    minutes and the last one: allocation sites by size, then object types by count."""
+    objects = sorted(folder.glob("objects-*.json"))
+    pairs = [(json.loads(o.read_text()), o.with_name(o.name.replace("objects-", "snapshot-")
+              .replace(".json", ".tracemalloc"))) for o in objects]  # fmt: skip
+    after = [
+        (meta, snap) for meta, snap in pairs if meta["minute"] >= warm_up - 1e-6 and snap.exists()
+    ]
+    if len(after) < 2:
+        print(f"\nTrace: fewer than two snapshots after warm-up in {folder}.")
+        return
+    (first_meta, first), (last_meta, last) = after[0], after[-1]
+    old, new = tracemalloc.Snapshot.load(str(first)), tracemalloc.Snapshot.load(str(last))
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    old, new = old.filter_traces(ignore), new.filter_traces(ignore)
+    total = lambda snap: sum(stat.size for stat in snap.statistics("filename")) / 2**20  # noqa: E731
+    print(f"\nTraced Python heap: {total(old):.1f} MB at minute {first_meta['minute']:g}, "
+          f"{total(new):.1f} MB at minute {last_meta['minute']:g}.")  # fmt: skip
+    print("\n| grew KB | now KB | blocks + | where (innermost frames) |\n|---:|---:|---:|---|")
+    for stat in new.compare_to(old, "traceback")[:top]:
+        frames = " ← ".join(
+            f"{Path(frame.filename).name}:{frame.lineno}"
+            for frame in list(stat.traceback)[-4:][::-1]
+        )
+        print(
+            f"| {stat.size_diff / 1024:+.1f} | {stat.size / 1024:.1f} | {stat.count_diff:+d} | {frames} |"
+        )
+    grew = {
+        name: count - first_meta["counts"].get(name, 0)
+        for name, count in last_meta["counts"].items()
+    }
+    print("\n| objects + | type |\n|---:|---|")
+    for name, diff in sorted(grew.items(), key=lambda item: -item[1])[:top]:
+        print(f"| {diff:+d} | {name} |")
+
+
+def native_report(path: Path, minutes: float) -> None:
+    """The server's own notes, about a dozen rows over the run."""
+    if not path.exists():
+        print(f"\nTrace: no notes in {path}.")
+        return
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    step = max(1, len(lines) // 12)
+    shown = lines[::step] + ([lines[-1]] if (len(lines) - 1) % step else [])
+    columns = ["minute", "rss_mb", "malloc_in_use_mb", "malloc_free_mb", "malloc_mmap_mb",
+               "arrow_mb", "arrow_max_mb", "gc_objects", "threads"]  # fmt: skip
+    print("\nInside the server (malloc: glibc's mallinfo2 over all arenas; arrow: pyarrow's pool):")
+    print("\n| " + " | ".join(columns) + " |\n|" + "---:|" * len(columns))
+    for line in shown:
+        cells = [
+            f"{line[c]:.1f}" if isinstance(line.get(c), float) else str(line.get(c, ""))
+            for c in columns
+        ]
+        print("| " + " | ".join(cells) + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="how long to watch")
@@ -245,6 +312,16 @@ def main() -> int:
         help="live refresh of Consumer groups and Partitions, seconds",
     )  # fmt: skip
     parser.add_argument("--warm-up", type=float, default=5.0, help="minutes before the baseline")
+    parser.add_argument(
+        "--trace", choices=["python", "native"],
+        help="python: tracemalloc snapshots (slower; RSS not comparable); native: malloc, arrow "
+        "and object counts inside the server",
+    )  # fmt: skip
+    parser.add_argument("--trace-every", type=float, default=5.0, help="minutes between notes")
+    parser.add_argument(
+        "--malloc-arena-max", type=int,
+        help="run the server with MALLOC_ARENA_MAX set to this (glibc's arenas; default: glibc's)",
+    )  # fmt: skip
     args = parser.parse_args()
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
         print(f"{CHROMIUM} is missing; run `make chromium`", file=sys.stderr)
@@ -278,7 +355,19 @@ def main() -> int:
             # `make run`'s command, minus the source watcher: others editing the tree during a
             # long run would otherwise make Streamlit reload modules mid-measurement.
             serve = [py, "-m", "pipeline.serve", "--server.fileWatcherType", "none"]
-            server = start_worker("streamlit", serve, env, logs)
+            server_env = dict(env)
+            if args.trace:
+                (logs / "trace").mkdir()
+                site = str(Path(__file__).with_name("trace_site"))
+                server_env.update({
+                    "PYTHONPATH": os.pathsep.join(filter(None, [site, env.get("PYTHONPATH")])),
+                    "TASKSTREAM_TRACE": args.trace,
+                    "TASKSTREAM_TRACE_DIR": str(logs / "trace"),
+                    "TASKSTREAM_TRACE_EVERY": str(args.trace_every * 60),
+                })  # fmt: skip
+            if args.malloc_arena_max is not None:
+                server_env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
+            server = start_worker("streamlit", serve, server_env, logs)
             workers.append(server)
 
             def healthy() -> bool:
@@ -367,6 +456,10 @@ def main() -> int:
             report(samples, args, reruns, writes, " Stopped early by the failure above.")
         return 1
     report(samples, args, reruns, writes, note)
+    if args.trace == "python":
+        trace_report(logs / "trace", args.warm_up)
+    elif args.trace == "native":
+        native_report(logs / "trace" / "native.jsonl", args.minutes)
     return 0
 
 
