@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.serve import is_loopback, streamlit_argv
+from pipeline.serve import is_loopback, server_environment, streamlit_argv
 from pipeline.settings import Settings
 
 
@@ -36,3 +36,8 @@ def test_settings_choose_address_and_port_and_extra_arguments_follow() -> None:
 def test_a_port_outside_the_range_is_refused() -> None:
     with pytest.raises(ValueError, match="app_port"):
         Settings(app_port=70000)
+
+
+def test_the_server_gets_two_malloc_arenas_unless_told_otherwise() -> None:
+    assert server_environment({"PATH": "/usr/bin"}) == {"PATH": "/usr/bin", "MALLOC_ARENA_MAX": "2"}
+    assert server_environment({"MALLOC_ARENA_MAX": "8"})["MALLOC_ARENA_MAX"] == "8"
