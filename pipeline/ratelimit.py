@@ -203,12 +203,18 @@ class PaceLimiter:
         return self._factor
 
     def set_factor(self, factor: float) -> None:
-        """Change the factor, re-anchoring at the current event so it applies from now."""
+        """Change the factor from now on: the replay's place in event time stays where it is and
+        moves at the new factor from there. That place is where the schedule has reached, or
+        the newest event seen if that is behind schedule; so an event being waited for is not
+        released early by the change, it waits out the rest of its gap at the new factor."""
         checked = _check_factor(factor)
         with self._lock:
+            if self._anchor is not None and self._latest_event is not None:
+                now = self._clock.monotonic()
+                wall, event = self._anchor
+                reached = event + (now - wall) * self._factor
+                self._anchor = (now, min(reached, self._latest_event))
             self._factor = checked
-            if self._latest_event is not None:
-                self._anchor = (self._clock.monotonic(), self._latest_event)
 
     def reset(self) -> None:
         """Forget the anchor: the next event anchors afresh (e.g. after a pause)."""

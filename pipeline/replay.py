@@ -639,14 +639,16 @@ class ReplayWorker:
             return self._interrupted(indexer)
 
         while (pace := self._pace) is not None and not indexer.stopping:
+            factor = pace.factor
             # The oldest event of the first batch anchors event time to wall time; a batch
             # goes when its newest event is due.
             pace.wait_for(stamps[0] / 1000, should_stop=interrupted)
             pace.wait_for(stamps[-1] / 1000, should_stop=interrupted)
             if self._desired == "paused" and not indexer.stopping:
                 self._hold_while_paused(indexer)  # then wait again, anchored afresh
-            elif self._pace is pace:
+            elif self._pace is pace and pace.factor == factor:
                 break
+            # Else a new speed: a new factor waits out the rest of the gap at that factor.
         self._size_paced_batch(stamps)
 
     def _size_paced_batch(self, stamps: list[int]) -> None:
@@ -698,6 +700,12 @@ class ReplayWorker:
         if speed == self._speed and (self._rate or self._pace or speed.kind == "max"):
             return
         self._speed = speed
+        if speed.kind == "pace" and self._pace is not None:
+            # Same limiter, new factor: its place in event time stays, so a held batch is not
+            # released by the change (PaceLimiter.set_factor).
+            self._pace.set_factor(speed.value or 1.0)
+            _log.info("replay %s: speed %s", self.name, speed)
+            return
         self._rate = self._pace = None
         if speed.kind == "rate":
             self._rate = RateLimiter(speed.value)

@@ -353,6 +353,35 @@ def test_pace_replays_follow_the_event_timestamps_and_obey_controls_during_a_lon
         same_documents(expected, scratch_documents(es, f"scratch-{name}"))
 
 
+def test_a_new_pace_applies_to_the_event_being_held(replay_cli, settings, topic, es, unique):
+    # 3 events 10 s apart. At 0.25x the first is written at once and the second is held for
+    # 40 s. A few seconds into that wait the speed goes to 1x: the little event time that has
+    # passed stays passed, and the rest of the gap (under 10 s) goes at 1x. It is not released
+    # at once, and it does not wait out the 40 s at the old pace (it used to). `remaining`
+    # counts what is not yet written: a held event has been consumed, not written.
+    expected = produce_spread(settings, topic, 3, 10_000)
+    name = f"p-{unique}"
+    assert replay_cli("replay", "start", name, "--speed", "0.25x").returncode == 0
+    wait_for(lambda: listed(replay_cli, name)["remaining"] == 2, "the first event")
+    first = clock.monotonic()
+    threading.Event().wait(2)
+    assert replay_cli("replay", "rate", name, "1x").returncode == 0
+    changed = clock.monotonic()
+    held = listed(replay_cli, name)
+    assert (held["remaining"], held["speed"], held["state"]) == (2, "1x", "running"), held
+    wait_for(lambda: listed(replay_cli, name)["remaining"] <= 1, "the second event", timeout=60)
+    released = clock.monotonic()
+    # Due about 9 s after the change at 1x; at the old pace, 40 s after the first event.
+    assert released - changed > 3 and released - first < 30, (released - first, released - changed)
+    assert replay_cli("replay", "rate", name, "max").returncode == 0
+    done = wait_for(
+        lambda: (r := listed(replay_cli, name))["state"] in ("finished", "failed") and r,
+        "the replay to finish",
+    )
+    assert (done["state"], done["errors"]) == ("finished", 0), done
+    same_documents(expected, scratch_documents(es, f"scratch-{name}"))
+
+
 def test_concurrent_replays_keep_their_own_rates_and_leave_the_live_indexer_alone(
     replay_cli, settings, topic, es, admin, index_name, unique, request
 ):

@@ -228,7 +228,26 @@ def test_set_factor_during_a_wait_applies_within_a_slice() -> None:
             pace.set_factor(1000)
 
     clock.on_sleep = speed_up
-    assert pace.wait_for(3600.0) == pytest.approx(2 * SLICE)
+    # Two slices at 1x reached event time 2 × SLICE; the rest of the hour goes at 1000x.
+    assert pace.wait_for(3600.0) == pytest.approx(2 * SLICE + (3600.0 - 2 * SLICE) / 1000)
+
+
+def test_set_factor_while_ahead_keeps_the_place_in_event_time() -> None:
+    # Held on an event 100 s (event time) after the last one at 10x: 4 s in, the speed goes to
+    # 2x. 40 s of event time have passed; the other 60 take 30 s at 2x, not 0 (released at
+    # once) and not 50 (the whole gap again).
+    clock = FakeClock()
+    pace = PaceLimiter(10, clock=clock, max_sleep_slice=SLICE)
+    pace.wait_for(0.0)
+
+    def slow_down() -> None:
+        if clock.now - start >= 4.0 - 1e-9 and pace.factor == 10:
+            pace.set_factor(2)
+
+    start = clock.now
+    clock.on_sleep = slow_down
+    pace.wait_for(100.0)
+    assert clock.now - start == pytest.approx(4.0 + 30.0, abs=SLICE)
 
 
 def test_pace_should_stop_breaks_the_wait() -> None:
