@@ -293,7 +293,7 @@ def native_report(path: Path, minutes: float) -> None:
     step = max(1, len(lines) // 12)
     shown = lines[::step] + ([lines[-1]] if (len(lines) - 1) % step else [])
     columns = ["minute", "rss_mb", "malloc_in_use_mb", "malloc_free_mb", "malloc_mmap_mb",
-               "arrow_mb", "arrow_max_mb", "gc_objects", "threads"]  # fmt: skip
+               "outside_malloc_mb", "arrow_mb", "gc_objects", "threads"]  # fmt: skip
     print("\nInside the server (malloc: glibc's mallinfo2 over all arenas; arrow: pyarrow's pool):")
     print("\n| " + " | ".join(columns) + " |\n|" + "---:|" * len(columns))
     for line in shown:

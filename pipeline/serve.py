@@ -3,11 +3,16 @@
 The address comes from settings (APP_ADDRESS, loopback by default) so that `.env` governs it
 like everything else; Streamlit's usage statistics stay off whatever its own config says.
 
-The server runs with glibc's MALLOC_ARENA_MAX=2 unless the environment sets it. By default glibc
-gives each of the server's ~25 threads (Tornado, script runs, librdkafka, the lag samplers) a
-malloc arena of its own, up to 8 per core, and every arena keeps the memory freed into it: under
-live refresh that kept memory grew the process by about 20 MB an hour. Two arenas keep it level
-(bench/app_memory.py, README "App memory").
+Two allocator settings keep the server's memory level under live refresh (bench/app_memory.py,
+README "App memory"); the environment can override either:
+
+- MALLOC_ARENA_MAX=2: by default glibc gives the server's threads (Tornado, script runs,
+  librdkafka, the lag samplers) arenas of their own, up to 8 per core, and each keeps the memory
+  freed into it; that grew the process by about 20 MB an hour.
+- ARROW_DEFAULT_MEMORY_POOL=system: Streamlit turns every table and chart into Arrow, on a new
+  script thread for each rerun; pyarrow's default pool (mimalloc) kept the pages of those
+  short-lived threads, another ~10 MB an hour. The buffers are small and short-lived, so glibc's
+  malloc loses nothing there.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pipeline.settings import Settings, load_settings
 
 __all__ = ["is_loopback", "main", "server_environment", "streamlit_argv"]
 
-MALLOC_ARENA_MAX = "2"
+ALLOCATOR_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 _log = logging.getLogger("taskstream.serve")
 
@@ -50,8 +55,8 @@ def streamlit_argv(settings: Settings, extra: Sequence[str] = ()) -> list[str]:
 
 
 def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment to serve in: `environ`, with MALLOC_ARENA_MAX=2 unless it says otherwise."""
-    return {"MALLOC_ARENA_MAX": MALLOC_ARENA_MAX, **environ}
+    """The environment to serve in: `environ`, with the allocator settings it does not set."""
+    return {**ALLOCATOR_ENVIRONMENT, **environ}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

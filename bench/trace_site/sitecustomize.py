@@ -41,6 +41,9 @@ def _native_line() -> dict:
         "malloc_free_mb": info.fordblks / 2**20,
         "malloc_mmap_mb": info.hblkhd / 2**20,
         "malloc_arena_mb": info.arena / 2**20,
+        # Anonymous memory malloc does not account for: Python's own small-object arenas,
+        # pyarrow's mimalloc, thread stacks.
+        "outside_malloc_mb": kb("RssAnon") - (info.arena + info.hblkhd) / 2**20,
         "gc_objects": len(gc.get_objects()),
         "threads": threading.active_count(),
     }

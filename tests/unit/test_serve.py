@@ -38,6 +38,11 @@ def test_a_port_outside_the_range_is_refused() -> None:
         Settings(app_port=70000)
 
 
-def test_the_server_gets_two_malloc_arenas_unless_told_otherwise() -> None:
-    assert server_environment({"PATH": "/usr/bin"}) == {"PATH": "/usr/bin", "MALLOC_ARENA_MAX": "2"}
-    assert server_environment({"MALLOC_ARENA_MAX": "8"})["MALLOC_ARENA_MAX"] == "8"
+def test_the_server_gets_the_allocator_settings_unless_told_otherwise() -> None:
+    assert server_environment({"PATH": "/usr/bin"}) == {
+        "PATH": "/usr/bin",
+        "MALLOC_ARENA_MAX": "2",
+        "ARROW_DEFAULT_MEMORY_POOL": "system",
+    }
+    chosen = {"MALLOC_ARENA_MAX": "8", "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}
+    assert server_environment(chosen) == chosen
