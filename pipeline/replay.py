@@ -704,15 +704,14 @@ class ReplayWorker:
             # Same limiter, new factor: its place in event time stays, so a held batch is not
             # released by the change (PaceLimiter.set_factor).
             self._pace.set_factor(speed.value or 1.0)
-            _log.info("replay %s: speed %s", self.name, speed)
-            return
-        self._rate = self._pace = None
-        if speed.kind == "rate":
-            self._rate = RateLimiter(speed.value)
-        elif speed.kind == "pace":
-            self._pace = PaceLimiter(
-                speed.value or 1.0, clock=_GroupServingClock(self), max_sleep_slice=_PACE_SLICE
-            )
+        else:
+            self._rate = self._pace = None
+            if speed.kind == "rate":
+                self._rate = RateLimiter(speed.value)
+            elif speed.kind == "pace":
+                self._pace = PaceLimiter(
+                    speed.value or 1.0, clock=_GroupServingClock(self), max_sleep_slice=_PACE_SLICE
+                )
         _log.info("replay %s: speed %s", self.name, speed)
 
     def _report(self, force: bool = False) -> None:
