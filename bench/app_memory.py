@@ -320,7 +320,8 @@ def main() -> int:
     parser.add_argument("--trace-every", type=float, default=5.0, help="minutes between notes")
     parser.add_argument(
         "--malloc-arena-max", type=int,
-        help="run the server with MALLOC_ARENA_MAX set to this (glibc's arenas; default: glibc's)",
+        help="run the server with MALLOC_ARENA_MAX set to this (glibc's arenas; default: the 2 "
+        "pipeline.serve sets)",
     )  # fmt: skip
     args = parser.parse_args()
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):

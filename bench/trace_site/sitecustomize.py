@@ -14,6 +14,7 @@ import ctypes
 import gc
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,10 +28,12 @@ class _MallInfo2(ctypes.Structure):
     ]  # fmt: skip
 
 
+_mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+_mallinfo2.restype = _MallInfo2
+
+
 def _native_line() -> dict:
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
-    info = libc.mallinfo2()
+    info = _mallinfo2()
     lines = Path("/proc/self/status").read_text().splitlines()
     status = dict(line.split(":", 1) for line in lines if ":" in line)
     kb = lambda key: int(status[key].split()[0]) / 1024  # noqa: E731
@@ -47,8 +50,6 @@ def _native_line() -> dict:
         "gc_objects": len(gc.get_objects()),
         "threads": threading.active_count(),
     }
-    import sys
-
     if "pyarrow" in sys.modules:
         pool = sys.modules["pyarrow"].default_memory_pool()
         line["arrow_mb"] = pool.bytes_allocated() / 2**20
