@@ -259,6 +259,12 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
+# ACLs are enforced, as on real clusters, but a resource without any ACL is open to everyone and
+# anonymous PLAINTEXT clients (the controller, the broker itself, devstack) are super users, so
+# nothing changes until an ACL is added: tests add them to see what a refused client sees.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=true
+super.users=User:ANONYMOUS
 log.retention.hours=-1
 log.segment.bytes=67108864
 """

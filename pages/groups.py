@@ -7,8 +7,8 @@ from datetime import timedelta
 import streamlit as st
 
 from pipeline.lag import LagSnapshot, UnknownTopic, cluster_lag
-from pipeline.lag_history import LagHistory
-from ui.banners import kafka_answers
+from pipeline.lag_history import LagHistory, MemoryLagHistory
+from ui.banners import kafka_answers, kafka_read_failed
 from ui.lag_panel import (
     NO_COMMIT,
     STATUS_HELP,
@@ -55,7 +55,7 @@ span_label = controls[3].selectbox("Chart range", list(CHART_SPANS), index=1, ke
 run_every = INTERVALS[interval_label] if live else None
 
 
-def history_or_warning() -> LagHistory | None:
+def history_or_warning() -> LagHistory | MemoryLagHistory | None:
     """The lag history with its sampler running, or None (and a warning) without PostgreSQL."""
     try:
         history = lag_history()
@@ -84,12 +84,8 @@ def read_snapshot() -> LagSnapshot | None:
             "`KAFKA_TOPIC`.",
             icon=":material/help:",
         )
-    except Exception as exc:  # any broker failure: a banner, never a traceback
-        st.error(
-            f"Could not read consumer groups from Kafka at `{config.kafka_bootstrap_servers}`: "
-            f"{exc}",
-            icon=":material/cloud_off:",
-        )
+    except Exception as exc:  # an ACL refusal, any broker failure: a banner, no traceback
+        kafka_read_failed("consumer groups", exc)
     return None
 
 
@@ -236,16 +232,32 @@ def group_detail(snapshot: LagSnapshot, name: str, history: LagHistory | None) -
         return
     span = CHART_SPANS[span_label]
     frame = lag_chart_frame(history.series(topic, name, snapshot.taken_at - span), span)
+    kept = f"{config.lag_history_hours:g} h"
     if frame.empty:
         st.caption(
             f"No samples yet: the background sampler records every {SAMPLE_INTERVAL:g} s, "
-            "and keeps a day of history in PostgreSQL."
+            f"and keeps {kept} of history in PostgreSQL (`LAG_HISTORY_HOURS`)."
         )
     else:
         st.line_chart(frame, y_label="lag (messages)", x_label="time (UTC)")
         st.caption(
             f"{len(frame)} points from the lag history in PostgreSQL (sampled every "
-            f"{SAMPLE_INTERVAL:g} s, kept for a day); gaps mean no committed offset."
+            f"{SAMPLE_INTERVAL:g} s, kept for {kept}); gaps mean no committed offset."
+        )
+    capped = history.capped_through
+    if capped is not None and capped > snapshot.taken_at - span:
+        cap = (
+            f"{history.max_rows:,} rows in memory in read-only mode"
+            if isinstance(history, MemoryLagHistory)
+            else f"`LAG_HISTORY_MAX_ROWS` = {config.lag_history_max_rows:,} rows"
+        )
+        per_sample = len(snapshot.partitions) * (len(snapshot.groups) + 1)
+        st.info(
+            f"Nothing before {capped:%Y-%m-%d %H:%M:%S} UTC: the lag history reached its row cap "
+            f"({cap}, for all topics) and deleted its oldest samples. This topic takes "
+            f"{per_sample:,} rows a sample (a row per group and partition, plus the topic's "
+            f"own), every {SAMPLE_INTERVAL:g} s; raise the cap for a longer history.",
+            icon=":material/history:",
         )
 
 

@@ -11,7 +11,7 @@ import streamlit as st
 
 from pipeline.lag import LagSnapshot, UnknownTopic
 from pipeline.partitioner import partition_for_key
-from ui.banners import kafka_answers
+from ui.banners import kafka_answers, kafka_read_failed
 from ui.lag_resources import lag_reader
 from ui.partitions_panel import (
     KIND_INDEXER,
@@ -96,12 +96,8 @@ def read_snapshot() -> LagSnapshot | None:
             "or check `KAFKA_TOPIC`.",
             icon=":material/help:",
         )
-    except Exception as exc:  # any broker failure: a banner, never a traceback
-        st.error(
-            f"Could not read the partitions of `{topic}` from Kafka at "
-            f"`{config.kafka_bootstrap_servers}`: {exc}",
-            icon=":material/cloud_off:",
-        )
+    except Exception as exc:  # an ACL refusal, any broker failure: a banner, no traceback
+        kafka_read_failed(f"the partitions of `{topic}`", exc)
     return None
 
 

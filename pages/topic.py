@@ -21,7 +21,7 @@ from pipeline.browse import (
 )
 from pipeline.events import EVENT_TYPES
 from pipeline.lag import produce_rates
-from ui.banners import kafka_answers
+from ui.banners import kafka_answers, kafka_read_failed
 from ui.lag_resources import lag_history, lag_sampler
 from ui.resources import admin, settings
 from ui.sidebar import selected_topic
@@ -63,12 +63,8 @@ def read_overview(topic: str) -> TopicOverview | None:
             f"Topic `{topic}` does not exist on `{config.kafka_bootstrap_servers}`. {hint}",
             icon=":material/help:",
         )
-    except Exception as exc:  # any broker failure: a banner, never a traceback
-        st.error(
-            f"Could not read topic `{topic}` from Kafka at `{config.kafka_bootstrap_servers}`: "
-            f"{exc}",
-            icon=":material/cloud_off:",
-        )
+    except Exception as exc:  # an ACL refusal, any broker failure: a banner, no traceback
+        kafka_read_failed(f"topic `{topic}`", exc)
     return None
 
 

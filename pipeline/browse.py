@@ -36,7 +36,14 @@ from confluent_kafka.admin import AdminClient
 
 from pipeline.clients import KafkaAuthWatch, kafka_consumer, kafka_metadata
 from pipeline.events import dumps, loads
-from pipeline.lag import LagReader, UnknownTopic, WatermarkSample, rate_series, topic_metadata
+from pipeline.lag import (
+    LagReader,
+    UnknownTopic,
+    WatermarkSample,
+    rate_series,
+    topic_in_metadata,
+    topic_metadata,
+)
 from pipeline.settings import Settings
 
 __all__ = [
@@ -416,15 +423,8 @@ def _partitions(
     timeout: float,
 ) -> list[int]:
     # Refused credentials raise KafkaAuthenticationError here, at once, not after the timeout.
-    metadata = kafka_metadata(consumer, watch, topic=topic, timeout=timeout).topics.get(topic)
-    if metadata is None or (
-        metadata.error is not None
-        and metadata.error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)
-    ):
-        raise UnknownTopic(f"topic {topic!r} does not exist")
-    if metadata.error is not None:
-        raise KafkaException(metadata.error)
-    existing = sorted(metadata.partitions)
+    metadata = kafka_metadata(consumer, watch, topic=topic, timeout=timeout)
+    existing = sorted(topic_in_metadata(metadata, topic).partitions)
     if not wanted:
         return existing
     missing = sorted(set(wanted) - set(existing))
@@ -528,8 +528,9 @@ class TopicOverview:
 def topic_overview(admin: AdminClient, topic: str, *, timeout: float = 5.0) -> TopicOverview:
     """Every partition's low/high watermark, message count and leader (UnknownTopic if none)."""
     partitions = topic_metadata(admin, topic, timeout).partitions
-    # The lag reader's watermark read batches ListOffsets and retries a moving leader.
-    snapshot = LagReader(admin, topic, timeout=timeout).snapshot(groups=[])
+    # One Metadata request (above) and the lag reader's watermark read, which batches
+    # ListOffsets and retries a moving leader.
+    watermarks = LagReader(admin, topic, timeout=timeout).watermarks(partitions)
     return TopicOverview(
         topic,
         [
@@ -541,7 +542,7 @@ def topic_overview(admin: AdminClient, topic: str, *, timeout: float = 5.0) -> T
                 list(getattr(partitions.get(w.partition), "replicas", ())),
                 list(getattr(partitions.get(w.partition), "isrs", ())),
             )
-            for w in snapshot.partitions
+            for w in watermarks
         ],
     )
 

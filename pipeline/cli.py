@@ -558,10 +558,11 @@ def _describe(exc: Exception, *, read_only: bool = False) -> str:
     from confluent_kafka import KafkaException
 
     from pipeline.clients import KafkaAuthenticationError
+    from pipeline.lag import TopicNotAuthorized
     from pipeline.postgres import NOT_MIGRATED_READ_ONLY, is_missing_table
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, KafkaAuthenticationError):
+    if isinstance(exc, KafkaAuthenticationError | TopicNotAuthorized):
         return text
     if read_only and is_missing_table(exc):
         return f"PostgreSQL: {NOT_MIGRATED_READ_ONLY} ({text})"

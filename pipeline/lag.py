@@ -38,7 +38,7 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec, TopicMetadata
+from confluent_kafka.admin import AdminClient, ClusterMetadata, OffsetSpec, TopicMetadata
 
 from pipeline import clock
 from pipeline.backoff import Backoff
@@ -58,6 +58,7 @@ __all__ = [
     "PartitionLag",
     "PartitionWatermarks",
     "Status",
+    "TopicNotAuthorized",
     "UnknownTopic",
     "WatermarkSample",
     "cluster_lag",
@@ -69,6 +70,8 @@ __all__ = [
     "produce_rate",
     "produce_rates",
     "rate_series",
+    "topic_in_metadata",
+    "topic_metadata",
 ]
 
 # Kafka's own spelling of group states (kafka-consumer-groups --describe --state).
@@ -93,21 +96,41 @@ class UnknownTopic(LookupError):
     """The topic whose lag was asked for does not exist."""
 
 
+class TopicNotAuthorized(PermissionError):
+    """Kafka's ACLs do not let this client's principal describe the topic."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(
+            f"Kafka's ACLs do not let this client describe topic {topic!r} "
+            "(TOPIC_AUTHORIZATION_FAILED): its principal needs DESCRIBE on the topic, and READ "
+            "to browse it or replay it"
+        )
+        self.topic = topic
+
+
 def topic_metadata(admin: AdminClient, topic: str, timeout: float) -> TopicMetadata:
     """The topic's partitions, each with its leader, replicas and in-sync replicas, from one
-    Metadata request. Raises UnknownTopic when the topic does not exist and KafkaException for any
-    other error the broker reports for it (e.g. not authorised).
+    Metadata request (see `topic_in_metadata` for the errors).
 
     Not `describe_topics`: confluent-kafka 2.16 leaks each description's topic id (one `Uuid`
     object and about 0.25 KB per call), so pages refreshing every 2 s grew without end. The
     admin client never asks the broker to create a topic it names (`kafka_admin`)."""
-    found = admin.list_topics(topic=topic, timeout=timeout).topics.get(topic)
+    return topic_in_metadata(admin.list_topics(topic=topic, timeout=timeout), topic)
+
+
+def topic_in_metadata(metadata: ClusterMetadata, topic: str) -> TopicMetadata:
+    """`topic` from a Metadata answer that asked for it by name. Raises UnknownTopic when it
+    does not exist, TopicNotAuthorized when an ACL hides it, and KafkaException for any other
+    error the broker reports for it (e.g. no leader yet)."""
+    found = metadata.topics.get(topic)
     error = None if found is None else found.error
     if found is None or (
         error is not None
         and error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)
     ):
         raise UnknownTopic(f"topic {topic!r} does not exist")
+    if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        raise TopicNotAuthorized(topic)
     if error is not None:
         raise KafkaException(error)
     return found
@@ -296,7 +319,7 @@ class LagReader:
 
         descriptions, offsets = self._read_groups(candidates, partitions)
         taken_at = clock.utcnow()
-        watermarks = self._watermarks(partitions)
+        watermarks = self.watermarks(partitions)
 
         result = []
         for name in candidates:
@@ -343,7 +366,10 @@ class LagReader:
             {name: _outcome(fetching[name]) for name in names},
         )
 
-    def _watermarks(self, partitions: list[int]) -> list[PartitionWatermarks]:
+    def watermarks(self, partitions: Iterable[int]) -> list[PartitionWatermarks]:
+        """The low and high watermark of each of the topic's `partitions` (two ListOffsets
+        requests in flight together, a moving leader retried briefly); raises on a refusal."""
+        partitions = sorted(partitions)
         found = _read_watermarks(
             self._admin, [TopicPartition(self.topic, p) for p in partitions], self.timeout
         )

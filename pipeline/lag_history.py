@@ -104,6 +104,8 @@ class LagHistory:
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
+        # The newest sample time this object's row cap deleted (None: the cap never cut).
+        self.capped_through: datetime | None = None
 
     def record(self, snapshot: LagSnapshot, *, min_interval: timedelta | None = None) -> int:
         """Store a snapshot; returns the rows written.
@@ -195,13 +197,19 @@ class LagHistory:
                 deleted += cur.rowcount
             if max_rows is not None:
                 # Whole snapshots go together (they share taken_at), so at most max_rows remain.
-                cur.execute(
-                    "DELETE FROM lag_samples WHERE taken_at <= (SELECT taken_at FROM lag_samples"
-                    " ORDER BY taken_at DESC OFFSET %s LIMIT 1)",
+                found = cur.execute(
+                    "SELECT taken_at FROM lag_samples ORDER BY taken_at DESC OFFSET %s LIMIT 1",
                     (max_rows,),
-                )
-                deleted += cur.rowcount
+                ).fetchone()
+                if found is not None:
+                    cur.execute("DELETE FROM lag_samples WHERE taken_at <= %s", found)
+                    deleted += cur.rowcount
+                    self._capped(found[0])
         return deleted
+
+    def _capped(self, through: datetime) -> None:
+        if self.capped_through is None or through > self.capped_through:
+            self.capped_through = through
 
 
 class MemoryLagHistory:
@@ -212,6 +220,7 @@ class MemoryLagHistory:
     def __init__(self, max_rows: int = 200_000) -> None:
         # Its own cap, well under the table's: ~200k rows are ~40 MB of tuples in the app.
         self.max_rows = max_rows
+        self.capped_through: datetime | None = None  # as LagHistory's
         self._lock = threading.Lock()
         # Oldest first: (taken_at, topic, group_id, partition, committed, end, start).
         self._rows: deque[tuple] = deque()
@@ -293,6 +302,8 @@ class MemoryLagHistory:
                 kept = [r for r in ordered if r[0] > boundary]
                 deleted += len(self._rows) - len(kept)
                 self._rows = deque(kept)
+                if self.capped_through is None or boundary > self.capped_through:
+                    self.capped_through = boundary
         return deleted
 
 

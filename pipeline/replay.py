@@ -38,6 +38,7 @@ from pipeline.compare import Comparison, compare_indices
 from pipeline.domain import ValidationError, parse_time
 from pipeline.elasticsearch_index import TaskIndex
 from pipeline.indexer import DEFAULT_BATCH_SIZE, BatchReport, Indexer, run_until_signalled
+from pipeline.lag import LagReader, TopicNotAuthorized, UnknownTopic, topic_metadata
 from pipeline.ratelimit import PaceLimiter, RateLimiter, Speed, parse_speed
 from pipeline.settings import Settings
 
@@ -267,16 +268,20 @@ def effective_state(row: ReplayRow, now: datetime) -> str:
 def topic_watermarks(
     admin: AdminClient, topic: str, timeout: float = 10.0
 ) -> dict[int, tuple[int, int]]:
-    """partition -> (low, high) for `topic`; refused when the topic does not exist."""
-    metadata = admin.list_topics(topic, timeout=timeout).topics.get(topic)
-    if metadata is None or metadata.error is not None or not metadata.partitions:
+    """partition -> (low, high) for `topic`; refused when the topic does not exist or Kafka's
+    ACLs hide it (any other broker error raises KafkaException)."""
+    try:
+        partitions = topic_metadata(admin, topic, timeout).partitions
+    except TopicNotAuthorized as exc:
+        raise ReplayRefused(str(exc)) from None
+    except UnknownTopic:
+        partitions = {}
+    if not partitions:
         raise ReplayRefused(
             f"topic {topic!r} does not exist (KAFKA_TOPIC names the topic to replay)"
         )
-    partitions = sorted(metadata.partitions)
-    lows = _list_offsets(admin, topic, {p: OffsetSpec.earliest() for p in partitions}, timeout)
-    highs = _list_offsets(admin, topic, {p: OffsetSpec.latest() for p in partitions}, timeout)
-    return {p: (lows[p], highs[p]) for p in partitions}
+    reader = LagReader(admin, topic, timeout=timeout)
+    return {w.partition: (w.start, w.end) for w in reader.watermarks(partitions)}
 
 
 def offsets_at(

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
         "Serving for a shared setup behind a reverse proxy).",
     )
     app_port: int = Field(8501, ge=1, le=65535, description="Port the Streamlit app listens on.")
+    lag_history_hours: float = Field(
+        24, gt=0, description="Hours of lag history the app keeps in PostgreSQL."
+    )
+    lag_history_max_rows: int = Field(
+        2_000_000,
+        ge=10_000,
+        description="Row cap of the lag history (all topics; a row per group and partition per "
+        "sample, every 5 s): the oldest samples go first when it is reached.",
+    )
     # Filled from every other KAFKA_<LIBRDKAFKA_KEY> variable (see `load_settings`).
     kafka_options: dict[str, str] = Field(default_factory=dict, exclude=True)
     kafka_secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
+
 import streamlit as st
 
+from pipeline.lag import TopicNotAuthorized
 from ui.resources import service_health, settings
 
-__all__ = ["kafka_answers"]
+__all__ = ["kafka_answers", "kafka_read_failed"]
 
 
 def kafka_answers() -> bool:
@@ -24,3 +27,28 @@ def kafka_answers() -> bool:
         )
         return False
     return True
+
+
+def kafka_read_failed(what: str, exc: Exception) -> None:
+    """The banner for a Kafka read that failed: an ACL refusal names the user and the ACL that
+    would allow it (restarting anything would not help); anything else as the broker said it."""
+    config = settings()
+    if isinstance(exc, TopicNotAuthorized):
+        user = config.kafka_config().get("sasl.username")
+        who = f"User:{user}" if user else "User:ANONYMOUS"
+        grant = shlex.join(
+            [
+                "kafka-acls", "--bootstrap-server", config.kafka_bootstrap_servers, "--add",
+                "--allow-principal", who, "--operation", "Describe", "--operation", "Read",
+                "--topic", exc.topic,
+            ]
+        )  # fmt: skip
+        st.error(
+            f"{exc}. This client is `{who}`; an admin can allow it with `{grant}`.",
+            icon=":material/lock:",
+        )
+        return
+    st.error(
+        f"Could not read {what} from Kafka at `{config.kafka_bootstrap_servers}`: {exc}",
+        icon=":material/cloud_off:",
+    )

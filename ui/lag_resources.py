@@ -16,7 +16,6 @@ from psycopg_pool import ConnectionPool
 from pipeline.clients import postgres_pool
 from pipeline.lag import LagReader
 from pipeline.lag_history import (
-    DEFAULT_MAX_ROWS,
     LagHistory,
     LagSampler,
     MemoryLagHistory,
@@ -25,16 +24,15 @@ from pipeline.lag_history import (
 from ui.resources import admin, settings
 
 __all__ = [
-    "HISTORY_RETENTION",
     "SAMPLE_INTERVAL",
     "lag_history",
     "lag_reader",
     "lag_sampler",
 ]
 
-# Every 5 s for a day: ~17k snapshots; the row cap bounds the table whatever the group count.
+# Every 5 s for LAG_HISTORY_HOURS (a day: ~17k snapshots); LAG_HISTORY_MAX_ROWS bounds the
+# table whatever the group count.
 SAMPLE_INTERVAL = 5.0
-HISTORY_RETENTION = timedelta(hours=24)
 # Short enough that a dead broker shows its banner quickly, long enough for a busy cluster.
 _SNAPSHOT_TIMEOUT = 5.0
 
@@ -87,8 +85,8 @@ def lag_sampler(topic: str | None = None) -> LagSampler:
         LagReader(admin(), topic or settings().kafka_topic, timeout=_SNAPSHOT_TIMEOUT),
         lag_history(),
         interval=SAMPLE_INTERVAL,
-        retention=HISTORY_RETENTION,
-        max_rows=DEFAULT_MAX_ROWS,
+        retention=timedelta(hours=settings().lag_history_hours),
+        max_rows=settings().lag_history_max_rows,
     )
     sampler.start()
     return sampler

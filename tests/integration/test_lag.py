@@ -368,15 +368,21 @@ def test_history_retention_by_age_and_row_cap(any_history):
     assert history.count() == 20
 
     assert history.prune(snapshots[2].taken_at) == 8  # the two oldest snapshots
+    assert history.capped_through is None  # retention by age is not the cap
     since = snapshots[0].taken_at
     assert [s.taken_at for s in history.end_offsets("t", since)][::2] == [
         s.taken_at for s in snapshots[2:]
     ]
+    assert history.prune(max_rows=12) == 0
+    assert history.capped_through is None
     assert history.prune(max_rows=5) == 8  # whole snapshots, never more than the cap left
     assert history.count() == 4
     assert {s.taken_at for s in history.series("t", "g1", since)} == {snapshots[-1].taken_at}
+    # What the groups page says: the cap deleted everything up to the second newest snapshot.
+    assert history.capped_through == snapshots[3].taken_at
     assert history.prune(timedelta(minutes=30)) == 4  # an age: all are an hour old
     assert history.count() == 0
+    assert history.capped_through == snapshots[3].taken_at
 
 
 def test_sampler_records_real_snapshots(settings, admin, topic, group, history, forget):

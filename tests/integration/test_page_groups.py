@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -189,6 +190,47 @@ def test_history_gives_lag_seconds_and_a_chart_that_outlives_the_session(
     assert lines["partition 4"] and set(lines["partition 4"]) == {0}
     # Partition 5 has no committed offset: never drawn as lag.
     assert not lines.get("partition 5")
+
+
+def test_a_history_cut_by_its_row_cap_says_where_it_starts_and_why(
+    monkeypatch, pg, pg_schema, app_env, group, lagging_group, history
+):
+    landed, committed = lagging_group
+    monkeypatch.setenv("LAG_HISTORY_MAX_ROWS", "10000")
+    clear_caches()
+    # 840 samples a second apart, ending 10 s ago: 12 rows each (6 partitions × the group and
+    # the topic's own row), 10,080 rows; the page's sampler adds its own and prunes at once.
+    first = clock.utcnow().replace(microsecond=0) - timedelta(seconds=850)
+    marks = [PartitionWatermarks(p, 0, landed[p]) for p in range(PARTITIONS)]
+    parts = [PartitionLag.of(p, committed.get(p), 0, landed[p]) for p in range(PARTITIONS)]
+    total = sum(x.lag for x in parts if x.lag is not None)
+    for i in range(840):
+        history.record(
+            LagSnapshot(
+                app_env,
+                first + timedelta(seconds=i),
+                marks,
+                [GroupLag(group, "Empty", [], "", total, parts)],
+            )
+        )
+
+    at = open_page()
+    at.selectbox(key="group").select(group).run()
+    deadline = time.monotonic() + 30
+    while history.count() > 10_000:  # the sampler's first sample prunes
+        assert time.monotonic() < deadline, "the page's sampler never applied the row cap"
+        time.sleep(0.1)
+    at.run()
+    assert not at.exception, at.exception
+
+    oldest = pg.execute(f'SELECT min(taken_at) FROM "{pg_schema}".lag_samples').fetchone()[0]
+    cut = oldest - timedelta(seconds=1)  # the newest synthetic sample the cap deleted
+    [note] = [i.value for i in at.info if "row cap" in i.value]
+    assert note.startswith(f"Nothing before {cut:%Y-%m-%d %H:%M:%S} UTC"), note
+    assert "`LAG_HISTORY_MAX_ROWS` = 10,000 rows" in note
+    assert "This topic takes 12 rows a sample" in note
+    # The chart draws what is left.
+    assert set(chart_lines(at)["total"]) == {total}
 
 
 def test_paused_page_says_so(app_env, group, lagging_group):

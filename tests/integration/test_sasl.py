@@ -3,6 +3,8 @@
 The lag path (`python -m pipeline lag --json`) and the browse path work through it with the
 KAFKA_* variables a user would set; a wrong password fails with one clear line within seconds,
 and the password text appears nowhere (stdout, stderr, errors, `devstack status`, the broker log).
+A topic an ACL hides from the user is named as such (never "does not exist", never "is Kafka
+running?") by the lag reader, the browser, a replay, the CLI and the pages.
 """
 
 from __future__ import annotations
@@ -17,13 +19,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, ScramMechanism, UserScramCredentialDeletion
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+    ScramMechanism,
+    UserScramCredentialDeletion,
+)
 
 from devstack.config import DevstackConfig, load_config
 from devstack.services import ensure_scram_user
 from pipeline.browse import Start, browse
-from pipeline.clients import KafkaAuthenticationError, kafka_consumer
+from pipeline.clients import KafkaAuthenticationError, kafka_admin, kafka_consumer
 from pipeline.health import kafka_health
+from pipeline.lag import LagReader, TopicNotAuthorized, topic_metadata
+from pipeline.replay import ReplayRefused, topic_watermarks
 from pipeline.settings import Settings
 from tests.kafka_data import produce_keyed
 
@@ -273,3 +288,114 @@ def test_a_wrong_password_is_a_banner_in_the_app_without_the_password(
     ), [e.value for e in at.error]
     assert not at.dataframe
     assert wrong not in page_text(at)
+
+
+# -- ACLs: a topic the user may not describe -----------------------------------------------------
+
+
+@pytest.fixture
+def denied(admin: AdminClient, devstack: DevstackConfig, topic: str) -> Iterator[str]:
+    """`topic`, with an ACL denying the devstack's SASL user every operation on it (removed after).
+
+    devstack's broker enforces ACLs (StandardAuthorizer) but lets everyone do anything on a
+    resource without ACLs, and anonymous PLAINTEXT clients are super users: only this topic, for
+    this user, changes."""
+    binding = AclBinding(
+        ResourceType.TOPIC,
+        topic,
+        ResourcePatternType.LITERAL,
+        f"User:{devstack.kafka_sasl_user}",
+        "*",
+        AclOperation.ALL,
+        AclPermissionType.DENY,
+    )
+    try:
+        admin.create_acls([binding])[binding].result(timeout=30)
+    except KafkaException as exc:
+        pytest.fail(
+            f"Kafka does not take ACLs ({exc}): a broker started before devstack enabled its "
+            "authorizer needs a restart: `python -m devstack down kafka && python -m devstack up "
+            "kafka`",
+            pytrace=False,
+        )
+    refused = kafka_admin(devstack.kafka_sasl_settings("PLAIN"))
+    deadline = time.monotonic() + 15
+    while True:  # the ACL takes effect once the broker has applied the metadata record
+        try:
+            topic_metadata(refused, topic, timeout=10)
+        except TopicNotAuthorized:
+            break
+        assert time.monotonic() < deadline, "the DENY ACL never took effect"
+        time.sleep(0.2)
+    yield topic
+    removal = AclBindingFilter(
+        ResourceType.TOPIC,
+        topic,
+        ResourcePatternType.LITERAL,
+        f"User:{devstack.kafka_sasl_user}",
+        "*",
+        AclOperation.ALL,
+        AclPermissionType.DENY,
+    )
+    admin.delete_acls([removal])[removal].result(timeout=30)
+
+
+def test_a_topic_hidden_by_an_acl_is_named_as_such_by_every_reader(devstack, admin, denied):
+    refused = kafka_admin(devstack.kafka_sasl_settings("PLAIN"))
+    settings = devstack.kafka_sasl_settings("PLAIN")
+
+    with pytest.raises(TopicNotAuthorized) as caught:
+        LagReader(refused, denied, timeout=10).snapshot()
+    assert caught.value.topic == denied
+    assert "TOPIC_AUTHORIZATION_FAILED" in str(caught.value)
+    assert "DESCRIBE" in str(caught.value)
+
+    with pytest.raises(TopicNotAuthorized):
+        browse(settings, denied, None, Start.earliest(), limit=10, timeout=10)
+
+    # A replay is refused with the reason, not told the topic does not exist.
+    with pytest.raises(ReplayRefused) as refusal:
+        topic_watermarks(refused, denied)
+    assert "TOPIC_AUTHORIZATION_FAILED" in str(refusal.value)
+    assert "does not exist" not in str(refusal.value)
+
+    # Only that user is refused: the anonymous PLAINTEXT client still reads the topic.
+    assert sorted(topic_watermarks(admin, denied)) == list(range(6))
+
+
+def test_the_lag_command_names_the_acl_in_one_line(devstack, denied):
+    settings = devstack.kafka_sasl_settings("PLAIN")
+
+    result, took = pipeline_cli("lag", "--json", env=sasl_env(settings, denied))
+
+    assert took < FAIL_WITHIN, f"took {took:.1f} s"
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(
+        f"error: Kafka's ACLs do not let this client describe topic '{denied}'"
+    )
+    assert "is it running" not in result.stderr
+
+
+@pytest.mark.parametrize("page", ["pages/topic.py", "pages/groups.py", "pages/partitions.py"])
+def test_the_pages_show_an_acl_refusal_with_the_grant_that_would_allow_it(
+    monkeypatch, devstack, app_env, denied, page
+):
+    from streamlit.testing.v1 import AppTest
+
+    assert app_env == denied
+    use_kafka(monkeypatch, devstack.kafka_sasl_settings("PLAIN"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page(page).run()
+
+    assert not at.exception, at.exception
+    [banner] = [e for e in at.error if "TOPIC_AUTHORIZATION_FAILED" in e.value]
+    assert banner.icon == ":material/lock:"
+    assert f"`User:{devstack.kafka_sasl_user}`" in banner.value
+    assert (
+        f"kafka-acls --bootstrap-server {devstack.kafka_sasl_address} --add --allow-principal "
+        f"User:{devstack.kafka_sasl_user} --operation Describe --operation Read --topic {denied}"
+    ) in banner.value
+    assert "does not exist" not in page_text(at)
+    assert not [d for d in at.dataframe if "high watermark" in d.value.columns]

@@ -120,6 +120,16 @@ def test_server_properties_without_the_sasl_listener(monkeypatch, tmp_path):
     assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in text
 
 
+def test_server_properties_enforce_acls_but_leave_resources_without_any_open(monkeypatch, tmp_path):
+    lines = Kafka(sasl_config(monkeypatch))._server_properties(tmp_path).splitlines()
+    assert (
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    ) in lines
+    assert "allow.everyone.if.no.acl.found=true" in lines
+    # The controller, the broker and devstack itself connect over PLAINTEXT, anonymously.
+    assert "super.users=User:ANONYMOUS" in lines
+
+
 @pytest.mark.parametrize("password", ['has"quote1', "semi;colon1", "with space1", "short"])
 def test_a_password_that_cannot_go_into_jaas_is_refused_without_echoing_it(monkeypatch, password):
     with pytest.raises(DevstackError, match="DEVSTACK_KAFKA_SASL_PASSWORD") as caught:
