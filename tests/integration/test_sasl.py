@@ -399,3 +399,17 @@ def test_the_pages_show_an_acl_refusal_with_the_grant_that_would_allow_it(
     ) in banner.value
     assert "does not exist" not in page_text(at)
     assert not [d for d in at.dataframe if "high watermark" in d.value.columns]
+
+
+def test_devstack_runs_kafka_acls_against_its_broker(devstack, denied):
+    result = subprocess.run(
+        [sys.executable, "-m", "devstack", "kafka", "kafka-acls", "--list", "--topic", denied],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"name={denied}" in result.stdout
+    assert f"principal=User:{devstack.kafka_sasl_user}" in result.stdout
+    assert "permissionType=DENY" in result.stdout
