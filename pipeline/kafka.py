@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.clients import kafka_producer
+from pipeline.lag import UnknownTopic, topic_in_metadata
 from pipeline.settings import Settings
 
 __all__ = ["Delivery", "KafkaPublisher", "OutgoingMessage", "ensure_topic", "ensure_topics"]
@@ -35,9 +36,14 @@ def ensure_topic(admin: AdminClient, name: str, partitions: int, timeout: float 
 
 
 def _exists(admin: AdminClient, name: str, timeout: float) -> bool:
-    # list_topics(topic=...) reports a missing topic with an error instead of leaving it out.
-    topic = admin.list_topics(topic=name, timeout=timeout).topics.get(name)
-    return topic is not None and topic.error is None
+    """False also for a topic with a transient error (no leader yet): creating it then answers
+    TOPIC_ALREADY_EXISTS. An ACL refusal raises TopicNotAuthorized: waiting would not help."""
+    metadata = admin.list_topics(topic=name, timeout=timeout)  # no broker answering raises
+    try:
+        topic_in_metadata(metadata, name)
+    except (UnknownTopic, KafkaException):
+        return False
+    return True
 
 
 def ensure_topics(admin: AdminClient, settings: Settings) -> list[str]:

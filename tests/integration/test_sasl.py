@@ -413,3 +413,19 @@ def test_devstack_runs_kafka_acls_against_its_broker(devstack, denied):
     assert f"name={denied}" in result.stdout
     assert f"principal=User:{devstack.kafka_sasl_user}" in result.stdout
     assert "permissionType=DENY" in result.stdout
+
+
+@pytest.mark.parametrize("worker", ["relay", "indexer"])
+def test_a_worker_refused_its_topic_by_an_acl_stops_with_the_acl_line(
+    devstack, app_env, denied, index_name, group, worker
+):
+    # Waiting would not help (it is not an outage): the worker exits 1 and says why.
+    env = sasl_env(devstack.kafka_sasl_settings("PLAIN"), denied)
+    env.update(ELASTICSEARCH_INDEX=index_name, INDEXER_GROUP=group)
+
+    result, took = pipeline_cli(worker, env=env)
+
+    assert result.returncode == 1, result.stderr
+    assert took < 30, f"took {took:.1f} s"
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: Kafka's ACLs do not let this client describe topic '{denied}'")
