@@ -2,9 +2,11 @@
 
 import streamlit as st
 
+from ui.resources import memory_trimmer
 from ui.sidebar import render_sidebar
 
 st.set_page_config(page_title="taskstream", page_icon=":material/stream:", layout="wide")
+memory_trimmer()  # once per process: keeps the server's memory level under live refresh
 
 navigation = st.navigation(
     [

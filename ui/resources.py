@@ -5,6 +5,8 @@ Pages get clients and services only from here; they never build one themselves.
 
 from __future__ import annotations
 
+import threading
+
 import streamlit as st
 from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
@@ -14,6 +16,7 @@ from pipeline.elasticsearch_index import TaskIndex
 from pipeline.health import ServiceHealth, check_all
 from pipeline.postgres import PostgresTaskRepository, migrate
 from pipeline.replay import ReplayStore
+from pipeline.serve import start_memory_trimmer
 from pipeline.service import TaskService
 from pipeline.settings import Settings, load_settings
 
@@ -21,12 +24,20 @@ __all__ = [
     "admin",
     "clear_caches",
     "es",
+    "memory_trimmer",
     "replay_store",
     "service_health",
     "settings",
     "task_index",
     "task_service",
 ]
+
+
+@st.cache_resource(on_release=lambda stop: stop is not None and stop.set())
+def memory_trimmer() -> threading.Event | None:
+    """The process's one thread handing malloc's fragmented free memory back every minute
+    (pipeline.serve); the event that stops it (None without glibc)."""
+    return start_memory_trimmer()
 
 
 @st.cache_resource
