@@ -131,8 +131,13 @@ class Settings(BaseSettings):
                 continue
             elif name == "database_url":
                 shown[name.upper()] = redact_url(value)
+            elif isinstance(value, bool):
+                shown[name.upper()] = str(value).lower()
+            elif isinstance(value, float):
+                # 24, not 24.0, as one would write it; never rounded
+                shown[name.upper()] = str(int(value)) if value.is_integer() else repr(value)
             else:
-                shown[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+                shown[name.upper()] = str(value)
         for key in sorted({*self.kafka_options, *self.kafka_secrets}):
             env = "KAFKA_" + key.replace(".", "_").upper()
             shown[env] = REDACTED if key in self.kafka_secrets else self.kafka_options[key]

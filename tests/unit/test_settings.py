@@ -93,3 +93,13 @@ def test_readme_configuration_table_matches_the_settings():
         "regenerate README's table with pipeline.settings.settings_table()"
     )
     assert re.search(r"KAFKA_<LIBRDKAFKA_KEY>|KAFKA_SASL_USERNAME", readme)
+
+
+def test_display_writes_numbers_as_one_would_type_them_and_reads_back_the_same(monkeypatch):
+    monkeypatch.setenv("LAG_HISTORY_HOURS", "24")
+    assert load_settings().display()["LAG_HISTORY_HOURS"] == "24"
+    monkeypatch.setenv("LAG_HISTORY_HOURS", "1234567.25")
+    shown = load_settings().display()["LAG_HISTORY_HOURS"]
+    assert shown == "1234567.25"
+    monkeypatch.setenv("LAG_HISTORY_HOURS", shown)
+    assert load_settings().lag_history_hours == 1234567.25
