@@ -13,6 +13,7 @@ from ui.lag_panel import (
     NO_COMMIT,
     STATUS_HELP,
     STATUS_WINDOW,
+    chart_every,
     cli_commands,
     cluster_group_rows,
     group_rows,
@@ -231,7 +232,9 @@ def group_detail(snapshot: LagSnapshot, name: str, history: LagHistory | None) -
         st.caption("No history without PostgreSQL.")
         return
     span = CHART_SPANS[span_label]
-    frame = lag_chart_frame(history.series(topic, name, snapshot.taken_at - span), span)
+    every = chart_every(span, timedelta(seconds=SAMPLE_INTERVAL))  # 6 h and 24 h are thinned
+    samples = history.series(topic, name, snapshot.taken_at - span, every=every)
+    frame = lag_chart_frame(samples, span)
     kept = f"{config.lag_history_hours:g} h"
     if frame.empty:
         st.caption(
@@ -240,9 +243,10 @@ def group_detail(snapshot: LagSnapshot, name: str, history: LagHistory | None) -
         )
     else:
         st.line_chart(frame, y_label="lag (messages)", x_label="time (UTC)")
+        thinned = f"; the newest of every {every.total_seconds():g} s shown" if every else ""
         st.caption(
             f"{len(frame)} points from the lag history in PostgreSQL (sampled every "
-            f"{SAMPLE_INTERVAL:g} s, kept for {kept}); gaps mean no committed offset."
+            f"{SAMPLE_INTERVAL:g} s, kept for {kept}{thinned}); gaps mean no committed offset."
         )
     capped = history.capped_through
     if capped is not None and capped > snapshot.taken_at - span:

@@ -26,10 +26,12 @@ from pipeline.lag import (
 )
 
 __all__ = [
+    "CHART_POINTS",
     "DASH",
     "NO_COMMIT",
     "STATUS_HELP",
     "STATUS_WINDOW",
+    "chart_every",
     "cli_commands",
     "cluster_group_rows",
     "group_rows",
@@ -44,7 +46,9 @@ NO_COMMIT = "no committed offset"
 DASH = "—"
 # Longer than Burrow's default STOP threshold (5 min), so "not moving for 5 min" can fire.
 STATUS_WINDOW = timedelta(minutes=6)
-_CHART_POINTS = 600  # per line: enough for the eye, small enough for the browser
+# Per line: enough for the eye, small enough for the browser; the page reads the history
+# thinned to as many snapshots (`series(..., every=span / CHART_POINTS)`).
+CHART_POINTS = 600
 
 
 def snapshot_samples(snapshot: LagSnapshot, group: GroupLag) -> list[LagSample]:
@@ -194,11 +198,19 @@ def partition_rows(
     return rows
 
 
+def chart_every(span: timedelta, sampled_every: timedelta) -> timedelta | None:
+    """The bucket to thin a chart's history to in PostgreSQL (`LagHistory.series(every=…)`), or
+    None where the span holds too few samples for thinning to pay (it costs a grouping query):
+    only where each chart point stands for at least two samples."""
+    every = span / CHART_POINTS
+    return every if every >= 2 * sampled_every else None
+
+
 def lag_chart_frame(samples: Sequence[LagSample], span: timedelta) -> pd.DataFrame:
     """Lag over time, one column per partition plus "total", indexed by time (UTC).
 
     A time with no committed offset on a partition stays empty (NaN), never 0. Resampled to at
-    most about `_CHART_POINTS` points, keeping each bucket's last value.
+    most about `CHART_POINTS` points, keeping each bucket's last value.
     """
     if not samples:
         return pd.DataFrame()
@@ -214,8 +226,8 @@ def lag_chart_frame(samples: Sequence[LagSample], span: timedelta) -> pd.DataFra
         index="time", columns="partition", values="lag", aggfunc="last", dropna=False
     )
     wide["total"] = wide.sum(axis=1, min_count=1)
-    bucket = span / _CHART_POINTS
-    if len(wide) > _CHART_POINTS and bucket > timedelta(seconds=1):
+    bucket = span / CHART_POINTS
+    if len(wide) > CHART_POINTS and bucket > timedelta(seconds=1):
         wide = wide.resample(bucket).last().dropna(how="all")
     wide.index.name = "time"
     return wide

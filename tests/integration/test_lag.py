@@ -360,6 +360,32 @@ def test_history_round_trip(any_history):
     assert history.record(synthetic("t", 70, 140), min_interval=timedelta(seconds=5)) == 4
 
 
+def test_history_series_every_keeps_each_buckets_newest_whole_snapshot(any_history):
+    history = any_history
+    snapshots = [synthetic("t", 10 * i, 100 + i) for i in range(5)]  # at 0, 10, 20, 30, 40 s
+    for snapshot in snapshots:
+        history.record(snapshot)
+    since = snapshots[0].taken_at
+    thinned = history.series("t", "g1", since, every=timedelta(seconds=25))
+    # Buckets [0, 25) and [25, 50) s from `since`: their newest snapshots, every partition of each.
+    assert [(s.taken_at, s.partition) for s in thinned] == [
+        (snapshots[2].taken_at, 0),
+        (snapshots[2].taken_at, 1),
+        (snapshots[4].taken_at, 0),
+        (snapshots[4].taken_at, 1),
+    ]
+    assert thinned == [s for s in history.series("t", "g1", since) if s in thinned]
+    assert history.series("t", "g1", since, every=timedelta(seconds=5)) == history.series(
+        "t", "g1", since
+    )
+    assert history.series("t", "g1", since, until=snapshots[3].taken_at, every=timedelta(
+        seconds=25
+    ))[-1].taken_at == snapshots[3].taken_at  # fmt: skip
+    assert history.series("t", "g2", since, every=timedelta(seconds=25)) == []
+    with pytest.raises(ValueError, match="positive"):
+        history.series("t", "g1", since, every=timedelta(0))
+
+
 def test_history_retention_by_age_and_row_cap(any_history):
     history = any_history
     snapshots = [synthetic("t", 10 * i, 100 + i) for i in range(5)]

@@ -7,6 +7,7 @@ stopped (and the caches cleared) at the end of each test.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -231,6 +232,45 @@ def test_a_history_cut_by_its_row_cap_says_where_it_starts_and_why(
     assert "This topic takes 12 rows a sample" in note
     # The chart draws what is left.
     assert set(chart_lines(at)["total"]) == {total}
+
+
+def test_a_long_chart_range_reads_the_history_thinned_and_says_so(
+    app_env, group, lagging_group, history
+):
+    landed, committed = lagging_group
+    # 300 samples a second apart, ending 10 s ago, with the lag rising by one each second.
+    first = clock.utcnow().replace(microsecond=0) - timedelta(seconds=310)
+    marks = [PartitionWatermarks(p, 0, landed[p]) for p in range(PARTITIONS)]
+    for i in range(300):
+        parts = [PartitionLag.of(p, committed.get(p), 0, landed[p] + i) for p in range(PARTITIONS)]
+        total = sum(x.lag for x in parts if x.lag is not None)
+        history.record(
+            LagSnapshot(
+                app_env,
+                first + timedelta(seconds=i),
+                marks,
+                [GroupLag(group, "Empty", [], "", total, parts)],
+            )
+        )
+
+    at = open_page()
+    at.selectbox(key="group").select(group).run()
+    at.selectbox(key="span").select("24 h").run()
+    assert not at.exception, at.exception
+    # A day over 600 points is one per 144 s: the 300 s of samples (and the page sampler's own
+    # few) fall in at most 5 buckets, each drawn by its newest sample.
+    day = chart_lines(at)["total"]
+    assert 2 <= len(day) <= 5, day
+    # Sample i's total is base + i × (partitions with a commit); the page sampler's real samples
+    # are `base`. The synthetic points drawn are each bucket's newest: 144 samples apart.
+    base = sum(landed[p] - committed[p] for p in committed)
+    drawn = [(v - base) / len(committed) for v in day if v != base]
+    assert len(drawn) >= 2 and {b - a for a, b in itertools.pairwise(drawn)} == {144}, day
+    assert any("the newest of every 144 s shown" in c.value for c in at.caption)
+
+    at.selectbox(key="span").select("15 min").run()  # not thinned: every sample drawn
+    assert len(chart_lines(at)["total"]) >= 300
+    assert not any("the newest of every" in c.value for c in at.caption)
 
 
 def test_paused_page_says_so(app_env, group, lagging_group):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pipeline.lag import GroupOverview
-from ui.lag_panel import cluster_group_rows
+from ui.lag_panel import CHART_POINTS, chart_every, cluster_group_rows
 
 
 def overview(name, topics, lag, error=None, members=0):
@@ -31,3 +33,12 @@ def test_cluster_group_rows_search_names_and_topics_and_sort_by_lag():
     assert [r["group"] for r in cluster_group_rows(groups, " INVOICES ")] == ["billing"]
     assert [r["group"] for r in cluster_group_rows(groups, "dex")] == ["indexer"]
     assert cluster_group_rows(groups, "nothing") == []
+
+
+def test_chart_every_thins_only_where_a_point_stands_for_two_samples_or_more():
+    five = timedelta(seconds=5)
+    assert chart_every(timedelta(minutes=15), five) is None
+    assert chart_every(timedelta(hours=1), five) is None  # 6 s a point: barely one sample
+    assert chart_every(timedelta(hours=6), five) == timedelta(seconds=36)
+    assert chart_every(timedelta(hours=24), five) == timedelta(hours=24) / CHART_POINTS
+    assert chart_every(CHART_POINTS * 2 * five, five) == 2 * five  # the boundary thins
