@@ -42,7 +42,6 @@ from pathlib import Path
 import psycopg
 from confluent_kafka.admin import NewTopic
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from psycopg import sql
 
 from pipeline.bootstrap import open_task_service
@@ -53,13 +52,16 @@ from tests.e2e.processes import (
     CHROMIUM,
     CHROMIUM_ARGS,
     VIEWPORT,
+    SelectboxTimeout,
     Worker,
     answers_health,
     app_names,
+    choose,
     free_port,
     log_tail,
     loopback_only,
     start_worker,
+    wait_for_run,
     wait_until,
 )
 
@@ -69,7 +71,6 @@ SAMPLE_EVERY = 30.0  # seconds between samples of the server process
 WRITE_EVERY = 1.0  # seconds between task writes
 FLAT_SLOPE_MB_PER_HOUR = 5.0
 FLAT_END_RATIO = 0.10
-APP = '[data-testid="stApp"]'
 
 
 class BenchError(Exception):
@@ -126,37 +127,6 @@ def slope_per_hour(samples: list[Sample]) -> float:
     sxx = sum((s.minute - mx) ** 2 for s in samples)
     sxy = sum((s.minute - mx) * (s.rss_mb - my) for s in samples)
     return sxy / sxx * 60 if sxx else float("nan")
-
-
-def wait_for_run(page: Page, timeout: float = 60_000) -> None:
-    """Until the session is connected and no script run is in flight."""
-    expect(page.locator(f'{APP}[data-test-connection-state="CONNECTED"]')).to_be_attached(
-        timeout=timeout
-    )
-    expect(page.locator(f'{APP}[data-test-script-state="notRunning"]')).to_be_attached(
-        timeout=timeout
-    )
-
-
-def choose(page: Page, label: str, option: str, timeout: float = 90.0) -> None:
-    """Pick `option` in the selectbox labelled `label`, as a user would; an option that is not
-    offered yet (the indexer's group before its first commit) is looked for again until
-    `timeout` seconds have passed."""
-    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
-    choice = page.get_by_role("option", name=option, exact=True)
-    deadline = time.monotonic() + timeout
-    while True:
-        box.click()
-        try:
-            choice.click(timeout=3_000)
-            break
-        except PlaywrightTimeoutError:
-            if time.monotonic() > deadline:
-                raise BenchError(f"the {label!r} selectbox never offered {option!r}") from None
-            page.keyboard.press("Escape")
-            page.wait_for_timeout(2_000)
-    expect(box.get_by_role("combobox")).to_have_value(option)
-    wait_for_run(page)
 
 
 def open_live_pages(browser: Browser, url: str, interval: int, group: str) -> dict[str, Page]:
@@ -431,7 +401,7 @@ def main() -> int:
                 name: page.sent["frames"] - before[name]  # type: ignore[attr-defined]
                 for name, page in pages.items()
             }
-    except BenchError as exc:
+    except (BenchError, SelectboxTimeout) as exc:
         failure = str(exc)
     finally:
         if browser is not None:

@@ -9,6 +9,7 @@ import streamlit as st
 from pipeline.lag import LagSnapshot, UnknownTopic, cluster_lag
 from pipeline.lag_history import LagHistory, MemoryLagHistory
 from ui.banners import kafka_answers, kafka_read_failed
+from ui.charts import time_chart
 from ui.lag_panel import (
     NO_COMMIT,
     STATUS_HELP,
@@ -242,7 +243,10 @@ def group_detail(snapshot: LagSnapshot, name: str, history: LagHistory | None) -
             f"and keeps {kept} of history in PostgreSQL (`LAG_HISTORY_HOURS`)."
         )
     else:
-        st.line_chart(frame, y_label="lag (messages)", x_label="time (UTC)")
+        chart = time_chart(
+            frame, start=snapshot.taken_at - span, end=snapshot.taken_at, y_title="lag (messages)"
+        )
+        st.altair_chart(chart, width="stretch")
         thinned = f"; the newest of every {every.total_seconds():g} s shown" if every else ""
         st.caption(
             f"{len(frame)} points from the lag history in PostgreSQL (sampled every "

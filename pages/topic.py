@@ -22,6 +22,7 @@ from pipeline.browse import (
 from pipeline.events import EVENT_TYPES
 from pipeline.lag import produce_rates
 from ui.banners import kafka_answers, kafka_read_failed
+from ui.charts import time_chart
 from ui.lag_resources import lag_history, lag_sampler
 from ui.resources import admin, settings
 from ui.sidebar import selected_topic
@@ -117,7 +118,11 @@ def overview_panel() -> None:
     series = topic_rate_series(samples or [])
     if series:
         rate_frame = pd.DataFrame(series, columns=["time", "msg/s"]).set_index("time")
-        st.line_chart(rate_frame)
+        now = clock.utcnow()
+        chart = time_chart(
+            rate_frame, start=now - RATE_WINDOW, end=now, y_title="messages/s", counts=False
+        )
+        st.altair_chart(chart, width="stretch")
     elif samples is not None:
         st.info(
             f"No end-offset history for `{topic}` in the last 15 minutes: a background "

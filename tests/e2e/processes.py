@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import quote, urlsplit
 
-from playwright.sync_api import BrowserContext, Route
+from playwright.sync_api import BrowserContext, Page, Route, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from pipeline.settings import Settings
 
 __all__ = [
+    "APP",
     "CHROMIUM",
     "CHROMIUM_ARGS",
     "LOOPBACK",
@@ -31,13 +33,16 @@ __all__ = [
     "STOP_TIMEOUT",
     "VIEWPORT",
     "AppNames",
+    "SelectboxTimeout",
     "Worker",
     "answers_health",
     "app_names",
+    "choose",
     "free_port",
     "log_tail",
     "loopback_only",
     "start_worker",
+    "wait_for_run",
     "wait_until",
 ]
 
@@ -51,6 +56,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1400, "height": 900}
+APP = '[data-testid="stApp"]'  # Streamlit's root element: its attributes tell the session's state
 STOP_TIMEOUT = 15.0
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
@@ -187,3 +193,40 @@ def loopback_only(context: BrowserContext) -> None:
             route.abort()
 
     context.route("**/*", route)
+
+
+class SelectboxTimeout(TimeoutError):
+    """A selectbox never offered the option asked for."""
+
+
+def wait_for_run(page: Page, timeout: float = 60_000) -> None:
+    """Until the session is connected and no script run is in flight."""
+    expect(page.locator(f'{APP}[data-test-connection-state="CONNECTED"]')).to_be_attached(
+        timeout=timeout
+    )
+    expect(page.locator(f'{APP}[data-test-script-state="notRunning"]')).to_be_attached(
+        timeout=timeout
+    )
+
+
+def choose(page: Page, label: str, option: str, timeout: float = 90.0) -> None:
+    """Pick `option` in the selectbox labelled `label`, as a user would; an option that is not
+    offered yet (the indexer's group before its first commit) is looked for again until
+    `timeout` seconds have passed."""
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    choice = page.get_by_role("option", name=option, exact=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        box.click()
+        try:
+            choice.click(timeout=3_000)
+            break
+        except PlaywrightTimeoutError:
+            if time.monotonic() > deadline:
+                raise SelectboxTimeout(
+                    f"the {label!r} selectbox never offered {option!r}"
+                ) from None
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(2_000)
+    expect(box.get_by_role("combobox")).to_have_value(option)
+    wait_for_run(page)

@@ -16,11 +16,11 @@ from playwright.sync_api import Locator, Page, expect
 
 from pipeline.partitioner import partition_for_key
 from tests.e2e.conftest import ARTIFACTS, ROOT, VIEWPORT, RunningApp
+from tests.e2e.processes import APP, choose
 
 KNOWN_PAGES = ["Overview", "Tasks", "Search", "Topic", "Consumer groups"]
 PAGES_DIR = ARTIFACTS / "pages"
 FLOW_DIR = ARTIFACTS / "flow"
-APP = '[data-testid="stApp"]'
 NAV_LINK = '[data-testid="stSidebarNav"] a[data-testid="stSidebarNavLink"]'
 # Full-page screenshots stop here, so a long page still makes a README-sized image.
 MAX_SCREENSHOT_HEIGHT = 2400
@@ -228,6 +228,34 @@ def test_a_replay_started_in_the_form_runs_to_finished_and_matches_the_live_inde
         es.indices.delete(index=f"scratch-{name}", ignore_unavailable=True)
         for future in admin.delete_consumer_groups([f"replay-{name}"]).values():
             future.exception(timeout=30)
+
+
+def test_a_chosen_group_shows_its_partitions_and_lag_chart(page: Page, app: RunningApp) -> None:
+    """The indexer's group on the Consumer groups page: its members, per-partition table and
+    the lag chart drawn from the history the page's sampler records."""
+    entries = {e.label: e for e in open_app(page, app)}
+    go_to(page, entries["Consumer groups"])
+    choose(page, "Chart range", "15 min")
+    choose(page, "Group", app.settings.indexer_group)
+    wait_for_app(page)
+    main = page.locator('[data-testid="stMain"]')
+    expect(main.get_by_role("heading", name=app.settings.indexer_group)).to_be_visible()
+    expect(main.get_by_text("Lag over time")).to_be_visible()
+    # The sampler records every 5 s; wait for a line worth drawing (the panel refreshes itself).
+    points = main.get_by_text(re.compile(r"^\d+ points from the lag history"))
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        shown = points.first.inner_text() if points.count() else ""
+        if shown and int(shown.split()[0]) >= 4:
+            break
+        page.wait_for_timeout(1_000)
+    expect(points.first).to_have_text(re.compile(r"^([4-9]|\d\d+) points"))
+    chart = main.locator('[data-testid="stVegaLiteChart"]')
+    expect(chart.first).to_be_visible()
+    expect(chart.first.locator("canvas, svg").first).to_be_visible()
+    wait_for_app(page)
+    assert_no_exception(page, "the Consumer groups page with a group chosen")
+    screenshot(page, FLOW_DIR / "group-detail.png")
 
 
 def test_readme_shows_a_screenshot_of_every_page(page: Page, app: RunningApp) -> None:

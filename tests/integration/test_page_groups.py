@@ -99,11 +99,10 @@ def partitions_table(at: AppTest):
 
 def chart_lines(at: AppTest) -> dict[str, list[float]]:
     """The drawn line chart's points, as {series name: values} (NaN and gaps dropped)."""
-    [chart] = at.get("vega_lite_chart")
+    [chart] = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
     [dataset] = chart.proto.datasets
     data = pa.ipc.open_stream(dataset.data.data).read_pandas()
-    data.columns = [str(c).removesuffix(" -- streamlit-generated") for c in data.columns]
-    return {str(name): rows["value"].dropna().tolist() for name, rows in data.groupby("color")}
+    return {str(name): rows["value"].dropna().tolist() for name, rows in data.groupby("series")}
 
 
 def test_table_shows_the_group_with_kafkas_numbers(settings, app_env, group, lagging_group):

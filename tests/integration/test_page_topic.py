@@ -7,6 +7,7 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -132,7 +133,15 @@ def test_rate_from_recorded_end_offsets(settings, app_env, landed, pg_schema):
     assert not at.exception
     parts = table(at, "msg/s").set_index("partition")
     assert [parts.loc[p, "msg/s"] for p in range(6)] == [round(10 / 60, 2)] * 6
-    assert at.get("arrow_line_chart") or at.get("vega_lite_chart")
+    # The chart draws the topic's rate: 60 messages in the minute between the two samples.
+    datasets = [
+        pa.ipc.open_stream(d.data.data).read_pandas()
+        for chart in at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+        for d in chart.proto.datasets
+    ]
+    [drawn] = [d for d in datasets if "series" in d.columns]
+    assert set(drawn["series"]) == {"msg/s"}
+    assert drawn["value"].dropna().tolist()[-1] == pytest.approx(1.0)
     assert not any("No end-offset history" in i.value for i in at.info)
 
 
