@@ -4,7 +4,10 @@
 
 Starts the real app as `make run` does (`python -m pipeline.serve`, with `python -m pipeline
 relay` and `indexer` beside it) on a loopback port and a schema, topic, index and indexer group of
-its own, writes a task every second so lanes grow and lag moves, and keeps three live pages open
+its own, pre-fills the lag history the pages read (`--history-minutes`, 65 by default: the 1 h
+chart and the 1 h of end offsets for lag in seconds are full from the first refresh, so the work
+per refresh does not grow as the history fills, as it would in the app's first hour), writes a
+task every second so lanes grow and lag moves, and keeps three live pages open
 in Debian's chromium (headless, never a downloaded browser): Consumer groups (refreshing every
 `--interval` s, the indexer group selected so its detail and lag chart render), Partitions
 (refreshing every `--interval` s) and Topic. Every 30 s it records the Streamlit server's resident
@@ -37,6 +40,7 @@ import tempfile
 import time
 import tracemalloc
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -44,8 +48,11 @@ from confluent_kafka.admin import NewTopic
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from psycopg import sql
 
+from pipeline import clock
 from pipeline.bootstrap import open_task_service
-from pipeline.clients import elasticsearch_client, kafka_admin
+from pipeline.clients import elasticsearch_client, kafka_admin, postgres_pool
+from pipeline.lag import GroupLag, LagSnapshot, PartitionLag, PartitionWatermarks
+from pipeline.lag_history import LagHistory, migrate_lag_history
 from pipeline.seed import generate_tasks
 from pipeline.settings import load_settings
 from tests.e2e.processes import (
@@ -69,6 +76,7 @@ SEEDED_TASKS = 240
 STARTUP_TIMEOUT = 90.0
 SAMPLE_EVERY = 30.0  # seconds between samples of the server process
 WRITE_EVERY = 1.0  # seconds between task writes
+HISTORY_EVERY = 5.0  # seconds between pre-filled history snapshots (the app samples every 5 s)
 FLAT_SLOPE_MB_PER_HOUR = 5.0
 FLAT_END_RATIO = 0.10
 
@@ -129,6 +137,32 @@ def slope_per_hour(samples: list[Sample]) -> float:
     return sxy / sxx * 60 if sxx else float("nan")
 
 
+def prefill_history(names, partitions: int, minutes: float) -> int:
+    """Write `minutes` of lag history for the app's topic and indexer group, one snapshot every
+    5 s ending now, as the app's own sampler would have: the groups page's 1 h chart and lag in
+    seconds, and the Topic page's 15 minutes of rates, then read full windows from the first
+    refresh, as in an app that has run for a while. Offsets climb 1 message/s across the
+    partitions up to where the seeded tasks put them, the group caught up. Returns the rows."""
+    pool = postgres_pool(names.settings, schema=names.schema, max_size=1)
+    try:
+        migrate_lag_history(pool)
+        history = LagHistory(pool)
+        now = clock.utcnow()
+        per_partition = SEEDED_TASKS // partitions
+        rows = 0
+        for i in range(int(minutes * 60 / HISTORY_EVERY), 0, -1):
+            age = i * HISTORY_EVERY
+            end = max(0, per_partition - int(age / partitions))
+            marks = [PartitionWatermarks(p, 0, end) for p in range(partitions)]
+            parts = [PartitionLag.of(p, end, 0, end) for p in range(partitions)]
+            group = GroupLag(names.group, "Stable", [], "range", 0, parts)
+            taken_at = now - timedelta(seconds=age)
+            rows += history.record(LagSnapshot(names.name, taken_at, marks, [group]))
+        return rows
+    finally:
+        pool.close()
+
+
 def open_live_pages(browser: Browser, url: str, interval: int, group: str) -> dict[str, Page]:
     """Consumer groups, Partitions and Topic, each in a tab (and Streamlit session) of its own,
     live at `interval`; each tab counts the messages its session sends (one per rerun)."""
@@ -178,8 +212,13 @@ def report(samples: list[Sample], args, reruns: dict[str, int], writes: int, not
     print(
         f"\nStreamlit server under live refresh: Consumer groups (every {args.interval} s, the "
         f"indexer group's detail and lag chart shown), Partitions (every {args.interval} s) and "
-        f"Topic (every 10 s) open in headless chromium; {writes} tasks written (one a second). "
-        f"Messages each tab's session sent while measured (≈ reruns): "
+        f"Topic (every 10 s) open in headless chromium; {writes} tasks written (one a second); "
+        + (
+            f"{args.history_minutes:g} min of lag history pre-filled, so the windows were full. "
+            if args.history_minutes > 0
+            else "no lag history before the start, so the windows filled during the run. "
+        )
+        + "Messages each tab's session sent while measured (≈ reruns): "
         + ", ".join(f"{name} {n}" for name, n in reruns.items())
         + f".{note}"
     )
@@ -289,6 +328,12 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--trace-every", type=float, default=5.0, help="minutes between notes")
     parser.add_argument(
+        "--history-minutes", type=float, default=65.0,
+        help="lag history written before the app starts, so every refresh reads full windows "
+        "from the start (the 1 h chart, 1 h of end offsets); 0: start with none, and the "
+        "work per refresh grows as the history fills",
+    )  # fmt: skip
+    parser.add_argument(
         "--malloc-arena-max", type=int,
         help="run the server with MALLOC_ARENA_MAX set to this (glibc's arenas; default: the 2 "
         "pipeline.serve sets)",
@@ -318,6 +363,10 @@ def main() -> int:
         admin.create_topics([NewTopic(names.name, num_partitions=own.kafka_topic_partitions)])[
             names.name
         ].result(timeout=30)
+        if args.history_minutes > 0:
+            written = prefill_history(names, own.kafka_topic_partitions, args.history_minutes)
+            print(f"lag history: {args.history_minutes:g} min pre-filled ({written:,} rows)",
+                  file=sys.stderr)  # fmt: skip
         with open_task_service(own) as service:
             service.create_many(generate_tasks(SEEDED_TASKS, seed=4))
             py = sys.executable
