@@ -35,8 +35,10 @@ import json
 import os
 import platform
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ from pathlib import Path
 import psycopg
 from confluent_kafka.admin import NewTopic
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 from psycopg import sql
 
 from pipeline import clock
@@ -418,8 +421,13 @@ def main() -> int:
             duration = args.minutes * 60
             next_sample = started
             last_stamp = None
+            # Ctrl-C ends the watch with a report of what was measured: the terminal's SIGINT
+            # also stops Playwright's driver (same process group), so the browser calls after
+            # it fail; the samples read /proc and need no browser.
+            stop = threading.Event()
+            previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
             try:
-                while True:
+                while not stop.is_set():
                     now = time.monotonic()
                     if now >= next_sample:
                         for worker in workers:
@@ -444,7 +452,12 @@ def main() -> int:
                     writes += 1
                     pause = min(WRITE_EVERY, max(0.0, next_sample - time.monotonic()))
                     pump.wait_for_timeout(max(1, pause * 1000))
-            except KeyboardInterrupt:
+            except PlaywrightError:
+                if not stop.is_set():
+                    raise
+            finally:
+                signal.signal(signal.SIGINT, previous_handler)
+            if stop.is_set():
                 note += " Interrupted before the end."
             reruns = {
                 name: page.sent["frames"] - before[name]  # type: ignore[attr-defined]
