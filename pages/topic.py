@@ -109,25 +109,33 @@ def overview_panel() -> None:
             for p in overview.partitions
         ]
     )
-    st.subheader(f"`{topic}`: {len(overview.partitions)} partitions, {overview.messages} messages")
-    left, right = st.columns([3, 2])
-    left.dataframe(frame, hide_index=True, key="partitions")
-    right.bar_chart(frame.set_index("partition")[["messages"]], y_label="messages")
+    st.subheader(
+        f"`{topic}`: {len(overview.partitions)} partitions, {overview.messages:,} messages"
+    )
+    st.dataframe(frame, hide_index=True, key="partitions", width="stretch")
 
-    st.markdown("**Messages per second** (last 15 minutes)")
+    left, right = st.columns(2)
+    left.markdown("**Messages per partition** (high − low watermark)")
+    left.bar_chart(frame.set_index("partition")[["messages"]], y_label="messages", height=260)
+    right.markdown(f"**Messages per second** (last {RATE_WINDOW.seconds // 60} minutes)")
     series = topic_rate_series(samples or [])
     if series:
         rate_frame = pd.DataFrame(series, columns=["time", "msg/s"]).set_index("time")
         now = clock.utcnow()
         chart = time_chart(
-            rate_frame, start=now - RATE_WINDOW, end=now, y_title="messages/s", counts=False
+            rate_frame,
+            start=now - RATE_WINDOW,
+            end=now,
+            y_title="messages/s",
+            counts=False,
+            height=260,
         )
-        st.altair_chart(chart, width="stretch")
+        right.altair_chart(chart, width="stretch")
     elif samples is not None:
-        st.info(
-            f"No end-offset history for `{topic}` in the last 15 minutes: a background "
-            "sampler records a topic every few seconds from the moment a page first shows it. "
-            "Come back in a little while.",
+        right.info(
+            f"No end-offset history for `{topic}` in the last {RATE_WINDOW.seconds // 60} "
+            "minutes: a background sampler records a topic every few seconds from the moment a "
+            "page first shows it. Come back in a little while.",
             icon=":material/hourglass_empty:",
         )
     st.session_state["partition_numbers"] = [p.partition for p in overview.partitions]
