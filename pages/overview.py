@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from ui.resources import service_health
+from ui.diagram import pipeline_dot
+from ui.resources import service_health, settings
 
 st.title("taskstream")
 st.markdown(
@@ -10,17 +11,11 @@ st.markdown(
     "writes the row and an event in one transaction (the *outbox*); a relay publishes the events "
     "to **Kafka**, keyed by task id; an indexer consumer group keeps **Elasticsearch** in step."
 )
-st.graphviz_chart(
-    """
-    digraph {
-      rankdir=LR; node [shape=box, style=rounded, fontname="sans-serif"];
-      ui [label="Streamlit / CLI"]; svc [label="TaskService"];
-      pg [label="PostgreSQL\\ntasks + outbox"]; kafka [label="Kafka topic\\n\\"tasks\\""];
-      es [label="Elasticsearch\\nindex \\"tasks\\""]; scratch [label="scratch-<name>\\nindices"];
-      ui -> svc -> pg; pg -> kafka [label="relay"];
-      kafka -> es [label="elasticsearch-indexer"]; kafka -> scratch [label="replay-<name>"];
-    }
-    """
+st.graphviz_chart(pipeline_dot(settings()))
+st.caption(
+    "Each box is a real service or topic of this deployment, named as configured "
+    "(`KAFKA_TOPIC`, `ELASTICSEARCH_INDEX`, `INDEXER_GROUP`); an edge's label is the process "
+    "or consumer group that moves the events."
 )
 st.subheader("Services")
 rows = [

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from pipeline.settings import load_settings
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -23,6 +25,12 @@ def test_overview_shows_every_service_answering(admin, es, pg):
     table = at.dataframe[0].value
     assert list(table["answers"]) == ["yes", "yes", "yes"]
     assert not at.error
+    # The diagram names this deployment's topic, dead-letter topic, index and indexer group.
+    [diagram] = at.get("graphviz_chart")
+    config = load_settings()
+    for name in (config.kafka_topic, config.dlq_topic, config.elasticsearch_index,
+                 config.indexer_group):  # fmt: skip
+        assert name in diagram.proto.spec, name
 
 
 def free_port() -> int:
