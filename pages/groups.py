@@ -237,10 +237,15 @@ def group_detail(snapshot: LagSnapshot, name: str, history: LagHistory | None) -
     samples = history.series(topic, name, snapshot.taken_at - span, every=every)
     frame = lag_chart_frame(samples, span)
     kept = f"{config.lag_history_hours:g} h"
+    where = (
+        "this app's memory (read-only mode: since the app started)"
+        if isinstance(history, MemoryLagHistory)
+        else "PostgreSQL"
+    )
     if frame.empty:
         st.caption(
             f"No samples yet: the background sampler records every {SAMPLE_INTERVAL:g} s, "
-            f"and keeps {kept} of history in PostgreSQL (`LAG_HISTORY_HOURS`)."
+            f"and keeps {kept} of history in {where} (`LAG_HISTORY_HOURS`)."
         )
     else:
         chart = time_chart(
@@ -249,7 +254,7 @@ def group_detail(snapshot: LagSnapshot, name: str, history: LagHistory | None) -
         st.altair_chart(chart, width="stretch")
         thinned = f"; the newest of every {every.total_seconds():g} s shown" if every else ""
         st.caption(
-            f"{len(frame)} points from the lag history in PostgreSQL (sampled every "
+            f"{len(frame)} points from the lag history in {where} (sampled every "
             f"{SAMPLE_INTERVAL:g} s, kept for {kept}{thinned}); gaps mean no committed offset."
         )
     capped = history.capped_through

@@ -445,6 +445,13 @@ def exercise_groups(at: AppTest, world: World) -> None:
     at.selectbox(key="group").select(world.group)
     run(at)
     assert f"`{world.group}`" in texts(at.subheader)
+    # The history is this process's memory, and the page says so rather than "PostgreSQL".
+    history_notes = [
+        c for c in texts(at.caption).splitlines() if "lag history" in c or "No samples" in c
+    ]
+    assert history_notes and all(
+        "read-only mode" in c and "PostgreSQL" not in c for c in history_notes
+    )
     at.text_input(key="group_search").input("replay-")
     run(at)
     assert not at.error, texts(at.error)
