@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import streamlit as st
 
-from pipeline.lag import LagSnapshot, UnknownTopic, cluster_lag
+from pipeline.lag import LagSnapshot, UnknownTopic, WatermarkSample, cluster_lag
 from pipeline.lag_history import LagHistory, MemoryLagHistory
 from ui.banners import kafka_answers, kafka_read_failed
 from ui.charts import time_chart
@@ -17,6 +17,7 @@ from ui.lag_panel import (
     chart_every,
     cli_commands,
     cluster_group_rows,
+    group_lag_seconds,
     group_rows,
     group_status,
     lag_chart_frame,
@@ -105,6 +106,10 @@ def groups_panel() -> None:
     # Statuses read each group's recent history: only for the groups the search leaves.
     needle = search.strip().lower()
     shown = [g for g in snapshot.groups if not needle or needle in g.group.lower()]
+    # One read of the topic's end offsets serves every group's lag in seconds.
+    end_history = (
+        history.end_offsets(topic, snapshot.taken_at - END_HISTORY) if history is not None else []
+    )
     statuses = {}
     for group in shown:
         recorded = (
@@ -121,7 +126,7 @@ def groups_panel() -> None:
         "committed nothing there, so its lag is unknown (not zero). "
         f"Updated {snapshot.taken_at:%H:%M:%S} UTC" + ("." if run_every else " (paused).")
     )
-    rows = group_rows(snapshot.groups, statuses, search)
+    rows = group_rows(snapshot.groups, statuses, search, group_lag_seconds(snapshot, end_history))
     if not snapshot.groups:
         st.info(
             f"No consumer group has committed offsets on `{topic}` or is assigned its partitions. "
@@ -141,6 +146,13 @@ def groups_panel() -> None:
                 "total lag": st.column_config.TextColumn(
                     "total lag", help="Sum over partitions with a committed offset."
                 ),
+                "max lag (time)": st.column_config.TextColumn(
+                    "max lag (time)",
+                    help="How long ago the oldest message the group has not read was written, "
+                    "over its partitions: interpolated from the recorded end offsets, as "
+                    "kafka-lag-exporter does. — where unknown (nothing committed, or older "
+                    "than the history).",
+                ),
             },
         )
         st.caption(STATUS_HELP)
@@ -153,7 +165,7 @@ def groups_panel() -> None:
     )
     group = snapshot.group(chosen) if chosen else None
     if group is not None:
-        group_detail(snapshot, group.group, history)
+        group_detail(snapshot, group.group, history, end_history)
 
     with st.expander("The same with Kafka's own tool"):
         st.code(cli_commands(config.kafka_bootstrap_servers, chosen, topic), language="bash")
@@ -183,7 +195,12 @@ def cluster_panel() -> None:
     st.dataframe(rows, hide_index=True, width="stretch")
 
 
-def group_detail(snapshot: LagSnapshot, name: str, history: LagHistory | None) -> None:
+def group_detail(
+    snapshot: LagSnapshot,
+    name: str,
+    history: LagHistory | MemoryLagHistory | None,
+    end_history: list[WatermarkSample],
+) -> None:
     group = snapshot.group(name)
     assert group is not None
     st.subheader(f"`{name}`")
@@ -207,9 +224,6 @@ def group_detail(snapshot: LagSnapshot, name: str, history: LagHistory | None) -
     else:
         st.caption("No active members: nobody is consuming for this group now.")
 
-    end_history = (
-        history.end_offsets(topic, snapshot.taken_at - END_HISTORY) if history is not None else []
-    )
     st.markdown("**Partitions**")
     st.dataframe(
         partition_rows(group, snapshot, end_history),

@@ -19,6 +19,7 @@ from pipeline.lag import (
     LagSample,
     LagSnapshot,
     LagStatus,
+    PartitionLag,
     Status,
     WatermarkSample,
     evaluate_group,
@@ -34,6 +35,7 @@ __all__ = [
     "chart_every",
     "cli_commands",
     "cluster_group_rows",
+    "group_lag_seconds",
     "group_rows",
     "group_status",
     "lag_chart_frame",
@@ -78,9 +80,13 @@ def _number(value: int | None) -> str:
 
 
 def group_rows(
-    groups: Iterable[GroupLag], statuses: dict[str, LagStatus | None], search: str = ""
+    groups: Iterable[GroupLag],
+    statuses: dict[str, LagStatus | None],
+    search: str = "",
+    lag_seconds_by_group: dict[str, float | None] | None = None,
 ) -> list[dict]:
-    """One row per group whose name contains `search` (any case): worst status first, then most lag."""
+    """One row per group whose name contains `search` (any case): worst status first, then most
+    lag. With `lag_seconds_by_group` (`group_lag_seconds`), a "max lag (time)" column too."""
     needle = search.strip().lower()
     rows = []
     for g in groups:
@@ -94,6 +100,11 @@ def group_rows(
                 "members": len(g.members),
                 "assignor": g.assignor or DASH,
                 "total lag": _number(g.total_lag),
+                **(
+                    {}
+                    if lag_seconds_by_group is None
+                    else {"max lag (time)": _seconds_text(lag_seconds_by_group.get(g.group))}
+                ),
                 "status": "?" if status is None else status.status.value,
                 "rule": (g.error or "Kafka did not answer") if status is None else status.rule,
                 "_severity": -1 if status is None else status.status.severity,
@@ -158,20 +169,54 @@ def _seconds_text(seconds: float | None) -> str:
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
 
 
+def _end_points(
+    snapshot: LagSnapshot, end_history: Sequence[WatermarkSample]
+) -> dict[int, list[tuple[datetime, int]]]:
+    """Per partition, the recorded (time, end offset) points before the snapshot."""
+    history: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
+    for w in end_history:
+        if w.taken_at < snapshot.taken_at:
+            history[w.partition].append((w.taken_at, w.end))
+    return history
+
+
+def _partition_seconds(
+    p: PartitionLag, snapshot: LagSnapshot, history: dict[int, list[tuple[datetime, int]]]
+) -> float | None:
+    """Lag in seconds of one partition: its recorded end offsets, the snapshot the newest."""
+    points = [*history.get(p.partition, []), (snapshot.taken_at, p.end)]
+    return lag_seconds(p.committed, points, at=snapshot.taken_at)
+
+
+def group_lag_seconds(
+    snapshot: LagSnapshot, end_history: Sequence[WatermarkSample]
+) -> dict[str, float | None]:
+    """Per group, its largest lag in seconds over the partitions it has committed on (how old
+    its oldest unread message is), from one end-offset history shared by every group. None
+    where that is unknown: nothing committed, or a lagging partition the history does not
+    reach back to (a smaller known number would understate it)."""
+    history = _end_points(snapshot, end_history)
+    result: dict[str, float | None] = {}
+    for group in snapshot.groups:
+        committed = [p for p in group.partitions if p.committed is not None]
+        if group.error is not None or not committed:
+            result[group.group] = None
+            continue
+        seconds = [_partition_seconds(p, snapshot, history) for p in committed]
+        result[group.group] = None if None in seconds else max(seconds, default=None)
+    return result
+
+
 def partition_rows(
     group: GroupLag, snapshot: LagSnapshot, end_history: Sequence[WatermarkSample]
 ) -> list[dict]:
     """Per partition: committed, end, lag, lag in seconds (interpolated end-offset history,
     newest point the snapshot) and, in words, anything a number would hide."""
-    history: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
-    for w in end_history:
-        if w.taken_at < snapshot.taken_at:
-            history[w.partition].append((w.taken_at, w.end))
+    history = _end_points(snapshot, end_history)
     rows = []
     for p in group.partitions:
         owner = group.owner(p.partition)
-        points = [*history[p.partition], (snapshot.taken_at, p.end)]
-        seconds = lag_seconds(p.committed, points, at=snapshot.taken_at)
+        seconds = _partition_seconds(p, snapshot, history)
         if p.committed is None:
             note = NO_COMMIT
         elif p.committed_below_start:

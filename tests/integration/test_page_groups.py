@@ -180,6 +180,10 @@ def test_history_gives_lag_seconds_and_a_chart_that_outlives_the_session(
         assert parts.loc[p, "lag seconds"] >= 30 * 60, parts.loc[p].to_dict()
     assert parts.loc[4, "lag seconds"] == 0
     assert parts.loc[5, "lag (time)"] == "—"
+    # The groups table shows the largest of them for the group: its oldest unread message.
+    oldest = groups_table(at).loc[group, "max lag (time)"]
+    assert oldest == parts["lag (time)"][parts["lag seconds"].idxmax()], oldest
+    assert oldest.endswith(" s") and "min" in oldest and int(oldest.split()[0]) >= 30
 
     # A new session (a page reload) draws the recorded history from PostgreSQL.
     reloaded = open_page()

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from pipeline.lag import GroupOverview
-from ui.lag_panel import CHART_POINTS, chart_every, cluster_group_rows
+from pipeline.lag import (
+    GroupLag,
+    GroupOverview,
+    LagSnapshot,
+    PartitionLag,
+    PartitionWatermarks,
+    WatermarkSample,
+)
+from ui.lag_panel import (
+    CHART_POINTS,
+    chart_every,
+    cluster_group_rows,
+    group_lag_seconds,
+    group_rows,
+)
 
 
 def overview(name, topics, lag, error=None, members=0):
@@ -42,3 +55,45 @@ def test_chart_every_thins_only_where_a_point_stands_for_two_samples_or_more():
     assert chart_every(timedelta(hours=6), five) == timedelta(seconds=36)
     assert chart_every(timedelta(hours=24), five) == timedelta(hours=24) / CHART_POINTS
     assert chart_every(CHART_POINTS * 2 * five, five) == 2 * five  # the boundary thins
+
+
+def test_group_lag_seconds_is_the_oldest_unread_message_per_group_or_unknown():
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    # Partition 0's end was 100 ten minutes ago and 200 five minutes ago; partition 1's end was
+    # 50 ten minutes ago and has not moved.
+    history = [
+        WatermarkSample(now - timedelta(minutes=10), 0, 0, 100),
+        WatermarkSample(now - timedelta(minutes=5), 0, 0, 200),
+        WatermarkSample(now - timedelta(minutes=10), 1, 0, 50),
+        WatermarkSample(now - timedelta(minutes=5), 1, 0, 50),
+    ]
+    marks = [PartitionWatermarks(0, 0, 300), PartitionWatermarks(1, 0, 50)]
+
+    def group(name, committed, error=None):
+        parts = [PartitionLag.of(p, c, 0, marks[p].end) for p, c in enumerate(committed)]
+        return GroupLag(name, "Stable", [], "range", None, parts, error=error)
+
+    snapshot = LagSnapshot(
+        "t",
+        now,
+        marks,
+        [
+            group("behind", [150, 50]),  # end reached 150 at 7.5 min ago; partition 1 caught up
+            group("caught-up", [300, 50]),
+            group("nothing-committed", [None, None]),
+            group("too-old", [40, 50]),  # the history does not reach back to offset 40
+            group("unanswered", [None, None], error="timed out"),
+        ],
+    )
+    seconds = group_lag_seconds(snapshot, history)
+    assert seconds == {
+        "behind": 450.0,
+        "caught-up": 0.0,
+        "nothing-committed": None,
+        "too-old": None,
+        "unanswered": None,
+    }
+    rows = {r["group"]: r for r in group_rows(snapshot.groups, {}, "", seconds)}
+    assert rows["behind"]["max lag (time)"] == "7 min 30 s"
+    assert rows["nothing-committed"]["max lag (time)"] == "—"
+    assert "max lag (time)" not in group_rows(snapshot.groups, {})[0]  # only when asked
