@@ -80,6 +80,16 @@ def lagging_group(settings, topic, group, forget) -> tuple[Counter[int], dict[in
     return make_lagging_group(settings, topic, group, MESSAGES, PARTITIONS)
 
 
+def record_each_second(history, topic, group, landed, first, samples) -> None:
+    """One snapshot a second from `first`, a sample each: the group's partitions as given,
+    the topic's watermarks at `landed`."""
+    marks = [PartitionWatermarks(p, 0, landed[p]) for p in range(PARTITIONS)]
+    for i, parts in enumerate(samples):
+        total = sum(x.lag for x in parts if x.lag is not None)
+        group_lag = GroupLag(group, "Empty", [], "", total, parts)
+        history.record(LagSnapshot(topic, first + timedelta(seconds=i), marks, [group_lag]))
+
+
 def open_page() -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     at.switch_page("pages/groups.py").run()
@@ -205,18 +215,9 @@ def test_a_history_cut_by_its_row_cap_says_where_it_starts_and_why(
     # 840 samples a second apart, ending 10 s ago: 12 rows each (6 partitions × the group and
     # the topic's own row), 10,080 rows; the page's sampler adds its own and prunes at once.
     first = clock.utcnow().replace(microsecond=0) - timedelta(seconds=850)
-    marks = [PartitionWatermarks(p, 0, landed[p]) for p in range(PARTITIONS)]
     parts = [PartitionLag.of(p, committed.get(p), 0, landed[p]) for p in range(PARTITIONS)]
     total = sum(x.lag for x in parts if x.lag is not None)
-    for i in range(840):
-        history.record(
-            LagSnapshot(
-                app_env,
-                first + timedelta(seconds=i),
-                marks,
-                [GroupLag(group, "Empty", [], "", total, parts)],
-            )
-        )
+    record_each_second(history, app_env, group, landed, first, [parts] * 840)
 
     at = open_page()
     at.selectbox(key="group").select(group).run()
@@ -243,18 +244,11 @@ def test_a_long_chart_range_reads_the_history_thinned_and_says_so(
     landed, committed = lagging_group
     # 300 samples a second apart, ending 10 s ago, with the lag rising by one each second.
     first = clock.utcnow().replace(microsecond=0) - timedelta(seconds=310)
-    marks = [PartitionWatermarks(p, 0, landed[p]) for p in range(PARTITIONS)]
-    for i in range(300):
-        parts = [PartitionLag.of(p, committed.get(p), 0, landed[p] + i) for p in range(PARTITIONS)]
-        total = sum(x.lag for x in parts if x.lag is not None)
-        history.record(
-            LagSnapshot(
-                app_env,
-                first + timedelta(seconds=i),
-                marks,
-                [GroupLag(group, "Empty", [], "", total, parts)],
-            )
-        )
+    rising = [
+        [PartitionLag.of(p, committed.get(p), 0, landed[p] + i) for p in range(PARTITIONS)]
+        for i in range(300)
+    ]
+    record_each_second(history, app_env, group, landed, first, rising)
 
     at = open_page()
     at.selectbox(key="group").select(group).run()
