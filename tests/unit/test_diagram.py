@@ -24,4 +24,3 @@ def test_the_diagram_uses_the_configured_names(configured):
     # A quote in a group id is escaped, so the DOT stays valid.
     assert 'kafka -> es [label="es \\"main\\" indexer"]' in dot
     assert '"tasks"' not in dot
-
