@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import streamlit as st
 
 from pipeline.lag import LagSnapshot, UnknownTopic, WatermarkSample, cluster_lag
 from pipeline.lag_history import LagHistory, MemoryLagHistory
+from pipeline.membership import Membership
 from ui.banners import kafka_answers, kafka_read_failed
 from ui.charts import time_chart
 from ui.lag_panel import (
@@ -22,6 +23,8 @@ from ui.lag_panel import (
     group_status,
     lag_chart_frame,
     member_rows,
+    membership_marks,
+    membership_rows,
     partition_rows,
 )
 from ui.lag_resources import SAMPLE_INTERVAL, lag_history, lag_reader, lag_sampler
@@ -248,8 +251,11 @@ def group_detail(
         return
     span = CHART_SPANS[span_label]
     every = chart_every(span, timedelta(seconds=SAMPLE_INTERVAL))  # 6 h and 24 h are thinned
-    samples = history.series(topic, name, snapshot.taken_at - span, every=every)
+    since = snapshot.taken_at - span
+    samples = history.series(topic, name, since, every=every)
     frame = lag_chart_frame(samples, span)
+    observed = history.membership(topic, name, since)
+    marks = membership_marks(observed, since)
     kept = f"{config.lag_history_hours:g} h"
     where = (
         "this app's memory (read-only mode: since the app started)"
@@ -263,13 +269,20 @@ def group_detail(
         )
     else:
         chart = time_chart(
-            frame, start=snapshot.taken_at - span, end=snapshot.taken_at, y_title="lag (messages)"
+            frame,
+            start=since,
+            end=snapshot.taken_at,
+            y_title="lag (messages)",
+            marks=marks,
+            mark_title="membership changed",
         )
         st.altair_chart(chart, width="stretch")
         thinned = f"; the newest of every {every.total_seconds():g} s shown" if every else ""
+        rules = "; dashed rules: the membership changed (see below)" if marks else ""
         st.caption(
             f"{len(frame)} points from the lag history in {where} (sampled every "
-            f"{SAMPLE_INTERVAL:g} s, kept for {kept}{thinned}); gaps mean no committed offset."
+            f"{SAMPLE_INTERVAL:g} s, kept for {kept}{thinned}); gaps mean no committed "
+            f"offset{rules}."
         )
     capped = history.capped_through
     if capped is not None and capped > snapshot.taken_at - span:
@@ -286,6 +299,27 @@ def group_detail(
             f"own), every {SAMPLE_INTERVAL:g} s; raise the cap for a longer history.",
             icon=":material/history:",
         )
+    membership_panel(observed, marks, span_label)
+
+
+def membership_panel(observed: list[Membership], marks: list[datetime], span_label: str) -> None:
+    st.markdown("**Membership and rebalances**")
+    if not observed:
+        st.caption(
+            "Nothing recorded yet: the background sampler notes the members when it first sees "
+            f"the group, then every change (it looks every {SAMPLE_INTERVAL:g} s)."
+        )
+        return
+    st.dataframe(membership_rows(observed), hide_index=True, width="stretch")
+    st.caption(
+        f"{len(marks)} change(s) in the last {span_label}. Every {SAMPLE_INTERVAL:g} s the "
+        "sampler notes the group's state and who holds which partition, and keeps a row when "
+        "that changes: a member joining or leaving (a consumer started, stopped, or missed its "
+        "heartbeats) makes the group rebalance and partitions move between members. A "
+        "rebalance quicker than the sampling shows only as partitions that moved. The top row "
+        "is the group now; the bottom one is what was in force when the range starts (or when "
+        "the sampler first saw the group)."
+    )
 
 
 groups_panel()

@@ -1,9 +1,14 @@
 """Lag history in PostgreSQL, and the background sampler that fills it.
 
-One table, `lag_samples`: per snapshot, one row per (group, partition) with the committed offset
+Table `lag_samples`: per snapshot, one row per (group, partition) with the committed offset
 (NULL where the group has none) and the partition's watermarks, plus one row per partition with
 `group_id` NULL holding the topic's own watermarks, so end offsets (for lag in seconds and rates)
 are kept even when no group reads the topic. Retention is by age and by a row cap.
+
+Table `group_membership`: a group's state and which member holds which partition, a row only
+when that changed since the group's previous row (`pipeline.membership`), so rebalances leave a
+trail at the cost of a row each. Retention is by age, always keeping each group's newest row
+(the baseline the next change is measured against).
 
 The table has its own idempotent `migrate_lag_history()`, separate from `pipeline.postgres`'s
 numbered migrations, serialised by its own advisory lock. Everything works in the pool's
@@ -23,6 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from pipeline import clock
 from pipeline.lag import LagReader, LagSample, LagSnapshot, WatermarkSample
+from pipeline.membership import Membership
 from pipeline.postgres import schema_transaction
 
 __all__ = [
@@ -55,6 +61,15 @@ CREATE TABLE IF NOT EXISTS lag_samples (
 );
 CREATE INDEX IF NOT EXISTS lag_samples_series ON lag_samples (topic, group_id, taken_at);
 CREATE INDEX IF NOT EXISTS lag_samples_taken_at ON lag_samples (taken_at);
+CREATE TABLE IF NOT EXISTS group_membership (
+    taken_at     timestamptz NOT NULL,
+    topic        text        NOT NULL,
+    group_id     text        NOT NULL,
+    state        text        NOT NULL,
+    members      jsonb       NOT NULL   -- [[member id, client id, host, [partitions]], ...]
+);
+CREATE INDEX IF NOT EXISTS group_membership_series
+    ON group_membership (topic, group_id, taken_at);
 """
 _COLUMNS = "taken_at, topic, group_id, partition, committed, end_offset, start_offset"
 
@@ -99,6 +114,14 @@ def snapshot_rows(snapshot: LagSnapshot) -> list[tuple]:
     return rows
 
 
+def memberships(snapshot: LagSnapshot) -> dict[str, Membership]:
+    """Each group's membership in the snapshot, by group (groups Kafka did not answer for are
+    left out: their members are unknown, not gone)."""
+    return {
+        g.group: Membership.of(g, snapshot.taken_at) for g in snapshot.groups if g.error is None
+    }
+
+
 class LagHistory:
     """Lag samples of topics and groups over time, in the pool's schema."""
 
@@ -116,11 +139,12 @@ class LagHistory:
         """
         rows = snapshot_rows(snapshot)
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            # One recorder of a topic at a time: the membership comparison reads, then writes.
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '/' || %s))",
+                (_RECORD_LOCK_CLASS, snapshot.topic),
+            )
             if min_interval is not None:
-                cur.execute(
-                    "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '/' || %s))",
-                    (_RECORD_LOCK_CLASS, snapshot.topic),
-                )
                 newest = cur.execute(
                     "SELECT max(taken_at) FROM lag_samples WHERE topic = %s AND group_id IS NULL",
                     (snapshot.topic,),
@@ -130,7 +154,44 @@ class LagHistory:
             with cur.copy(f"COPY lag_samples ({_COLUMNS}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
+            seen = memberships(snapshot)
+            if seen:
+                cur.execute(
+                    "SELECT DISTINCT ON (group_id) group_id, taken_at, state, members"
+                    " FROM group_membership WHERE topic = %s AND group_id = ANY(%s)"
+                    " ORDER BY group_id, taken_at DESC",
+                    (snapshot.topic, list(seen)),
+                )
+                last = {g: Membership.from_stored(t, st, m) for g, t, st, m in cur.fetchall()}
+                changed = [
+                    (snapshot.taken_at, snapshot.topic, g, m.state, m.members_json())
+                    for g, m in seen.items()
+                    if not m.same_as(last.get(g))
+                ]
+                cur.executemany(
+                    "INSERT INTO group_membership (taken_at, topic, group_id, state, members)"
+                    " VALUES (%s, %s, %s, %s, %s::jsonb)",
+                    changed,
+                )
         return len(rows)
+
+    def membership(
+        self, topic: str, group: str, since: datetime, *, limit: int = 200
+    ) -> list[Membership]:
+        """The group's recorded memberships on the topic, oldest first: the newest `limit` from
+        `since`, preceded by the one in force at `since` (if any), so the first change in the
+        window can be told against what came before it."""
+        query = (
+            "(SELECT taken_at, state, members FROM group_membership"
+            " WHERE topic = %s AND group_id = %s AND taken_at < %s ORDER BY taken_at DESC LIMIT 1)"
+            " UNION ALL"
+            " (SELECT taken_at, state, members FROM group_membership"
+            " WHERE topic = %s AND group_id = %s AND taken_at >= %s ORDER BY taken_at DESC LIMIT %s)"
+            " ORDER BY taken_at"
+        )
+        with self._pool.connection() as conn:
+            rows = conn.execute(query, (topic, group, since, topic, group, since, limit)).fetchall()
+        return [Membership.from_stored(t, state, members) for t, state, members in rows]
 
     def series(
         self,
@@ -207,7 +268,8 @@ class LagHistory:
         max_rows: int | None = None,
     ) -> int:
         """Delete samples taken before `older_than` (a time, or an age), then the oldest
-        snapshots beyond `max_rows` rows (all topics); returns the rows deleted."""
+        snapshots beyond `max_rows` rows (all topics); returns the lag rows deleted. Membership
+        rows older than `older_than` go too, except each group's newest."""
         deleted = 0
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             if older_than is not None:
@@ -216,6 +278,12 @@ class LagHistory:
                 )
                 cur.execute("DELETE FROM lag_samples WHERE taken_at < %s", (cutoff,))
                 deleted += cur.rowcount
+                cur.execute(
+                    "DELETE FROM group_membership old WHERE taken_at < %s AND EXISTS (SELECT 1"
+                    " FROM group_membership new WHERE new.topic = old.topic"
+                    " AND new.group_id = old.group_id AND new.taken_at > old.taken_at)",
+                    (cutoff,),
+                )
             if max_rows is not None:
                 # Whole snapshots go together (they share taken_at), so at most max_rows remain.
                 found = cur.execute(
@@ -245,6 +313,8 @@ class MemoryLagHistory:
         self._lock = threading.Lock()
         # Oldest first: (taken_at, topic, group_id, partition, committed, end, start).
         self._rows: deque[tuple] = deque()
+        # (topic, group) -> its memberships, oldest first, a new one only on change.
+        self._membership: dict[tuple[str, str], list[Membership]] = {}
 
     def record(self, snapshot: LagSnapshot, *, min_interval: timedelta | None = None) -> int:
         """As `LagHistory.record`."""
@@ -258,6 +328,10 @@ class MemoryLagHistory:
                 if newest is not None and snapshot.taken_at - newest < min_interval:
                     return 0
             self._rows.extend(rows)
+            for group, seen in memberships(snapshot).items():
+                kept = self._membership.setdefault((snapshot.topic, group), [])
+                if not seen.same_as(kept[-1] if kept else None):
+                    kept.append(seen)
         if len(self._rows) > self.max_rows:
             self.prune(max_rows=self.max_rows)
         return len(rows)
@@ -301,6 +375,15 @@ class MemoryLagHistory:
         )  # fmt: skip
         return [WatermarkSample(r[0], r[3], r[6], r[5]) for r in rows]
 
+    def membership(
+        self, topic: str, group: str, since: datetime, *, limit: int = 200
+    ) -> list[Membership]:
+        """As `LagHistory.membership`."""
+        with self._lock:
+            kept = list(self._membership.get((topic, group), ()))
+        before = [m for m in kept if m.taken_at < since][-1:]
+        return before + [m for m in kept if m.taken_at >= since][-limit:]
+
     def groups(self, topic: str, since: datetime) -> list[str]:
         """As `LagHistory.groups`."""
         with self._lock:
@@ -330,6 +413,10 @@ class MemoryLagHistory:
                 kept = [r for r in self._rows if r[0] >= cutoff]
                 deleted += len(self._rows) - len(kept)
                 self._rows = deque(kept)
+                for key, seen in self._membership.items():
+                    self._membership[key] = [m for m in seen[:-1] if m.taken_at >= cutoff] + [
+                        seen[-1]
+                    ]
             if max_rows is not None and len(self._rows) > max_rows:
                 # Rows arrive in snapshot order; drop whole snapshots, as the table does.
                 ordered = sorted(self._rows, key=lambda r: r[0])

@@ -9,6 +9,7 @@ counts, a bolder "total" line, and a tooltip with the exact time and value. Pure
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import altair as alt
@@ -42,11 +43,15 @@ def time_chart(
     y_title: str,
     counts: bool = True,
     height: int = 320,
+    marks: Sequence[datetime] = (),
+    mark_title: str = "event",
 ) -> alt.LayerChart:
     """A line per column of `frame` (indexed by UTC time) over [start, end], drawn in UTC.
 
     NaN stays a gap in its line (no committed offset is not 0). `counts` labels the y axis with
-    whole numbers (lag in messages); otherwise with up to two decimals (rates).
+    whole numbers (lag in messages); otherwise with up to two decimals (rates). `marks` draws a
+    dashed vertical rule at each of those times (e.g. membership changes), `mark_title` in its
+    tooltip.
     """
     times = pd.DatetimeIndex(frame.index)
     if times.tz is None:
@@ -99,4 +104,22 @@ def time_chart(
         opacity=alt.condition(alt.datum.value == None, alt.value(0), alt.value(shown)),  # noqa: E711
         tooltip=tooltip,
     )
-    return alt.layer(lines, points).properties(height=height)
+    layers = [lines, points]
+    if marks:
+        moments = pd.DatetimeIndex([_utc(m) for m in marks])
+        rules = pd.DataFrame(
+            {
+                "time": moments.as_unit("ms").asi8,
+                "at": moments.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                "what": mark_title,
+            }
+        )
+        layers.append(
+            alt.Chart(rules)
+            .mark_rule(strokeDash=[4, 3], color="#888888", clip=True)
+            .encode(
+                x=x,
+                tooltip=[alt.Tooltip("what:N", title=""), alt.Tooltip("at:N", title="time")],
+            )
+        )
+    return alt.layer(*layers).properties(height=height)

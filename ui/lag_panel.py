@@ -25,6 +25,7 @@ from pipeline.lag import (
     evaluate_group,
     lag_seconds,
 )
+from pipeline.membership import Membership, describe_changes
 
 __all__ = [
     "CHART_POINTS",
@@ -40,6 +41,8 @@ __all__ = [
     "group_status",
     "lag_chart_frame",
     "member_rows",
+    "membership_marks",
+    "membership_rows",
     "partition_rows",
     "snapshot_samples",
 ]
@@ -157,6 +160,26 @@ def member_rows(group: GroupLag) -> list[dict]:
         }
         for m in group.members
     ]
+
+
+def membership_rows(observations: Sequence[Membership]) -> list[dict]:
+    """The group's membership history as a table, newest first: when, the state and member
+    count it moved to, and what changed (members joining or leaving, partitions moving)."""
+    return [
+        {
+            "time (UTC)": change.taken_at.strftime("%Y-%m-%d %H:%M:%S"),
+            "state": change.state,
+            "members": change.members,
+            "what changed": change.summary,
+        }
+        for change in reversed(describe_changes(observations))
+    ]
+
+
+def membership_marks(observations: Sequence[Membership], since: datetime) -> list[datetime]:
+    """When the membership changed from `since` on: where the lag chart draws a rule (the
+    first observation is a baseline, not a change)."""
+    return [m.taken_at for m in observations[1:] if m.taken_at >= since]
 
 
 def _seconds_text(seconds: float | None) -> str:

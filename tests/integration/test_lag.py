@@ -22,6 +22,7 @@ from pipeline.clients import kafka_consumer, postgres_pool
 from pipeline.events import dumps
 from pipeline.lag import (
     GroupLag,
+    GroupMember,
     LagReader,
     LagSample,
     LagSnapshot,
@@ -32,6 +33,7 @@ from pipeline.lag import (
     lag_report,
 )
 from pipeline.lag_history import LagHistory, LagSampler, MemoryLagHistory, migrate_lag_history
+from pipeline.membership import describe_changes
 from tests.kafka_data import produce_keyed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -443,3 +445,119 @@ def test_memory_history_keeps_its_own_row_cap():
     assert history.count() <= 10
     newest = synthetic("t", 40, 104).taken_at
     assert {s.taken_at for s in history.end_offsets("t", HOUR_AGO)} >= {newest}
+
+
+# -- membership history -------------------------------------------------------------------------
+
+
+def with_members(
+    topic: str, seconds: float, state: str, seats: dict[str, list[int]]
+) -> LagSnapshot:
+    """A snapshot where g1 has the given members (member id -> partitions) and g2 errs."""
+    snapshot = synthetic(topic, seconds, 100)
+    members = [GroupMember(m.split("-")[0], "/127.0.0.1", m, ps) for m, ps in seats.items()]
+    ok, broken = snapshot.groups
+    g1 = GroupLag("g1", state, members, "range", ok.total_lag, ok.partitions)
+    return LagSnapshot(topic, snapshot.taken_at, snapshot.partitions, [g1, broken])
+
+
+def test_membership_is_kept_only_when_it_changes_and_a_window_gets_its_baseline(any_history):
+    history = any_history
+    one = {"a-1": [0, 1]}
+    two = {"a-1": [0], "b-2": [1]}
+    timeline = [
+        (0, "Stable", one),
+        (10, "Stable", one),  # unchanged: no row
+        (20, "PreparingRebalance", one),
+        (25, "Stable", two),
+        (30, "Stable", {"b-2": [1], "a-1": [0]}),  # same seats in another order: no row
+        (40, "Empty", {}),
+    ]
+    for seconds, state, seats in timeline:
+        history.record(with_members("t", seconds, state, seats))
+    history.record(with_members("other-topic", 5, "Stable", two))
+    start = HOUR_AGO - timedelta(seconds=1)
+
+    kept = history.membership("t", "g1", start)
+    assert [(m.taken_at - HOUR_AGO).seconds for m in kept] == [0, 20, 25, 40]
+    assert [m.state for m in kept] == ["Stable", "PreparingRebalance", "Stable", "Empty"]
+    assert [len(m.members) for m in kept] == [1, 1, 2, 0]
+    assert describe_changes(kept)[2].summary == (
+        "state PreparingRebalance → Stable; b joined from /127.0.0.1; partition 1 moved a → b"
+    )
+    assert history.membership("t", "g2", start) == []  # Kafka did not answer: members unknown
+    assert len(history.membership("other-topic", "g1", start)) == 1
+
+    # From 22 s: the membership in force then (20 s), then what changed after.
+    window = history.membership("t", "g1", HOUR_AGO + timedelta(seconds=22))
+    assert [(m.taken_at - HOUR_AGO).seconds for m in window] == [20, 25, 40]
+    newest = history.membership("t", "g1", start, limit=2)
+    assert [(m.taken_at - HOUR_AGO).seconds for m in newest] == [25, 40]
+
+
+def test_membership_retention_keeps_each_groups_newest(any_history):
+    history = any_history
+    history.record(with_members("t", 0, "Stable", {"a-1": [0, 1]}))
+    history.record(with_members("t", 10, "Stable", {"b-2": [0, 1]}))
+    history.record(with_members("u", 0, "Stable", {"a-1": [0, 1]}))
+    history.prune(HOUR_AGO + timedelta(seconds=30))  # past all of them
+    start = HOUR_AGO - timedelta(seconds=1)
+    assert [(m.taken_at - HOUR_AGO).seconds for m in history.membership("t", "g1", start)] == [10]
+    assert len(history.membership("u", "g1", start)) == 1
+    # The kept row is the baseline: the same membership again is still no change.
+    history.record(with_members("t", 40, "Stable", {"b-2": [0, 1]}))
+    assert len(history.membership("t", "g1", start)) == 1
+
+
+def test_sampler_records_a_real_rebalance(settings, admin, topic, group, history, forget):
+    forget.append(group)
+    produce_keyed(settings, topic, 30)
+    sampler = LagSampler(LagReader(admin, topic), history, interval=0.3, groups=[group])
+    started = clock.utcnow()
+    consumers = []
+
+    def poll_until(done, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not done():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            for consumer in consumers:
+                consumer.poll(0.1)
+
+    def assigned() -> list[set[int]]:
+        return [{tp.partition for tp in c.assignment()} for c in consumers]
+
+    def recorded(members: int) -> bool:
+        sampler.step()
+        kept = history.membership(topic, group, started)
+        return bool(kept) and len(kept[-1].members) == members and kept[-1].state == "Stable"
+
+    try:
+        consumers.append(kafka_consumer(settings, group, **{"client.id": "first"}))
+        consumers[0].subscribe([topic])
+        poll_until(lambda: assigned() == [set(range(PARTITIONS))], "the first member's assignment")
+        poll_until(lambda: recorded(1), "the sampler to record one member")
+        consumers.append(kafka_consumer(settings, group, **{"client.id": "second"}))
+        consumers[1].subscribe([topic])
+        poll_until(
+            lambda: all(assigned()) and set.union(*assigned()) == set(range(PARTITIONS)),
+            "both members' assignments",
+        )
+        poll_until(lambda: recorded(2), "the sampler to record two members")
+        held = dict(zip(["first", "second"], assigned(), strict=True))
+    finally:
+        for consumer in consumers:
+            consumer.close()
+
+    kept = history.membership(topic, group, started)
+    changes = describe_changes(kept)
+    assert changes[0].changes[0].startswith("observed Stable with 1 member(s): first (0–5)")
+    last = changes[-1]
+    assert (last.state, last.members) == ("Stable", 2)
+    said = " ; ".join(c.summary for c in changes[1:])
+    assert "second joined from /" in said, said
+    assert {m.client_id: set(m.partitions) for m in kept[-1].members} == held
+    # Whatever the sampler caught in between, first to last the second member's partitions
+    # moved to it from the first.
+    [_, overall] = describe_changes([kept[0], kept[-1]])
+    moved = "moved first → second"
+    assert any(c.startswith("partition") and c.endswith(moved) for c in overall.changes), overall

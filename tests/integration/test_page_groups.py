@@ -26,6 +26,7 @@ from pipeline import clock
 from pipeline.clients import kafka_consumer, postgres_pool
 from pipeline.lag import (
     GroupLag,
+    GroupMember,
     LagSnapshot,
     PartitionLag,
     PartitionWatermarks,
@@ -107,11 +108,15 @@ def partitions_table(at: AppTest):
     return table.set_index("partition")
 
 
+def chart_data(at: AppTest) -> list:
+    """The drawn chart's datasets, as data frames."""
+    [chart] = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+    return [pa.ipc.open_stream(d.data.data).read_pandas() for d in chart.proto.datasets]
+
+
 def chart_lines(at: AppTest) -> dict[str, list[float]]:
     """The drawn line chart's points, as {series name: values} (NaN and gaps dropped)."""
-    [chart] = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
-    [dataset] = chart.proto.datasets
-    data = pa.ipc.open_stream(dataset.data.data).read_pandas()
+    [data] = [d for d in chart_data(at) if "series" in d.columns]
     return {str(name): rows["value"].dropna().tolist() for name, rows in data.groupby("series")}
 
 
@@ -268,6 +273,56 @@ def test_a_long_chart_range_reads_the_history_thinned_and_says_so(
     at.selectbox(key="span").select("15 min").run()  # not thinned: every sample drawn
     assert len(chart_lines(at)["total"]) >= 300
     assert not any("the newest of every" in c.value for c in at.caption)
+
+
+def test_membership_changes_show_as_a_table_and_as_rules_on_the_lag_chart(
+    app_env, group, lagging_group, history
+):
+    landed, committed = lagging_group
+    now = clock.utcnow().replace(microsecond=0)
+    marks = [PartitionWatermarks(p, 0, landed[p]) for p in range(PARTITIONS)]
+    parts = [PartitionLag.of(p, committed.get(p), 0, landed[p]) for p in range(PARTITIONS)]
+    total = sum(x.lag for x in parts if x.lag is not None)
+    one = GroupMember("indexer", "/127.0.0.1", "indexer-1", list(range(PARTITIONS)))
+    left = GroupMember("indexer", "/127.0.0.1", "indexer-1", [0, 1, 2])
+    right = GroupMember("replayer", "/127.0.0.2", "replayer-2", [3, 4, 5])
+    timeline = [  # minutes ago, state, members; the group has no members now (Empty)
+        (90, "Stable", [one]),  # before the 1 h chart range: its baseline
+        (20, "Stable", [left, right]),
+        (3, "Empty", []),
+    ]
+    for minutes, state, members in timeline:
+        taken_at = now - timedelta(minutes=minutes)
+        snapshot = GroupLag(group, state, members, "range", total, parts)
+        history.record(LagSnapshot(app_env, taken_at, marks, [snapshot]))
+
+    at = open_page()
+    at.selectbox(key="group").select(group).run()
+    assert not at.exception, at.exception
+    [table] = [d.value for d in at.dataframe if "what changed" in d.value.columns]
+    assert list(table["state"]) == ["Empty", "Stable", "Stable"]  # newest first
+    assert list(table["members"]) == [0, 2, 1]
+    assert table["what changed"][0] == (
+        "state Stable → Empty; indexer left; replayer left; "
+        "partitions 0–2 unassigned (was indexer); partitions 3–5 unassigned (was replayer)"
+    )
+    assert table["what changed"][1] == (
+        "replayer joined from /127.0.0.2; partitions 3–5 moved indexer → replayer"
+    )
+    assert table["what changed"][2].startswith("observed Stable with 1 member(s): indexer (0–5)")
+    assert any(c.value.startswith("2 change(s) in the last 1 h.") for c in at.caption)
+    # The two changes inside the range are dashed rules on the lag chart, at their times.
+    [rules] = [d for d in chart_data(at) if "what" in d.columns]
+    expected = [now - timedelta(minutes=20), now - timedelta(minutes=3)]
+    assert sorted(rules["time"]) == [int(t.timestamp() * 1000) for t in expected]
+    assert set(rules["what"]) == {"membership changed"}
+    assert any("dashed rules: the membership changed" in c.value for c in at.caption)
+
+    at.selectbox(key="span").select("15 min").run()  # the baseline is now the 20-minute one
+    [table] = [d.value for d in at.dataframe if "what changed" in d.value.columns]
+    assert list(table["members"]) == [0, 2]
+    [rules] = [d for d in chart_data(at) if "what" in d.columns]
+    assert len(rules) == 1
 
 
 def test_paused_page_says_so(app_env, group, lagging_group):

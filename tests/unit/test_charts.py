@@ -99,3 +99,32 @@ def test_a_line_of_zeros_sits_on_the_floor_and_real_lag_sets_its_own_scale():
     assert y_scale([0, 0])["domain"] == [0, 1]
     assert y_scale([None, None])["domain"] == [0, 1]
     assert "domain" not in y_scale([0, 250])
+
+
+def test_marks_are_dashed_rules_at_their_utc_times_on_the_same_axis():
+    times = [END - timedelta(minutes=2), END - timedelta(minutes=1)]
+    frame = lag_frame(times, total=[3, 4])
+    plain = time_chart(frame, start=END - timedelta(minutes=5), end=END, y_title="lag")
+    assert len(plain.to_dict()["layer"]) == 2  # no marks: no rule layer
+
+    moved = END.astimezone(timezone(timedelta(hours=2))) - timedelta(seconds=90)
+    chart = time_chart(
+        frame,
+        start=END - timedelta(minutes=5),
+        end=END,
+        y_title="lag",
+        marks=[moved],
+        mark_title="membership changed",
+    )
+    spec = chart.to_dict()
+    lines, _points, rule = spec["layer"]
+    assert rule["mark"]["type"] == "rule" and rule["mark"]["strokeDash"]
+    assert rule["encoding"]["x"] == lines["encoding"]["x"]  # drawn on the lines' time scale
+    rows = spec["datasets"][rule["data"]["name"]]
+    assert rows == [
+        {
+            "time": int((END - timedelta(seconds=90)).timestamp() * 1000),
+            "at": "2026-11-28 11:58:30 UTC",
+            "what": "membership changed",
+        }
+    ]
