@@ -251,6 +251,8 @@ class Indexer:
     `until` (partition -> offset) bounds a run: messages at or beyond a partition's offset are
     neither indexed nor committed, partitions not listed have nothing to read, and `run()`
     returns once every listed partition is done. Meant for one worker owning every partition.
+    `consumer_overrides` adds to or replaces the consumer's settings (its `client.id` is
+    "taskstream-indexer" unless given).
     """
 
     def __init__(
@@ -292,7 +294,9 @@ class Indexer:
         self._before_batch = before_batch
         self._before_write = before_write
         self._after_batch = after_batch
-        self._consumer_overrides = dict(consumer_overrides or {})
+        # A client id the Consumer groups page shows for this member (librdkafka's default
+        # is "rdkafka" for every program).
+        self._consumer_overrides = {"client.id": "taskstream-indexer", **(consumer_overrides or {})}
 
         self.stats = IndexerStats()
         self._stop = threading.Event()

@@ -590,6 +590,7 @@ class ReplayWorker:
                 before_batch=self._before_batch,
                 before_write=self._before_write,
                 after_batch=self._after_batch,
+                consumer_overrides={"client.id": f"taskstream-replay-{self.name}"},
             )
             self._report(force=True)
             run_until_signalled(indexer)

@@ -231,8 +231,8 @@ def test_a_replay_started_in_the_form_runs_to_finished_and_matches_the_live_inde
 
 
 def test_a_chosen_group_shows_its_partitions_and_lag_chart(page: Page, app: RunningApp) -> None:
-    """The indexer's group on the Consumer groups page: its members, per-partition table and
-    the lag chart drawn from the history the page's sampler records."""
+    """The indexer's group on the Consumer groups page: its members, per-partition table, the
+    lag chart drawn from the history the page's sampler records, and its membership trail."""
     entries = {e.label: e for e in open_app(page, app)}
     go_to(page, entries["Consumer groups"])
     choose(page, "Chart range", "15 min")
@@ -253,6 +253,9 @@ def test_a_chosen_group_shows_its_partitions_and_lag_chart(page: Page, app: Runn
     chart = main.locator('[data-testid="stVegaLiteChart"]')
     expect(chart.first).to_be_visible()
     expect(chart.first.locator("canvas, svg").first).to_be_visible()
+    # The sampler noted the indexer's member when it first saw the group.
+    expect(main.get_by_text("Membership and rebalances")).to_be_visible()
+    expect(main.get_by_text(re.compile(r"change\(s\) in the last 15 min"))).to_be_visible()
     wait_for_app(page)
     assert_no_exception(page, "the Consumer groups page with a group chosen")
     screenshot(page, FLOW_DIR / "group-detail.png")

@@ -43,6 +43,7 @@ from pipeline.events import (
     updated_event,
 )
 from pipeline.indexer import Indexer, run_indexer
+from pipeline.lag import LagReader
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 6
@@ -704,6 +705,14 @@ def test_two_indexers_in_one_group_share_the_work_through_rebalances(
         with running(second):  # joins: the group rebalances, partitions move
             wait_for(lambda: second.stats.batches > 0, "the second indexer's first batch")
             second_joined.set()
+            # Both members carry the indexer's client id (what the Consumer groups page shows).
+            reader = LagReader(admin, topic)
+            wait_for(
+                lambda: len(reader.snapshot([group]).groups[0].members) == 2,
+                "two members in the group's description",
+            )
+            members = reader.snapshot([group]).groups[0].members
+            assert {m.client_id for m in members} == {"taskstream-indexer"}
             wait_for(lambda: first.stats.batches > 1, "the first indexer to carry on")
             first.request_stop()  # leaves: its partitions move to the second
             for task in tasks[::4]:

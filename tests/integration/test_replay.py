@@ -24,6 +24,7 @@ from pipeline.clients import kafka_producer
 from pipeline.domain import apply_changes, new_task, task_to_dict
 from pipeline.events import created_event, deleted_event, encode_event, updated_event
 from pipeline.indexer import Indexer
+from pipeline.lag import LagReader
 from pipeline.replay import group_offsets, topic_watermarks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,7 +149,7 @@ def test_replay_from_earliest_until_end_reproduces_the_documents(
 
 
 def test_pause_stops_progress_resume_continues_and_rate_applies(
-    replay_cli, settings, topic, es, unique
+    replay_cli, settings, topic, es, admin, unique
 ):
     expected = produce_history(settings, topic, 400)
     name = f"p-{unique}"
@@ -171,6 +172,9 @@ def test_pause_stops_progress_resume_continues_and_rate_applies(
     assert later["state"] == "paused"
     assert later["position"] == paused["position"]
     assert later["remaining"] > 0
+    # Paused, its consumer stays in its own group, named for the replay.
+    [member] = LagReader(admin, topic).snapshot([later["group"]]).groups[0].members
+    assert member.client_id == f"taskstream-replay-{name}"
 
     assert replay_cli("replay", "resume", name).returncode == 0
     wait_for(
