@@ -302,6 +302,10 @@ def group_detail(
     membership_panel(observed, marks, span_label)
 
 
+def changes_text(count: int) -> str:
+    return {0: "No change", 1: "1 change"}.get(count, f"{count} changes")
+
+
 def membership_panel(observed: list[Membership], marks: list[datetime], span_label: str) -> None:
     st.markdown("**Membership and rebalances**")
     if not observed:
@@ -312,7 +316,7 @@ def membership_panel(observed: list[Membership], marks: list[datetime], span_lab
         return
     st.dataframe(membership_rows(observed), hide_index=True, width="stretch")
     st.caption(
-        f"{len(marks)} change(s) in the last {span_label}. Every {SAMPLE_INTERVAL:g} s the "
+        f"{changes_text(len(marks))} in the last {span_label}. Every {SAMPLE_INTERVAL:g} s the "
         "sampler notes the group's state and who holds which partition, and keeps a row when "
         "that changes: a member joining or leaving (a consumer started, stopped, or missed its "
         "heartbeats) makes the group rebalance and partitions move between members. A "

@@ -310,7 +310,7 @@ def test_membership_changes_show_as_a_table_and_as_rules_on_the_lag_chart(
         "replayer joined from /127.0.0.2; partitions 3–5 moved indexer → replayer"
     )
     assert table["what changed"][2].startswith("observed Stable with 1 member(s): indexer (0–5)")
-    assert any(c.value.startswith("2 change(s) in the last 1 h.") for c in at.caption)
+    assert any(c.value.startswith("2 changes in the last 1 h.") for c in at.caption)
     # The two changes inside the range are dashed rules on the lag chart, at their times.
     [rules] = [d for d in chart_data(at) if "what" in d.columns]
     expected = [now - timedelta(minutes=20), now - timedelta(minutes=3)]
