@@ -7,12 +7,15 @@ snapshot the consumer-groups page reads.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import streamlit as st
 
-from pipeline.lag import LagSnapshot, UnknownTopic
+from pipeline.lag import GroupLag, LagSnapshot, UnknownTopic
 from pipeline.partitioner import partition_for_key
 from ui.banners import kafka_answers, kafka_read_failed
-from ui.lag_resources import lag_reader
+from ui.lag_panel import last_change_text
+from ui.lag_resources import lag_history, lag_reader, lag_sampler
 from ui.partitions_panel import (
     KIND_INDEXER,
     KIND_REPLAY,
@@ -32,6 +35,8 @@ from ui.sidebar import selected_topic
 
 INTERVALS = {"1 s": 1, "2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30}
 REBALANCING = {"PreparingRebalance", "CompletingRebalance"}
+# How far back the page looks for the last membership change of each group.
+CHANGES_SPAN = timedelta(hours=1)
 
 config = settings()
 topic = selected_topic()  # chosen in the sidebar: any topic of the cluster
@@ -83,6 +88,27 @@ live = controls[3].toggle(
     "Live", value=True, key="partitions_live", help="Pause to freeze the picture."
 )
 run_every = INTERVALS[interval_label] if live else None
+
+
+def last_changes(groups: list[GroupLag], now: datetime) -> list[str]:
+    """The newest membership change of each group within the hour, from the lag history (its
+    sampler started here too); nothing when PostgreSQL does not answer: the lanes do not
+    need it."""
+    try:
+        history = lag_history()
+        lag_sampler(topic)
+        found = [
+            last_change_text(
+                g.group, history.membership(topic, g.group, now - CHANGES_SPAN, limit=2), now
+            )
+            for g in groups
+        ]
+    except Exception:  # no history: the page still shows the live picture
+        return []
+    lines = [line for line in found if line]
+    if lines:
+        lines[-1] += " The Consumer groups page keeps every change."
+    return lines
 
 
 def read_snapshot() -> LagSnapshot | None:
@@ -242,6 +268,8 @@ def partitions_panel() -> None:
             st.caption(
                 "; ".join(notes) + ". Groups never share offsets: each reads at its own pace."
             )
+        for line in last_changes(drawn, snapshot.taken_at):
+            st.caption(line)
 
     with st.expander("The same with Kafka's own tools"):
         st.code(

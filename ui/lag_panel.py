@@ -40,6 +40,7 @@ __all__ = [
     "group_rows",
     "group_status",
     "lag_chart_frame",
+    "last_change_text",
     "member_rows",
     "membership_marks",
     "membership_rows",
@@ -174,6 +175,19 @@ def membership_rows(observations: Sequence[Membership]) -> list[dict]:
         }
         for change in reversed(describe_changes(observations))
     ]
+
+
+def last_change_text(group: str, observed: Sequence[Membership], now: datetime) -> str | None:
+    """The newest change in `observed` (oldest first) as one sentence, or None when it holds no
+    change (a lone observation is only a baseline)."""
+    if len(observed) < 2:
+        return None
+    change = describe_changes(observed[-2:])[-1]
+    ago = _seconds_text(max((now - change.taken_at).total_seconds(), 0.0))
+    return (
+        f"Last membership change of `{group}`: {change.taken_at:%H:%M:%S} UTC ({ago} ago): "
+        f"{change.summary}."
+    )
 
 
 def membership_marks(observations: Sequence[Membership], since: datetime) -> list[datetime]:

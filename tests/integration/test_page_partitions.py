@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +20,10 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from streamlit.testing.v1 import AppTest
 
-from pipeline.clients import kafka_consumer
+from pipeline import clock
+from pipeline.clients import kafka_consumer, postgres_pool
+from pipeline.lag import GroupLag, GroupMember, LagSnapshot, PartitionLag, PartitionWatermarks
+from pipeline.lag_history import LagHistory, migrate_lag_history
 from tests.kafka_data import make_lagging_group, produce_keyed
 from ui.partitions_panel import NO_COMMIT
 from ui.resources import clear_caches
@@ -197,10 +201,48 @@ def test_assignment_shows_a_rebalance_when_a_second_member_joins(settings, app_e
         assert sorted(mine.index) == ["indexer-one", "indexer-two"]
         assert owned[0].isdisjoint(owned[1]) and owned[0] | owned[1] == set(range(PARTITIONS))
         assert any("rebalance" in c.value for c in at.caption)
+        # The page's sampler (every 5 s) notes the change; the page says what it was.
+        said = f"Last membership change of `{group}`: "
+
+        def noted() -> bool:
+            at.run()
+            return any(c.value.startswith(said) for c in at.caption)
+
+        wait_until(noted)
+        assert not at.exception, at.exception
     finally:
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_the_last_membership_change_of_each_group_is_said_in_words(
+    settings, pg_schema, app_env, group, lagging_group
+):
+    landed, committed = lagging_group
+    pool = postgres_pool(settings, schema=pg_schema, max_size=1)
+    migrate_lag_history(pool)
+    history = LagHistory(pool)
+    now = clock.utcnow().replace(microsecond=0)
+    marks = [PartitionWatermarks(p, 0, landed[p]) for p in range(PARTITIONS)]
+    parts = [PartitionLag.of(p, committed.get(p), 0, landed[p]) for p in range(PARTITIONS)]
+    alone = GroupMember("indexer-one", "/127.0.0.1", "indexer-one-1", list(range(PARTITIONS)))
+    timeline = [(200, "Stable", [alone]), (95, "Empty", [])]  # seconds ago; Empty now
+    for seconds, state, members in timeline:
+        lag = GroupLag(group, state, members, "range", 0, parts)
+        history.record(LagSnapshot(app_env, now - timedelta(seconds=seconds), marks, [lag]))
+    pool.close()
+
+    at = open_page()
+    [line] = [c.value for c in at.caption if c.value.startswith("Last membership change")]
+    changed = now - timedelta(seconds=95)
+    assert line.startswith(
+        f"Last membership change of `{group}`: {changed:%H:%M:%S} UTC (1 min 3"
+    ), line  # 95 s ago, give or take the page's own run
+    assert line.endswith(
+        "): state Stable → Empty; indexer-one left; partitions 0–5 unassigned (was indexer-one)."
+        " The Consumer groups page keeps every change."
+    ), line
 
 
 def test_key_lookup_highlights_the_partition_kafka_uses(settings, app_env, forget):

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.lag import GroupLag, GroupMember
 from pipeline.membership import MemberSeat, Membership, describe_changes, partition_ranges
-from ui.lag_panel import membership_marks, membership_rows
+from ui.lag_panel import last_change_text, membership_marks, membership_rows
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
@@ -151,3 +151,19 @@ def test_page_rows_are_newest_first_and_marks_leave_out_the_baseline():
         history[1].taken_at,
         history[2].taken_at,
     ]
+
+
+def test_the_last_change_in_one_sentence_or_nothing_for_a_lone_baseline():
+    history = [
+        seen(0, "Stable", seat("a-1", 0, 1)),
+        seen(100, "Stable", seat("a-1", 0), seat("b-2", 1)),
+    ]
+    now = T0 + timedelta(seconds=100 + 125)
+    assert last_change_text("g", history, now) == (
+        "Last membership change of `g`: 12:01:40 UTC (2 min 5 s ago): "
+        "b joined from /127.0.0.1; partition 1 moved a → b."
+    )
+    assert last_change_text("g", history[:1], now) is None
+    assert last_change_text("g", [], now) is None
+    # A clock a little behind the sampler's is "0.0 s ago", not a negative age.
+    assert "(0.0 s ago)" in last_change_text("g", history, T0)
