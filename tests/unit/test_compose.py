@@ -1,10 +1,14 @@
 """docker-compose.yml parses and runs the same versions as devstack."""
 
+import re
 from pathlib import Path
 
 import yaml
 
+from devstack.config import SASL_PASSWORD, SASL_USER, load_config
+from devstack.services import Kafka
 from devstack.versions import ELASTICSEARCH_VERSION, KAFKA_VERSION, POSTGRES_MAJOR
+from pipeline.settings import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
@@ -42,3 +46,100 @@ def test_relay_and_indexer_run_beside_the_app_with_its_settings():
         assert services[name]["command"] == ["python", "-m", "pipeline", name]
         assert services[name]["environment"] == services["app"]["environment"]
         assert services[name]["depends_on"] == services["app"]["depends_on"]
+
+
+# -- Kafka's security settings: the same as devstack's ----------------------------------------
+
+
+def image_properties(environment: dict) -> dict[str, str]:
+    """What apache/kafka's image writes to server.properties from its environment (its Go
+    utility, docker/resources/utility): KAFKA_ dropped, `___` → `-`, `__` → `_`, `_` → `.`,
+    lower case; a variable whose value holds "=" is dropped, as are the JVM options."""
+    excluded = {
+        "KAFKA_VERSION",
+        "KAFKA_HEAP_OPTS",
+        "KAFKA_LOG4J_OPTS",
+        "KAFKA_OPTS",
+        "KAFKA_JMX_OPTS",
+        "KAFKA_JVM_PERFORMANCE_OPTS",
+        "KAFKA_GC_LOG_OPTS",
+    }
+    found = {}
+    for key, value in environment.items():
+        value = str(value).lower() if isinstance(value, bool) else str(value)
+        if not key.startswith("KAFKA_") or key in excluded or "=" in value:
+            continue
+        name = re.sub(r"(?<=[^_])_(?=[^_])", ".", key[len("KAFKA_") :])
+        found[name.replace("___", "-").replace("__", "_").lower()] = value
+    return found
+
+
+def devstack_kafka_properties(tmp_path, monkeypatch) -> dict[str, str]:
+    for name in (
+        "DEVSTACK_KAFKA_SASL_PORT",
+        "DEVSTACK_KAFKA_SASL_USER",
+        "DEVSTACK_KAFKA_SASL_PASSWORD",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    config = load_config(Settings(kafka_bootstrap_servers="127.0.0.1:9092"))
+    lines = Kafka(config)._server_properties(tmp_path).splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_the_image_property_rule_is_the_upstream_one():
+    assert image_properties(
+        {
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "A:B",
+            "KAFKA_LISTENER_NAME_SASL__PLAINTEXT_SCRAM___SHA___256_SASL_JAAS_CONFIG": "x",
+            "KAFKA_LISTENER_NAME_SASL__PLAINTEXT_PLAIN_SASL_JAAS_CONFIG": 'M required user_a="b";',
+            "KAFKA_OPTS": "-Dx=y",
+        }
+    ) == {
+        "listener.security.protocol.map": "A:B",
+        "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": "x",
+    }
+
+
+def test_kafka_has_devstacks_sasl_listener_and_acl_settings(tmp_path, monkeypatch):
+    kafka = load()["services"]["kafka"]
+    ours = image_properties(kafka["environment"])
+    devstack = devstack_kafka_properties(tmp_path, monkeypatch)
+    assert "127.0.0.1:9094:9094" in kafka["ports"]
+    assert "SASL_PLAINTEXT://127.0.0.1:9094" in ours["advertised.listeners"].split(",")
+    assert "SASL_PLAINTEXT://:9094" in ours["listeners"].split(",")
+    assert "SASL_PLAINTEXT:SASL_PLAINTEXT" in ours["listener.security.protocol.map"].split(",")
+    for name in (
+        "sasl.enabled.mechanisms",
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms",
+        "authorizer.class.name",
+        "allow.everyone.if.no.acl.found",
+        "super.users",
+    ):
+        assert ours[name] == devstack[name], name
+    # The JAAS lines ("=" in them) come from a mounted file, named by the JVM options.
+    mount, _, target = next(v for v in kafka["volumes"] if "jaas" in v).partition(":")
+    assert (
+        f"-Djava.security.auth.login.config={target.removesuffix(':ro')}"
+        in kafka["environment"]["KAFKA_OPTS"]
+    )
+    jaas = (COMPOSE.parent / mount).read_text()
+    user, password = SASL_USER, SASL_PASSWORD
+    plain = devstack["listener.name.sasl_plaintext.plain.sasl.jaas.config"]
+    assert plain == (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'user_{user}="{password}";'
+    )
+    assert "org.apache.kafka.common.security.plain.PlainLoginModule required" in jaas
+    assert f'user_{user}="{password}";' in jaas
+    assert "org.apache.kafka.common.security.scram.ScramLoginModule required;" in jaas
+
+
+def test_the_sasl_user_gets_its_scram_credential_once_kafka_answers():
+    services = load()["services"]
+    setup = services["kafka-scram-user"]
+    assert setup["image"] == services["kafka"]["image"]
+    assert setup["depends_on"]["kafka"]["condition"] == "service_healthy"
+    argv = setup["entrypoint"] + setup["command"]
+    assert argv[0].endswith("/kafka-configs.sh")
+    assert argv[argv.index("--entity-name") + 1] == SASL_USER
+    assert f"SCRAM-SHA-256=[iterations=4096,password={SASL_PASSWORD}]" in argv
