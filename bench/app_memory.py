@@ -51,13 +51,15 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from psycopg import sql
 
-from pipeline import clock
-from pipeline.bootstrap import open_task_service
-from pipeline.clients import elasticsearch_client, kafka_admin, postgres_pool
-from pipeline.lag import GroupLag, LagSnapshot, PartitionLag, PartitionWatermarks
-from pipeline.lag_history import LagHistory, migrate_lag_history
-from pipeline.seed import generate_tasks
-from pipeline.settings import load_settings
+from pipeline.core import clock
+from pipeline.core.seed import generate_tasks
+from pipeline.core.settings import load_settings
+from pipeline.elasticsearch.client import elasticsearch_client
+from pipeline.kafka.clients import kafka_admin
+from pipeline.lag.history import LagHistory, migrate_lag_history
+from pipeline.lag.reader import GroupLag, LagSnapshot, PartitionLag, PartitionWatermarks
+from pipeline.postgres.pool import postgres_pool
+from pipeline.service.bootstrap import open_task_service
 from tests.e2e.processes import (
     CHROMIUM,
     CHROMIUM_ARGS,

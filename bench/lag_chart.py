@@ -18,10 +18,10 @@ import sys
 import uuid
 from datetime import timedelta
 
-from pipeline import clock
-from pipeline.clients import postgres_pool
-from pipeline.lag_history import LagHistory, migrate_lag_history
-from pipeline.settings import load_settings
+from pipeline.core import clock
+from pipeline.core.settings import load_settings
+from pipeline.lag.history import LagHistory, migrate_lag_history
+from pipeline.postgres.pool import postgres_pool
 from ui.lag_panel import CHART_POINTS, chart_every, lag_chart_frame
 
 PARTITIONS = 6

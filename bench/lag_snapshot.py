@@ -21,10 +21,10 @@ import uuid
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipeline import clock
-from pipeline.clients import kafka_admin, kafka_producer
-from pipeline.lag import LagReader
-from pipeline.settings import load_settings
+from pipeline.core import clock
+from pipeline.core.settings import load_settings
+from pipeline.kafka.clients import kafka_admin, kafka_producer
+from pipeline.lag.reader import LagReader
 
 PARTITIONS = 6
 MESSAGES = 6_000

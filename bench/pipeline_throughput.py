@@ -23,22 +23,18 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 from psycopg import sql
 
-from pipeline.clients import (
-    elasticsearch_client,
-    kafka_admin,
-    kafka_consumer,
-    kafka_producer,
-    postgres_pool,
-)
-from pipeline.domain import task_to_dict
-from pipeline.elasticsearch_index import BulkAction, TaskIndex
-from pipeline.events import created_event, decode_event, encode_event
-from pipeline.indexer import DEFAULT_BATCH_SIZE, Indexer
-from pipeline.postgres import OutboxStore, PostgresTaskRepository, migrate
-from pipeline.relay import OutboxRelay
-from pipeline.seed import generate_tasks
-from pipeline.service import TaskService
-from pipeline.settings import load_settings
+from pipeline.core.domain import task_to_dict
+from pipeline.core.events import created_event, decode_event, encode_event
+from pipeline.core.seed import generate_tasks
+from pipeline.core.settings import load_settings
+from pipeline.elasticsearch.client import elasticsearch_client
+from pipeline.elasticsearch.index import BulkAction, TaskIndex
+from pipeline.kafka.clients import kafka_admin, kafka_consumer, kafka_producer
+from pipeline.postgres.pool import postgres_pool
+from pipeline.postgres.store import OutboxStore, PostgresTaskRepository, migrate
+from pipeline.service.tasks import TaskService
+from pipeline.workers.indexer import DEFAULT_BATCH_SIZE, Indexer
+from pipeline.workers.relay import OutboxRelay
 
 
 def timed(fn):

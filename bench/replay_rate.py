@@ -35,20 +35,16 @@ import psycopg
 from confluent_kafka.admin import NewTopic
 from psycopg import sql
 
-from pipeline.clients import elasticsearch_client, kafka_admin, kafka_producer, postgres_pool
-from pipeline.events import created_event, encode_event
-from pipeline.indexer import Indexer
-from pipeline.postgres import migrate
-from pipeline.replay import (
-    ReplayRow,
-    ReplayStore,
-    create_replay,
-    delete_replay,
-    plan_replay,
-    topic_watermarks,
-)
-from pipeline.seed import generate_tasks
-from pipeline.settings import load_settings
+from pipeline.core.events import created_event, encode_event
+from pipeline.core.seed import generate_tasks
+from pipeline.core.settings import load_settings
+from pipeline.elasticsearch.client import elasticsearch_client
+from pipeline.kafka.clients import kafka_admin, kafka_producer
+from pipeline.postgres.pool import postgres_pool
+from pipeline.postgres.store import migrate
+from pipeline.replay.control import create_replay, delete_replay, plan_replay, topic_watermarks
+from pipeline.replay.store import ReplayRow, ReplayStore
+from pipeline.workers.indexer import Indexer
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATE_ERROR = 0.03

@@ -46,12 +46,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from pipeline import clock
-from pipeline.browse import Start, browse
-from pipeline.clients import kafka_admin, kafka_consumer, kafka_producer, postgres_pool
-from pipeline.lag import LagReader, cluster_lag
-from pipeline.lag_history import LagHistory, migrate_lag_history
-from pipeline.settings import Settings, load_settings
+from pipeline.core import clock
+from pipeline.core.settings import Settings, load_settings
+from pipeline.kafka.browse import Start, browse
+from pipeline.kafka.clients import kafka_admin, kafka_consumer, kafka_producer
+from pipeline.lag.history import LagHistory, migrate_lag_history
+from pipeline.lag.reader import LagReader, cluster_lag
+from pipeline.postgres.pool import postgres_pool
 from ui.lag_panel import STATUS_WINDOW, group_rows, group_status
 
 MIB = 1024 * 1024

@@ -16,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
 from devstack.processes import DevstackError
-from pipeline.settings import Settings, load_settings
+from pipeline.core.settings import Settings, load_settings
 
 __all__ = ["SASL_MECHANISMS", "DevstackConfig", "load_config"]
 

@@ -21,9 +21,9 @@ from devstack.versions import (
     KAFKA_VERSION,
     POSTGRES_MAJOR,
 )
-from pipeline.clients import kafka_admin
+from pipeline.core.settings import Settings
 from pipeline.health import elasticsearch_health, kafka_health, postgres_health
-from pipeline.settings import Settings
+from pipeline.kafka.clients import kafka_admin
 
 __all__ = [
     "Elasticsearch",

@@ -6,9 +6,11 @@ from datetime import datetime, timedelta
 
 import streamlit as st
 
-from pipeline.lag import LagSnapshot, UnknownTopic, WatermarkSample, cluster_lag
-from pipeline.lag_history import LagHistory, MemoryLagHistory
-from pipeline.membership import Membership
+from pipeline.kafka.admin import UnknownTopic
+from pipeline.lag.history import LagHistory, MemoryLagHistory
+from pipeline.lag.membership import Membership
+from pipeline.lag.reader import LagSnapshot, cluster_lag
+from pipeline.lag.status import WatermarkSample
 from ui.banners import kafka_answers, kafka_read_failed
 from ui.charts import time_chart
 from ui.lag_panel import (

@@ -11,8 +11,9 @@ from datetime import datetime, timedelta
 
 import streamlit as st
 
-from pipeline.lag import GroupLag, LagSnapshot, UnknownTopic
-from pipeline.partitioner import partition_for_key
+from pipeline.core.partitioner import partition_for_key
+from pipeline.kafka.admin import UnknownTopic
+from pipeline.lag.reader import GroupLag, LagSnapshot
 from ui.banners import kafka_answers, kafka_read_failed
 from ui.lag_panel import last_change_text
 from ui.lag_resources import lag_history, lag_reader, lag_sampler

@@ -12,22 +12,22 @@ from typing import Any
 
 import streamlit as st
 
-from pipeline import clock, offsets
-from pipeline.lag import UnknownTopic
-from pipeline.replay import (
-    ReplayRefused,
-    ReplayRow,
+from pipeline.core import clock
+from pipeline.core.settings import redact_url
+from pipeline.kafka.admin import UnknownTopic
+from pipeline.kafka.publisher import offsets
+from pipeline.replay.control import (
     compare_replay,
     create_replay,
     delete_replay,
-    effective_state,
     pause_replay,
     plan_replay,
     resume_replay,
     set_replay_speed,
     stop_replay,
 )
-from pipeline.settings import redact_url
+from pipeline.replay.spec import ReplayRefused
+from pipeline.replay.store import ReplayRow, effective_state
 from ui.banners import kafka_answers
 from ui.lag_resources import lag_reader
 from ui.replay_panel import (

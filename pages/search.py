@@ -8,9 +8,9 @@ import re
 import pandas as pd
 import streamlit as st
 
-from pipeline.domain import Priority, Task
-from pipeline.elasticsearch_index import TaskSearchResult
-from pipeline.settings import redact_url
+from pipeline.core.domain import Priority, Task
+from pipeline.core.settings import redact_url
+from pipeline.elasticsearch.index import TaskSearchResult
 from ui.resources import service_health, settings, task_index
 
 START_COMMAND = "python -m devstack up"

@@ -12,11 +12,11 @@ from typing import Any
 
 import streamlit as st
 
-from pipeline.domain import MAX_DESCRIPTION_LENGTH, Priority, Task, ValidationError
-from pipeline.postgres import NOT_MIGRATED_READ_ONLY, is_missing_table
-from pipeline.seed import generate_tasks
-from pipeline.service import NotFound, PublishStatus, ReadOnlyError, TaskChange, TaskService
-from pipeline.settings import Settings, redact_url
+from pipeline.core.domain import MAX_DESCRIPTION_LENGTH, Priority, Task, ValidationError
+from pipeline.core.seed import generate_tasks
+from pipeline.core.settings import Settings, redact_url
+from pipeline.postgres.store import NOT_MIGRATED_READ_ONLY, is_missing_table
+from pipeline.service.tasks import NotFound, PublishStatus, ReadOnlyError, TaskChange, TaskService
 from ui.resources import settings, task_service
 
 START_COMMAND = "python -m devstack up"

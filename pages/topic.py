@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from pipeline import clock
-from pipeline.browse import (
+from pipeline.core import clock
+from pipeline.core.events import EVENT_TYPES
+from pipeline.kafka.browse import (
     BrowsePage,
     MessageFilter,
     Start,
@@ -19,8 +20,7 @@ from pipeline.browse import (
     topic_overview,
     topic_rate_series,
 )
-from pipeline.events import EVENT_TYPES
-from pipeline.lag import produce_rates
+from pipeline.lag.status import produce_rates
 from ui.banners import kafka_answers, kafka_read_failed
 from ui.charts import time_chart
 from ui.lag_resources import lag_history, lag_sampler

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from pipeline.domain import ValidationError, task_to_dict
-from pipeline.events import dumps
-from pipeline.settings import Settings, load_settings
+from pipeline.core.domain import ValidationError, task_to_dict
+from pipeline.core.events import dumps
+from pipeline.core.settings import Settings, load_settings
 
 __all__ = ["main"]
 
@@ -133,9 +133,9 @@ def _offsets_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _offsets(args: argparse.Namespace, settings: Settings) -> Any:
-    from pipeline import offsets
-    from pipeline.clients import kafka_admin
-    from pipeline.service import ReadOnlyError
+    from pipeline.kafka.clients import kafka_admin
+    from pipeline.kafka.publisher import offsets
+    from pipeline.service.tasks import ReadOnlyError
 
     if args.execute and settings.read_only:
         raise ReadOnlyError("offsets reset --execute")
@@ -220,7 +220,7 @@ def _change_line(verb: str, change: Any) -> str:
 
 
 def _tasks(args: argparse.Namespace, settings: Settings) -> Any:
-    from pipeline.bootstrap import open_task_service
+    from pipeline.service.bootstrap import open_task_service
 
     with open_task_service(settings) as service:
         if args.action == "create":
@@ -267,8 +267,8 @@ def _change_result(args: argparse.Namespace, verb: str, change: Any) -> Any:
 def _seed(args: argparse.Namespace, settings: Settings) -> Any:
     from tqdm import tqdm
 
-    from pipeline.bootstrap import open_task_service
-    from pipeline.seed import generate_tasks
+    from pipeline.core.seed import generate_tasks
+    from pipeline.service.bootstrap import open_task_service
 
     if args.count < 1 or args.batch < 1:
         raise UsageError(f"{PROG} seed: --count and --batch must be at least 1")
@@ -297,19 +297,19 @@ def _seed(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def _relay(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.relay import run_relay
+    from pipeline.workers.relay import run_relay
 
     return run_relay(settings)
 
 
 def _indexer(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.indexer import run_indexer
+    from pipeline.workers.indexer import run_indexer
 
     return run_indexer(settings)
 
 
 def _search(args: argparse.Namespace, settings: Settings) -> Any:
-    from pipeline.bootstrap import open_task_service
+    from pipeline.service.bootstrap import open_task_service
 
     with open_task_service(settings) as service:
         result = service.search(
@@ -328,7 +328,7 @@ def _search(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def _lag(args: argparse.Namespace, settings: Settings) -> Any:
-    from pipeline.lag import lag_report
+    from pipeline.lag.reader import lag_report
 
     snapshot = lag_report(settings, args.groups)
     if args.json:
@@ -348,16 +348,19 @@ def _lag(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> Any:
-    from pipeline import replay
+    from pipeline.replay import control as replay
+    from pipeline.replay.spec import ReplayRefused
+    from pipeline.replay.store import open_replay_store
+    from pipeline.replay.worker import run_replay_worker
 
     try:
         if args.action == "run":
-            return replay.run_replay_worker(settings, args.name)
+            return run_replay_worker(settings, args.name)
         if args.action == "start":
             return _replay_start(args, settings)
         if args.action == "compare":
             return _replay_compare(args, settings)
-        with replay.open_replay_store(settings) as store:
+        with open_replay_store(settings) as store:
             if args.action == "list":
                 return _replay_list(args, store)
             result = None
@@ -371,7 +374,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> Any:
                 result = replay.resume_replay(store, args.name)
             elif args.action == "delete":
                 _replay_delete(args, settings, store)
-    except replay.ReplayRefused as exc:
+    except ReplayRefused as exc:
         raise UsageError(f"replay {args.action}: {exc}") from None
     if args.json:
         return result.to_json(_now()) if result is not None else {"deleted": args.name}
@@ -380,19 +383,20 @@ def _replay(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def _now() -> Any:
-    from pipeline import clock
+    from pipeline.core import clock
 
     return clock.utcnow()
 
 
 def _replay_start(args: argparse.Namespace, settings: Settings) -> Any:
-    from pipeline import replay
-    from pipeline.clients import kafka_admin
+    from pipeline.kafka.clients import kafka_admin
+    from pipeline.replay import control as replay
+    from pipeline.replay.store import open_replay_store
 
     admin = kafka_admin(settings)
     # Every guard runs before anything is created.
     plan = replay.plan_replay(settings, admin, args.name, args.start, args.until, args.speed)
-    with replay.open_replay_store(settings) as store:
+    with open_replay_store(settings) as store:
         row = replay.create_replay(store, admin, plan)
     if args.json:
         return row.to_json(_now())
@@ -406,8 +410,8 @@ def _replay_start(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def _replay_compare(args: argparse.Namespace, settings: Settings) -> Any:
-    from pipeline import replay
-    from pipeline.clients import elasticsearch_client
+    from pipeline.elasticsearch.client import elasticsearch_client
+    from pipeline.replay import control as replay
 
     es = elasticsearch_client(settings)
     try:
@@ -447,8 +451,9 @@ def _replay_list(args: argparse.Namespace, store: Any) -> Any:
 
 
 def _replay_delete(args: argparse.Namespace, settings: Settings, store: Any) -> None:
-    from pipeline import replay
-    from pipeline.clients import elasticsearch_client, kafka_admin
+    from pipeline.elasticsearch.client import elasticsearch_client
+    from pipeline.kafka.clients import kafka_admin
+    from pipeline.replay import control as replay
 
     es = elasticsearch_client(settings) if args.drop_index else None
     try:
@@ -487,8 +492,8 @@ WRITES = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
-    from pipeline.lag import UnknownTopic
-    from pipeline.service import NotFound, ReadOnlyError
+    from pipeline.kafka.admin import UnknownTopic
+    from pipeline.service.tasks import NotFound, ReadOnlyError
 
     settings: Settings | None = None
     try:
@@ -543,7 +548,7 @@ def _check_kafka(settings: Settings, *, wait_for_it: bool) -> None:
     """
     from confluent_kafka import KafkaException
 
-    from pipeline.clients import check_kafka_access
+    from pipeline.kafka.clients import check_kafka_access
 
     try:
         check_kafka_access(settings, timeout=10.0 if wait_for_it else 5.0)
@@ -557,9 +562,9 @@ def _describe(exc: Exception, *, read_only: bool = False) -> str:
     import psycopg_pool
     from confluent_kafka import KafkaException
 
-    from pipeline.clients import KafkaAuthenticationError
-    from pipeline.lag import TopicNotAuthorized
-    from pipeline.postgres import NOT_MIGRATED_READ_ONLY, is_missing_table
+    from pipeline.kafka.admin import TopicNotAuthorized
+    from pipeline.kafka.clients import KafkaAuthenticationError
+    from pipeline.postgres.store import NOT_MIGRATED_READ_ONLY, is_missing_table
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, KafkaAuthenticationError | TopicNotAuthorized):

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import psycopg
 from confluent_kafka import KafkaException
 
-from pipeline.clients import KafkaAuthenticationError, check_kafka_access, elasticsearch_client
-from pipeline.settings import Settings, redact_url
+from pipeline.core.settings import Settings, redact_url
+from pipeline.elasticsearch.client import elasticsearch_client
+from pipeline.kafka.clients import KafkaAuthenticationError, check_kafka_access
 
 __all__ = [
     "ServiceHealth",

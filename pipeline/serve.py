@@ -30,7 +30,7 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 
-from pipeline.settings import Settings, load_settings
+from pipeline.core.settings import Settings, load_settings
 
 __all__ = [
     "is_loopback",

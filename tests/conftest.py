@@ -20,9 +20,11 @@ from elasticsearch import Elasticsearch
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from pipeline.clients import elasticsearch_client, kafka_admin, postgres_pool
-from pipeline.postgres import migrate
-from pipeline.settings import Settings, load_settings, redact_url
+from pipeline.core.settings import Settings, load_settings, redact_url
+from pipeline.elasticsearch.client import elasticsearch_client
+from pipeline.kafka.clients import kafka_admin
+from pipeline.postgres.pool import postgres_pool
+from pipeline.postgres.store import migrate
 from ui.resources import clear_caches
 
 START_HINT = "start the services with `python -m devstack up` (or `make up`)"

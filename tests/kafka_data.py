@@ -5,8 +5,8 @@ from collections import Counter
 
 from confluent_kafka import TopicPartition
 
-from pipeline.clients import kafka_consumer, kafka_producer
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
+from pipeline.kafka.clients import kafka_consumer, kafka_producer
 
 
 def produce_keyed(settings: Settings, topic: str, count: int, prefix: str = "task") -> Counter[int]:

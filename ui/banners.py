@@ -6,7 +6,7 @@ import shlex
 
 import streamlit as st
 
-from pipeline.lag import TopicNotAuthorized
+from pipeline.kafka.admin import TopicNotAuthorized
 from ui.resources import service_health, settings
 
 __all__ = ["kafka_answers", "kafka_read_failed"]

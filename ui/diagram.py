@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 __all__ = ["pipeline_dot"]
 

@@ -13,19 +13,16 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from pipeline.lag import (
-    GroupLag,
-    GroupOverview,
+from pipeline.lag.membership import Membership, describe_changes
+from pipeline.lag.reader import GroupLag, GroupOverview, LagSnapshot, PartitionLag
+from pipeline.lag.status import (
     LagSample,
-    LagSnapshot,
     LagStatus,
-    PartitionLag,
     Status,
     WatermarkSample,
     evaluate_group,
     lag_seconds,
 )
-from pipeline.membership import Membership, describe_changes
 
 __all__ = [
     "CHART_POINTS",

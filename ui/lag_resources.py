@@ -13,14 +13,9 @@ from datetime import timedelta
 import streamlit as st
 from psycopg_pool import ConnectionPool
 
-from pipeline.clients import postgres_pool
-from pipeline.lag import LagReader
-from pipeline.lag_history import (
-    LagHistory,
-    LagSampler,
-    MemoryLagHistory,
-    migrate_lag_history,
-)
+from pipeline.lag.history import LagHistory, LagSampler, MemoryLagHistory, migrate_lag_history
+from pipeline.lag.reader import LagReader
+from pipeline.postgres.pool import postgres_pool
 from ui.resources import admin, settings
 
 __all__ = [

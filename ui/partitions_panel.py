@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import altair as alt
 import pandas as pd
 
-from pipeline.lag import GroupLag, PartitionWatermarks
+from pipeline.lag.reader import GroupLag, PartitionWatermarks
 from ui.lag_panel import DASH, cli_commands
 
 __all__ = [

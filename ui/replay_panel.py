@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from pipeline.lag import rate_series
-from pipeline.offsets import ResetPlan, ResetSpec
-from pipeline.ratelimit import parse_speed
-from pipeline.replay import ReplayRow
+from pipeline.core.ratelimit import parse_speed
+from pipeline.kafka.offsets import ResetPlan, ResetSpec
+from pipeline.lag.status import rate_series
+from pipeline.replay.store import ReplayRow
 
 __all__ = [
     "DASH",

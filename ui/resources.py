@@ -11,14 +11,16 @@ import streamlit as st
 from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 
-from pipeline.clients import elasticsearch_client, kafka_admin, postgres_pool
-from pipeline.elasticsearch_index import TaskIndex
+from pipeline.core.settings import Settings, load_settings
+from pipeline.elasticsearch.client import elasticsearch_client
+from pipeline.elasticsearch.index import TaskIndex
 from pipeline.health import ServiceHealth, check_all
-from pipeline.postgres import PostgresTaskRepository, migrate
-from pipeline.replay import ReplayStore
+from pipeline.kafka.clients import kafka_admin
+from pipeline.postgres.pool import postgres_pool
+from pipeline.postgres.store import PostgresTaskRepository, migrate
+from pipeline.replay.store import ReplayStore
 from pipeline.serve import start_memory_trimmer
-from pipeline.service import TaskService
-from pipeline.settings import Settings, load_settings
+from pipeline.service.tasks import TaskService
 
 __all__ = [
     "admin",

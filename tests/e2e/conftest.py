@@ -22,9 +22,9 @@ from elasticsearch import Elasticsearch
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 from psycopg import sql
 
-from pipeline.bootstrap import open_task_service
-from pipeline.seed import generate_tasks
-from pipeline.settings import Settings
+from pipeline.core.seed import generate_tasks
+from pipeline.core.settings import Settings
+from pipeline.service.bootstrap import open_task_service
 from tests.e2e.processes import (
     CHROMIUM,
     CHROMIUM_ARGS,

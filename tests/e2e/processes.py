@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 from playwright.sync_api import BrowserContext, Page, Route, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 __all__ = [
     "APP",

@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 from playwright.sync_api import Locator, Page, expect
 
-from pipeline.partitioner import partition_for_key
+from pipeline.core.partitioner import partition_for_key
 from tests.e2e.conftest import ARTIFACTS, ROOT, VIEWPORT, RunningApp
 from tests.e2e.processes import APP, choose
 

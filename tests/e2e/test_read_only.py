@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 from playwright.sync_api import Browser, Page, expect
 
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 from tests.e2e.conftest import ARTIFACTS, RunningApp, fresh_page
 from tests.e2e.processes import (
     AppNames,

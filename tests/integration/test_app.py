@@ -10,7 +10,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from pipeline.settings import load_settings
+from pipeline.core.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,8 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from pipeline.browse import (
+from pipeline.core.events import EVENT_TYPES, dumps
+from pipeline.kafka.browse import (
     BrowseError,
     MessageFilter,
     Start,
@@ -17,8 +18,7 @@ from pipeline.browse import (
     browse,
     topic_overview,
 )
-from pipeline.clients import kafka_producer
-from pipeline.events import EVENT_TYPES, dumps
+from pipeline.kafka.clients import kafka_producer
 
 COUNT = 200
 BASE_MS = 1_700_000_000_000

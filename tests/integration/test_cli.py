@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from pipeline.partitioner import partition_for_key
+from pipeline.core.partitioner import partition_for_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,7 +142,7 @@ def test_a_dead_service_is_named_in_one_line(cli):
 
 
 def test_lag_json_has_the_design_shape(cli, settings, topic, group):
-    from pipeline.clients import kafka_consumer, kafka_producer
+    from pipeline.kafka.clients import kafka_consumer, kafka_producer
 
     producer = kafka_producer(settings)
     for n in range(30):

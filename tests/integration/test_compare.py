@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.compare import compare_indices
-from pipeline.domain import new_task
-from pipeline.elasticsearch_index import TaskIndex, task_document
+from pipeline.core.domain import new_task
+from pipeline.elasticsearch.compare import compare_indices
+from pipeline.elasticsearch.index import TaskIndex, task_document
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from pipeline.clients import elasticsearch_client
-from pipeline.domain import ValidationError, new_task, task_to_dict
-from pipeline.elasticsearch_index import (
+from pipeline.core.domain import ValidationError, new_task, task_to_dict
+from pipeline.elasticsearch.client import elasticsearch_client
+from pipeline.elasticsearch.index import (
     INDEX_MAPPINGS,
     BulkAction,
     IndexMappingError,

@@ -11,9 +11,9 @@ from urllib.parse import quote
 
 import pytest
 
-from pipeline.bootstrap import open_task_service
-from pipeline.domain import task_to_dict
-from pipeline.seed import generate_tasks
+from pipeline.core.domain import task_to_dict
+from pipeline.core.seed import generate_tasks
+from pipeline.service.bootstrap import open_task_service
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -28,12 +28,10 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from pipeline import clock
-from pipeline.backoff import Backoff
-from pipeline.clients import kafka_consumer, kafka_producer
-from pipeline.domain import apply_changes, new_task, task_to_dict
-from pipeline.elasticsearch_index import INDEX_MAPPINGS, INDEX_SETTINGS
-from pipeline.events import (
+from pipeline.core import clock
+from pipeline.core.backoff import Backoff
+from pipeline.core.domain import apply_changes, new_task, task_to_dict
+from pipeline.core.events import (
     MAX_EVENT_BYTES,
     TASK_CREATED,
     created_event,
@@ -42,8 +40,10 @@ from pipeline.events import (
     encode_event,
     updated_event,
 )
-from pipeline.indexer import Indexer, run_indexer
-from pipeline.lag import LagReader
+from pipeline.elasticsearch.index import INDEX_MAPPINGS, INDEX_SETTINGS
+from pipeline.kafka.clients import kafka_consumer, kafka_producer
+from pipeline.lag.reader import LagReader
+from pipeline.workers.indexer import Indexer, run_indexer
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 6
@@ -55,8 +55,8 @@ WAIT = 90.0  # deadline for convergence; generous for a busy CI machine
 ENTRY = textwrap.dedent(
     """
     import logging, os, sys
-    from pipeline.indexer import run_indexer
-    from pipeline.settings import load_settings
+    from pipeline.workers.indexer import run_indexer
+    from pipeline.core.settings import load_settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options = {"batch_size": int(os.environ.get("TEST_BATCH_SIZE", "2000"))}
     delay = float(os.environ.get("TEST_BATCH_DELAY", "0"))

@@ -2,8 +2,8 @@
 
 from confluent_kafka import TopicPartition
 
-from pipeline.clients import kafka_consumer, kafka_producer
-from pipeline.partitioner import partition_for_key
+from pipeline.core.partitioner import partition_for_key
+from pipeline.kafka.clients import kafka_consumer, kafka_producer
 
 
 def test_produce_and_consume_keeps_key_headers_and_partition(settings, topic, group):

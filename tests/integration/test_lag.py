@@ -16,24 +16,24 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipeline import clock
-from pipeline.browse import topic_overview
-from pipeline.clients import kafka_consumer, postgres_pool
-from pipeline.events import dumps
-from pipeline.lag import (
+from pipeline.core import clock
+from pipeline.core.events import dumps
+from pipeline.kafka.browse import topic_overview
+from pipeline.kafka.clients import kafka_consumer
+from pipeline.lag.history import LagHistory, LagSampler, MemoryLagHistory, migrate_lag_history
+from pipeline.lag.membership import describe_changes
+from pipeline.lag.reader import (
     GroupLag,
     GroupMember,
     LagReader,
-    LagSample,
     LagSnapshot,
     PartitionLag,
     PartitionWatermarks,
-    WatermarkSample,
     cluster_lag,
     lag_report,
 )
-from pipeline.lag_history import LagHistory, LagSampler, MemoryLagHistory, migrate_lag_history
-from pipeline.membership import describe_changes
+from pipeline.lag.status import LagSample, WatermarkSample
+from pipeline.postgres.pool import postgres_pool
 from tests.kafka_data import produce_keyed
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
-from pipeline.clients import kafka_consumer, kafka_producer
-from pipeline.replay import group_offsets
+from pipeline.kafka.admin import group_offsets
+from pipeline.kafka.clients import kafka_consumer, kafka_producer
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = 2  # every partition's commit; partition p holds 3 + p messages

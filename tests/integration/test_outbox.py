@@ -9,9 +9,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pipeline.clients import postgres_pool
-from pipeline.domain import Priority, apply_changes, new_task
-from pipeline.events import (
+from pipeline.core.domain import Priority, apply_changes, new_task
+from pipeline.core.events import (
     CONTENT_TYPE,
     TASK_CREATED,
     TASK_DELETED,
@@ -22,16 +21,17 @@ from pipeline.events import (
     loads,
     updated_event,
 )
-from pipeline.partitioner import partition_for_key
-from pipeline.postgres import (
+from pipeline.core.partitioner import partition_for_key
+from pipeline.core.seed import generate_tasks
+from pipeline.postgres.pool import postgres_pool
+from pipeline.postgres.store import (
     MIGRATIONS,
     OutboxStore,
     PostgresTaskRepository,
     SchemaTooNew,
     migrate,
 )
-from pipeline.seed import generate_tasks
-from pipeline.service import TaskService
+from pipeline.service.tasks import TaskService
 
 
 @pytest.fixture

@@ -22,9 +22,10 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 from streamlit.testing.v1 import AppTest
 
-from pipeline import clock
-from pipeline.clients import kafka_consumer, postgres_pool
-from pipeline.lag import (
+from pipeline.core import clock
+from pipeline.kafka.clients import kafka_consumer
+from pipeline.lag.history import LagHistory, migrate_lag_history
+from pipeline.lag.reader import (
     GroupLag,
     GroupMember,
     LagSnapshot,
@@ -32,7 +33,7 @@ from pipeline.lag import (
     PartitionWatermarks,
     lag_report,
 )
-from pipeline.lag_history import LagHistory, migrate_lag_history
+from pipeline.postgres.pool import postgres_pool
 from tests.kafka_data import make_lagging_group
 from ui.lag_panel import NO_COMMIT
 from ui.resources import clear_caches
@@ -357,7 +358,7 @@ def test_any_topic_chosen_in_the_sidebar_shows_its_groups(settings, admin, uniqu
     """A topic that is not ours, holding values that are not our JSON, and a group reading it."""
     from confluent_kafka.admin import NewTopic
 
-    from pipeline.clients import kafka_producer
+    from pipeline.kafka.clients import kafka_producer
 
     foreign, reader = f"{unique}-foreign", f"{unique}-foreign-reader"
     admin.create_topics([NewTopic(foreign, 3, 1)])[foreign].result(30)

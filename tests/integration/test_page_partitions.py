@@ -20,10 +20,17 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from streamlit.testing.v1 import AppTest
 
-from pipeline import clock
-from pipeline.clients import kafka_consumer, postgres_pool
-from pipeline.lag import GroupLag, GroupMember, LagSnapshot, PartitionLag, PartitionWatermarks
-from pipeline.lag_history import LagHistory, migrate_lag_history
+from pipeline.core import clock
+from pipeline.kafka.clients import kafka_consumer
+from pipeline.lag.history import LagHistory, migrate_lag_history
+from pipeline.lag.reader import (
+    GroupLag,
+    GroupMember,
+    LagSnapshot,
+    PartitionLag,
+    PartitionWatermarks,
+)
+from pipeline.postgres.pool import postgres_pool
 from tests.kafka_data import make_lagging_group, produce_keyed
 from ui.partitions_panel import NO_COMMIT
 from ui.resources import clear_caches

@@ -20,13 +20,17 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 from streamlit.testing.v1 import AppTest
 
-from pipeline import clock
-from pipeline.clients import kafka_producer, postgres_pool
-from pipeline.domain import new_task
-from pipeline.events import created_event, encode_event
-from pipeline.postgres import migrate
-from pipeline.ratelimit import Speed
-from pipeline.replay import ReplayStore, group_offsets, replay_names, topic_watermarks
+from pipeline.core import clock
+from pipeline.core.domain import new_task
+from pipeline.core.events import created_event, encode_event
+from pipeline.core.ratelimit import Speed
+from pipeline.kafka.admin import group_offsets
+from pipeline.kafka.clients import kafka_producer
+from pipeline.postgres.pool import postgres_pool
+from pipeline.postgres.store import migrate
+from pipeline.replay.control import topic_watermarks
+from pipeline.replay.spec import replay_names
+from pipeline.replay.store import ReplayStore
 from ui.resources import clear_caches
 
 ROOT = Path(__file__).resolve().parents[2]

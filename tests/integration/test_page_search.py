@@ -9,8 +9,8 @@ import pytest
 from elasticsearch import Elasticsearch
 from streamlit.testing.v1 import AppTest
 
-from pipeline.domain import new_task
-from pipeline.elasticsearch_index import BulkAction, TaskIndex, task_document
+from pipeline.core.domain import new_task
+from pipeline.elasticsearch.index import BulkAction, TaskIndex, task_document
 from ui.resources import clear_caches
 
 ROOT = Path(__file__).resolve().parents[2]

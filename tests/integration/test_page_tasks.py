@@ -20,11 +20,11 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 from streamlit.testing.v1 import AppTest
 
-from pipeline.partitioner import partition_for_key
-from pipeline.postgres import OutboxStore, PostgresTaskRepository
-from pipeline.relay import OutboxRelay
-from pipeline.service import TaskService
-from pipeline.settings import Settings
+from pipeline.core.partitioner import partition_for_key
+from pipeline.core.settings import Settings
+from pipeline.postgres.store import OutboxStore, PostgresTaskRepository
+from pipeline.service.tasks import TaskService
+from pipeline.workers.relay import OutboxRelay
 from ui.resources import clear_caches
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pipeline import clock
-from pipeline.clients import kafka_producer
-from pipeline.lag import LagSnapshot, PartitionWatermarks
+from pipeline.core import clock
+from pipeline.kafka.clients import kafka_producer
+from pipeline.lag.reader import LagSnapshot, PartitionWatermarks
 from ui.resources import clear_caches
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,8 +116,8 @@ def test_offset_past_the_end_is_clamped_with_a_message(app_env, landed):
 
 
 def test_rate_from_recorded_end_offsets(settings, app_env, landed, pg_schema):
-    from pipeline.clients import postgres_pool
-    from pipeline.lag_history import LagHistory, migrate_lag_history
+    from pipeline.lag.history import LagHistory, migrate_lag_history
+    from pipeline.postgres.pool import postgres_pool
 
     pool = postgres_pool(settings, schema=pg_schema, max_size=2)
     try:

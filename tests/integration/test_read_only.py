@@ -38,22 +38,19 @@ from psycopg import sql
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import AppTestError
 
-from pipeline import clock
-from pipeline.browse import BROWSER_GROUP
-from pipeline.clients import kafka_producer, postgres_pool
-from pipeline.indexer import Indexer
-from pipeline.lag import LagReader
-from pipeline.lag_history import LagHistory, migrate_lag_history
-from pipeline.postgres import OutboxStore, PostgresTaskRepository, migrate
-from pipeline.relay import OutboxRelay
-from pipeline.replay import (
-    create_replay,
-    open_replay_store,
-    plan_replay,
-    topic_watermarks,
-)
-from pipeline.service import TaskService
-from pipeline.settings import Settings, load_settings
+from pipeline.core import clock
+from pipeline.core.settings import Settings, load_settings
+from pipeline.kafka.browse import BROWSER_GROUP
+from pipeline.kafka.clients import kafka_producer
+from pipeline.lag.history import LagHistory, migrate_lag_history
+from pipeline.lag.reader import LagReader
+from pipeline.postgres.pool import postgres_pool
+from pipeline.postgres.store import OutboxStore, PostgresTaskRepository, migrate
+from pipeline.replay.control import create_replay, plan_replay, topic_watermarks
+from pipeline.replay.store import open_replay_store
+from pipeline.service.tasks import TaskService
+from pipeline.workers.indexer import Indexer
+from pipeline.workers.relay import OutboxRelay
 from ui.resources import clear_caches
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,17 +20,18 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from confluent_kafka.admin import AdminClient
 from psycopg_pool import ConnectionPool
 
-from pipeline.backoff import Backoff
-from pipeline.clients import kafka_consumer, postgres_pool
-from pipeline.domain import parse_time, task_to_dict
-from pipeline.events import CONTENT_TYPE, TASK_CREATED, TASK_DELETED, TASK_UPDATED, loads
-from pipeline.kafka import Delivery, OutgoingMessage
-from pipeline.partitioner import partition_for_key
-from pipeline.postgres import OutboxStore, PostgresTaskRepository, migrate
-from pipeline.relay import HELD_BACK, OutboxRelay, run_relay
-from pipeline.seed import generate_tasks
-from pipeline.service import TaskService
-from pipeline.settings import Settings
+from pipeline.core.backoff import Backoff
+from pipeline.core.domain import parse_time, task_to_dict
+from pipeline.core.events import CONTENT_TYPE, TASK_CREATED, TASK_DELETED, TASK_UPDATED, loads
+from pipeline.core.partitioner import partition_for_key
+from pipeline.core.seed import generate_tasks
+from pipeline.core.settings import Settings
+from pipeline.kafka.clients import kafka_consumer
+from pipeline.kafka.publisher import Delivery, OutgoingMessage
+from pipeline.postgres.pool import postgres_pool
+from pipeline.postgres.store import OutboxStore, PostgresTaskRepository, migrate
+from pipeline.service.tasks import TaskService
+from pipeline.workers.relay import HELD_BACK, OutboxRelay, run_relay
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RELAY_LOGGER = "taskstream.relay"

@@ -19,13 +19,14 @@ from urllib.parse import quote
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions
 
-from pipeline import clock
-from pipeline.clients import kafka_producer
-from pipeline.domain import apply_changes, new_task, task_to_dict
-from pipeline.events import created_event, deleted_event, encode_event, updated_event
-from pipeline.indexer import Indexer
-from pipeline.lag import LagReader
-from pipeline.replay import group_offsets, topic_watermarks
+from pipeline.core import clock
+from pipeline.core.domain import apply_changes, new_task, task_to_dict
+from pipeline.core.events import created_event, deleted_event, encode_event, updated_event
+from pipeline.kafka.admin import group_offsets
+from pipeline.kafka.clients import kafka_producer
+from pipeline.lag.reader import LagReader
+from pipeline.replay.control import topic_watermarks
+from pipeline.workers.indexer import Indexer
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 90.0

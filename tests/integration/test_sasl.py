@@ -34,12 +34,14 @@ from confluent_kafka.admin import (
 
 from devstack.config import DevstackConfig, load_config
 from devstack.services import ensure_scram_user
-from pipeline.browse import Start, browse
-from pipeline.clients import KafkaAuthenticationError, kafka_admin, kafka_consumer
+from pipeline.core.settings import Settings
 from pipeline.health import kafka_health
-from pipeline.lag import LagReader, TopicNotAuthorized, topic_metadata
-from pipeline.replay import ReplayRefused, topic_watermarks
-from pipeline.settings import Settings
+from pipeline.kafka.admin import TopicNotAuthorized, topic_metadata
+from pipeline.kafka.browse import Start, browse
+from pipeline.kafka.clients import KafkaAuthenticationError, kafka_admin, kafka_consumer
+from pipeline.lag.reader import LagReader
+from pipeline.replay.control import topic_watermarks
+from pipeline.replay.spec import ReplayRefused
 from tests.kafka_data import produce_keyed
 
 ROOT = Path(__file__).resolve().parents[2]

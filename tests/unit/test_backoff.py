@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from pipeline.backoff import Backoff
+from pipeline.core.backoff import Backoff
 
 
 def test_delays_grow_by_the_multiplier_without_jitter() -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.browse import (
+from pipeline.kafka.browse import (
     BrowsedMessage,
     BrowseError,
     MessageFilter,
@@ -20,7 +20,7 @@ from pipeline.browse import (
     resolve_start,
     topic_rate_series,
 )
-from pipeline.lag import WatermarkSample
+from pipeline.lag.status import WatermarkSample
 
 
 def message(
@@ -209,7 +209,7 @@ def test_watermarks_are_retried_while_the_leader_is_not_there_yet():
 
     from confluent_kafka import KafkaError, TopicPartition
 
-    from pipeline.browse import _watermarks
+    from pipeline.kafka.browse import _watermarks
 
     consumer = _FlakyWatermarks(KafkaError.LEADER_NOT_AVAILABLE, KafkaError._UNKNOWN_PARTITION)
     assert _watermarks(consumer, TopicPartition("t", 0), time.monotonic() + 5) == (0, 7)
@@ -222,7 +222,7 @@ def test_watermarks_give_up_at_once_on_an_error_that_will_not_pass():
     import pytest
     from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-    from pipeline.browse import _watermarks
+    from pipeline.kafka.browse import _watermarks
 
     consumer = _FlakyWatermarks(KafkaError.TOPIC_AUTHORIZATION_FAILED)
     with pytest.raises(KafkaException):

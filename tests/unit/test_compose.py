@@ -8,7 +8,7 @@ import yaml
 from devstack.config import SASL_PASSWORD, SASL_USER, load_config
 from devstack.services import Kafka
 from devstack.versions import ELASTICSEARCH_VERSION, KAFKA_VERSION, POSTGRES_MAJOR
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 

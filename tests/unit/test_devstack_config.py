@@ -5,7 +5,7 @@ import pytest
 from devstack.config import load_config
 from devstack.processes import DevstackError
 from devstack.services import Elasticsearch, Kafka, Postgres
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 
 def config_for(**fields):

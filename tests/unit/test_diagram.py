@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.settings import load_settings
+from pipeline.core.settings import load_settings
 from ui.diagram import pipeline_dot
 
 

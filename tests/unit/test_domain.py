@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 import pytest
 
-from pipeline.domain import (
+from pipeline.core.domain import (
     MAX_DESCRIPTION_LENGTH,
     Dates,
     FieldError,

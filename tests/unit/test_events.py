@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from pipeline import clock, events
-from pipeline.domain import Priority, new_task, task_to_dict
-from pipeline.events import (
+from pipeline.core import clock, events
+from pipeline.core.domain import Priority, new_task, task_to_dict
+from pipeline.core.events import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
     TASK_CREATED,

@@ -2,13 +2,8 @@
 
 import pytest
 
-from pipeline.elasticsearch_index import (
-    BulkAction,
-    ItemOutcome,
-    bulk_body,
-    classify_item,
-)
-from pipeline.events import loads
+from pipeline.core.events import loads
+from pipeline.elasticsearch.index import BulkAction, ItemOutcome, bulk_body, classify_item
 
 
 def test_bulk_body_is_ndjson_with_external_versions():

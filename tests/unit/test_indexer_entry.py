@@ -2,8 +2,8 @@
 
 import logging
 
-from pipeline.indexer import run_indexer
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
+from pipeline.workers.indexer import run_indexer
 
 
 def test_read_only_mode_refuses_with_exit_code_2(caplog):

@@ -5,9 +5,8 @@ import uuid
 import pytest
 from confluent_kafka import Message
 
-from pipeline.domain import new_task, task_to_dict
-from pipeline.elasticsearch_index import BulkAction
-from pipeline.events import (
+from pipeline.core.domain import new_task, task_to_dict
+from pipeline.core.events import (
     EVENT_TYPES,
     TASK_CREATED,
     TASK_DELETED,
@@ -20,7 +19,8 @@ from pipeline.events import (
     loads,
     updated_event,
 )
-from pipeline.indexer import (
+from pipeline.elasticsearch.index import BulkAction
+from pipeline.workers.indexer import (
     HANDLERS,
     dead_letter_headers,
     delete_action,
@@ -133,8 +133,8 @@ def test_a_long_error_is_cut_to_a_header_sized_valid_utf8_text():
 def test_task_document_serialises_exactly_like_the_task_dict():
     from datetime import UTC, datetime
 
-    from pipeline.elasticsearch_index import bulk_body, task_document
-    from pipeline.seed import generate_tasks
+    from pipeline.core.seed import generate_tasks
+    from pipeline.elasticsearch.index import bulk_body, task_document
 
     tasks = [
         *generate_tasks(300, seed=9),

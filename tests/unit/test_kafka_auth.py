@@ -5,8 +5,9 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from pydantic import SecretStr
 
-from pipeline import clients
-from pipeline.clients import (
+from pipeline.core.settings import Settings
+from pipeline.kafka import clients
+from pipeline.kafka.clients import (
     KafkaAuthenticationError,
     KafkaAuthWatch,
     kafka_admin,
@@ -14,7 +15,6 @@ from pipeline.clients import (
     kafka_metadata,
     kafka_producer,
 )
-from pipeline.settings import Settings
 
 PASSWORD = "pa55-w0rd-never-shown"
 

@@ -14,27 +14,29 @@ from typing import Any
 import pytest
 from confluent_kafka import ConsumerGroupState, ConsumerGroupType, KafkaError, KafkaException
 
-from pipeline.events import dumps
-from pipeline.lag import (
+from pipeline.core.events import dumps
+from pipeline.lag.history import LagSampler
+from pipeline.lag.reader import (
     GroupLag,
     GroupMember,
     LagReader,
-    LagSample,
     LagSnapshot,
     PartitionLag,
     PartitionWatermarks,
+    cluster_lag,
+    partition_lag,
+)
+from pipeline.lag.status import (
+    LagSample,
     Status,
     WatermarkSample,
-    cluster_lag,
     evaluate_group,
     evaluate_partition,
     lag_seconds,
-    partition_lag,
     produce_rate,
     produce_rates,
     rate_series,
 )
-from pipeline.lag_history import LagSampler
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pipeline.lag import (
+from pipeline.lag.reader import (
     GroupLag,
     GroupOverview,
     LagSnapshot,
     PartitionLag,
     PartitionWatermarks,
-    WatermarkSample,
 )
+from pipeline.lag.status import WatermarkSample
 from ui.lag_panel import (
     CHART_POINTS,
     chart_every,

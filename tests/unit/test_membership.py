@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.lag import GroupLag, GroupMember
-from pipeline.membership import MemberSeat, Membership, describe_changes, partition_ranges
+from pipeline.lag.membership import MemberSeat, Membership, describe_changes, partition_ranges
+from pipeline.lag.reader import GroupLag, GroupMember
 from ui.lag_panel import last_change_text, membership_marks, membership_rows
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)

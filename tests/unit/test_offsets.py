@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.offsets import OffsetResetRefused, ResetRow, compute_reset, parse_reset_spec
+from pipeline.kafka.offsets import OffsetResetRefused, ResetRow, compute_reset, parse_reset_spec
 
 # partition -> (low, high)
 MARKS = {0: (0, 10), 1: (5, 20), 2: (0, 0)}

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from pipeline.partitioner import murmur2, partition_for_key, to_positive
+from pipeline.core.partitioner import murmur2, partition_for_key, to_positive
 
 # The exact cases of Apache Kafka's clients UtilsTest.testMurmur2 (Java's signed int results).
 KAFKA_VECTORS = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.lag import GroupLag, GroupMember, PartitionLag, PartitionWatermarks
+from pipeline.lag.reader import GroupLag, GroupMember, PartitionLag, PartitionWatermarks
 from ui.partitions_panel import (
     KIND_INDEXER,
     KIND_OTHER,

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pipeline.ratelimit import Clock, PaceLimiter, RateLimiter, Speed, SystemClock, parse_speed
+from pipeline.core.ratelimit import Clock, PaceLimiter, RateLimiter, Speed, SystemClock, parse_speed
 
 SLICE = 0.005
 

@@ -4,20 +4,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.ratelimit import Speed
-from pipeline.replay import (
+from pipeline.core.ratelimit import Speed
+from pipeline.core.settings import Settings
+from pipeline.replay.spec import (
     ReplayRefused,
-    ReplayRow,
     StartSpec,
     check_offsets,
-    effective_state,
     parse_replay_speed,
     parse_start,
     parse_until,
     replay_names,
     resolve_offsets,
 )
-from pipeline.settings import Settings
+from pipeline.replay.store import ReplayRow, effective_state
 
 SETTINGS = Settings(indexer_group="elasticsearch-indexer", elasticsearch_index="tasks")
 WATERMARKS = {0: (0, 10), 1: (5, 7), 2: (0, 0)}

@@ -1,6 +1,6 @@
 """How a replay worker sizes its batches at an `Nx` pace (pure: no services, no sleeping)."""
 
-from pipeline.replay import ReplayWorker
+from pipeline.replay.worker import ReplayWorker
 
 
 def paced(speed: str, batch_size: int = 2_000) -> ReplayWorker:

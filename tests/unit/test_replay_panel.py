@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.offsets import ResetPlan, ResetRow, parse_reset_spec
-from pipeline.replay import ReplayRefused, ReplayRow, plan_replay
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
+from pipeline.kafka.offsets import ResetPlan, ResetRow, parse_reset_spec
+from pipeline.replay.control import plan_replay
+from pipeline.replay.spec import ReplayRefused
+from pipeline.replay.store import ReplayRow
 from ui.replay_panel import (
     DASH,
     add_sample,

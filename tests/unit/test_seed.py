@@ -2,8 +2,8 @@
 
 from collections import Counter
 
-from pipeline.domain import Priority
-from pipeline.seed import generate_tasks
+from pipeline.core.domain import Priority
+from pipeline.core.seed import generate_tasks
 
 
 def test_generates_the_requested_number_of_distinct_valid_tasks():

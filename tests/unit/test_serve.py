@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.settings import Settings
 from pipeline.serve import is_loopback, server_environment, streamlit_argv
-from pipeline.settings import Settings
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from pipeline.kafka import Delivery
-from pipeline.postgres import OutboxRow
-from pipeline.relay import settle
+from pipeline.kafka.publisher import Delivery
+from pipeline.postgres.store import OutboxRow
+from pipeline.workers.relay import settle
 
 TASK_A = uuid.uuid4()
 TASK_B = uuid.uuid4()

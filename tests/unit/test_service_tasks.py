@@ -7,16 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.domain import Priority, Task, ValidationError, new_task
-from pipeline.events import TASK_CREATED, TASK_DELETED, TASK_UPDATED, TaskEvent
-from pipeline.partitioner import partition_for_key
-from pipeline.service import (
-    NotFound,
-    ReadOnlyError,
-    SearchUnavailable,
-    TaskService,
-)
-from pipeline.settings import Settings
+from pipeline.core.domain import Priority, Task, ValidationError, new_task
+from pipeline.core.events import TASK_CREATED, TASK_DELETED, TASK_UPDATED, TaskEvent
+from pipeline.core.partitioner import partition_for_key
+from pipeline.core.settings import Settings
+from pipeline.service.tasks import NotFound, ReadOnlyError, SearchUnavailable, TaskService
 
 
 class MemoryRepository:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import Settings, load_settings, redact_url, settings_table
+from pipeline.core.settings import Settings, load_settings, redact_url, settings_table
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -6,8 +6,8 @@ import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from pipeline.clock import utcnow
-from pipeline.domain import Priority, Task, new_task
+from pipeline.core.clock import utcnow
+from pipeline.core.domain import Priority, Task, new_task
 
 __all__ = ["generate_tasks"]
 

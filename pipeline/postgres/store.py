@@ -25,10 +25,10 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from pipeline import clock
-from pipeline.domain import Dates, FieldError, Priority, Task, ValidationError
-from pipeline.events import TaskEvent, encode_event
-from pipeline.service import PublishStatus
+from pipeline.core import clock
+from pipeline.core.domain import Dates, FieldError, Priority, Task, ValidationError
+from pipeline.core.events import TaskEvent, encode_event
+from pipeline.service.tasks import PublishStatus
 
 __all__ = [
     "MIGRATIONS",

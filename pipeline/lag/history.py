@@ -26,10 +26,11 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from pipeline import clock
-from pipeline.lag import LagReader, LagSample, LagSnapshot, WatermarkSample
-from pipeline.membership import Membership
-from pipeline.postgres import schema_transaction
+from pipeline.core import clock
+from pipeline.lag.membership import Membership
+from pipeline.lag.reader import LagReader, LagSnapshot
+from pipeline.lag.status import LagSample, WatermarkSample
+from pipeline.postgres.store import schema_transaction
 
 __all__ = [
     "DEFAULT_MAX_ROWS",

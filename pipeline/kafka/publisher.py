@@ -7,55 +7,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, Message, Producer
 
-from pipeline.clients import kafka_producer
-from pipeline.lag import UnknownTopic, topic_in_metadata
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
+from pipeline.kafka.clients import kafka_producer
 
-__all__ = ["Delivery", "KafkaPublisher", "OutgoingMessage", "ensure_topic", "ensure_topics"]
-
-
-def ensure_topic(admin: AdminClient, name: str, partitions: int, timeout: float = 30.0) -> bool:
-    """Create the topic when missing; True if this call created it. Another creator racing us is fine."""
-    if _exists(admin, name, timeout):
-        return False
-    future = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=-1)],
-        operation_timeout=timeout,
-        request_timeout=timeout,
-    )[name]
-    try:
-        future.result(timeout=timeout)
-    except KafkaException as exc:
-        if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
-            return False
-        raise
-    return True
-
-
-def _exists(admin: AdminClient, name: str, timeout: float) -> bool:
-    """False also for a topic with a transient error (no leader yet): creating it then answers
-    TOPIC_ALREADY_EXISTS. An ACL refusal raises TopicNotAuthorized: waiting would not help."""
-    metadata = admin.list_topics(topic=name, timeout=timeout)  # no broker answering raises
-    try:
-        topic_in_metadata(metadata, name)
-    except (UnknownTopic, KafkaException):
-        return False
-    return True
-
-
-def ensure_topics(admin: AdminClient, settings: Settings) -> list[str]:
-    """The events topic and its dead-letter topic, created when missing; returns those created."""
-    created = []
-    for name, partitions in (
-        (settings.kafka_topic, settings.kafka_topic_partitions),
-        (settings.dlq_topic, settings.kafka_topic_partitions),
-    ):
-        if ensure_topic(admin, name, partitions):
-            created.append(name)
-    return created
+__all__ = ["Delivery", "KafkaPublisher", "OutgoingMessage"]
 
 
 @dataclass(frozen=True, slots=True)

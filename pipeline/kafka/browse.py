@@ -34,17 +34,12 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from pipeline.clients import KafkaAuthWatch, kafka_consumer, kafka_metadata
-from pipeline.events import dumps, loads
-from pipeline.lag import (
-    LagReader,
-    UnknownTopic,
-    WatermarkSample,
-    rate_series,
-    topic_in_metadata,
-    topic_metadata,
-)
-from pipeline.settings import Settings
+from pipeline.core.events import dumps, loads
+from pipeline.core.settings import Settings
+from pipeline.kafka.admin import UnknownTopic, topic_in_metadata, topic_metadata
+from pipeline.kafka.clients import KafkaAuthWatch, kafka_consumer, kafka_metadata
+from pipeline.lag.reader import LagReader
+from pipeline.lag.status import WatermarkSample, rate_series
 
 __all__ = [
     "BROWSER_GROUP",

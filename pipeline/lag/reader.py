@@ -16,18 +16,16 @@ samples (no I/O, unit-tested with synthetic data):
 Lag is never invented: a partition the group has no committed offset for has `committed` and
 `lag` None. A committed offset below the low watermark (retention deleted messages the group
 never read) counts only the messages that still exist, `end - start`, and is flagged.
+
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import enum
-import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from itertools import pairwise
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import (
@@ -38,40 +36,25 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, ClusterMetadata, OffsetSpec, TopicMetadata
+from confluent_kafka.admin import AdminClient
 
-from pipeline import clock
-from pipeline.backoff import Backoff
-from pipeline.clients import kafka_admin
-from pipeline.settings import Settings
+from pipeline.core import clock
+from pipeline.core.settings import Settings
+from pipeline.kafka.admin import error_code, error_text, read_watermarks, topic_metadata
+from pipeline.kafka.clients import kafka_admin
 
 __all__ = [
-    "DEFAULT_STOP_AFTER",
     "ClusterLagSnapshot",
     "GroupLag",
     "GroupMember",
     "GroupOverview",
     "LagReader",
-    "LagSample",
     "LagSnapshot",
-    "LagStatus",
     "PartitionLag",
     "PartitionWatermarks",
-    "Status",
-    "TopicNotAuthorized",
-    "UnknownTopic",
-    "WatermarkSample",
     "cluster_lag",
-    "evaluate_group",
-    "evaluate_partition",
     "lag_report",
-    "lag_seconds",
     "partition_lag",
-    "produce_rate",
-    "produce_rates",
-    "rate_series",
-    "topic_in_metadata",
-    "topic_metadata",
 ]
 
 # Kafka's own spelling of group states (kafka-consumer-groups --describe --state).
@@ -89,51 +72,6 @@ _TYPE_NAMES = {
     ConsumerGroupType.UNKNOWN: "unknown",
 }
 # Extra ListOffsets attempts for partitions whose leader is moving (about 1.5 s in all).
-_WATERMARK_RETRIES = 5
-
-
-class UnknownTopic(LookupError):
-    """The topic whose lag was asked for does not exist."""
-
-
-class TopicNotAuthorized(PermissionError):
-    """Kafka's ACLs do not let this client's principal describe the topic."""
-
-    def __init__(self, topic: str) -> None:
-        super().__init__(
-            f"Kafka's ACLs do not let this client describe topic {topic!r} "
-            "(TOPIC_AUTHORIZATION_FAILED): its principal needs DESCRIBE on the topic, and READ "
-            "to browse it or replay it"
-        )
-        self.topic = topic
-
-
-def topic_metadata(admin: AdminClient, topic: str, timeout: float) -> TopicMetadata:
-    """The topic's partitions, each with its leader, replicas and in-sync replicas, from one
-    Metadata request (see `topic_in_metadata` for the errors).
-
-    Not `describe_topics`: confluent-kafka 2.16 leaks each description's topic id (one `Uuid`
-    object and about 0.25 KB per call), so pages refreshing every 2 s grew without end. The
-    admin client never asks the broker to create a topic it names (`kafka_admin`)."""
-    return topic_in_metadata(admin.list_topics(topic=topic, timeout=timeout), topic)
-
-
-def topic_in_metadata(metadata: ClusterMetadata, topic: str) -> TopicMetadata:
-    """`topic` from a Metadata answer that asked for it by name. Raises UnknownTopic when it
-    does not exist, TopicNotAuthorized when an ACL hides it, and KafkaException for any other
-    error the broker reports for it (e.g. no leader yet)."""
-    found = metadata.topics.get(topic)
-    error = None if found is None else found.error
-    if found is None or (
-        error is not None
-        and error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)
-    ):
-        raise UnknownTopic(f"topic {topic!r} does not exist")
-    if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-        raise TopicNotAuthorized(topic)
-    if error is not None:
-        raise KafkaException(error)
-    return found
 
 
 # -- the snapshot ------------------------------------------------------------------------------
@@ -370,65 +308,10 @@ class LagReader:
         """The low and high watermark of each of the topic's `partitions` (two ListOffsets
         requests in flight together, a moving leader retried briefly); raises on a refusal."""
         partitions = sorted(partitions)
-        found = _read_watermarks(
+        found = read_watermarks(
             self._admin, [TopicPartition(self.topic, p) for p in partitions], self.timeout
         )
         return [PartitionWatermarks(p, *found[(self.topic, p)]) for p in partitions]
-
-
-def _read_watermarks(
-    admin: AdminClient,
-    partitions: Sequence[TopicPartition],
-    timeout: float,
-    failures: dict[tuple[str, int], str] | None = None,
-) -> dict[tuple[str, int], tuple[int, int]]:
-    """(topic, partition) → (low, high) watermark, with two ListOffsets requests in flight
-    together for all `partitions` of any topics (one request cannot carry two specs for the same
-    partition; librdkafka splits each request by leader).
-
-    A partition Kafka refuses raises, unless `failures` is given: then it is left out of the
-    result and its error recorded there (a cluster-wide read survives a topic deleted meanwhile).
-    """
-    # A leader that just moved (or a topic just created) answers NOT_LEADER until the client
-    # refreshes its metadata, which the error itself triggers: retry those partitions briefly.
-    starts: dict[tuple[str, int], int] = {}
-    ends: dict[tuple[str, int], int] = {}
-    pending = sorted({(tp.topic, tp.partition) for tp in partitions})
-    backoff = Backoff(initial=0.05, maximum=1.0, jitter=False)
-    while pending:
-        requests = [
-            (starts, _list_offsets(admin, pending, OffsetSpec.earliest(), timeout)),
-            (ends, _list_offsets(admin, pending, OffsetSpec.latest(), timeout)),
-        ]
-        concurrent.futures.wait(
-            [f for _, futures in requests for f in futures.values()], timeout=timeout + 5
-        )
-        failed: set[tuple[str, int]] = set()
-        for found, futures in requests:
-            for tp, future in futures.items():
-                try:
-                    found[(tp.topic, tp.partition)] = future.result(timeout=0).offset
-                except KafkaException as exc:
-                    key = (tp.topic, tp.partition)
-                    if _retriable(exc) and backoff.attempts < _WATERMARK_RETRIES:
-                        failed.add(key)
-                    elif failures is None:
-                        raise
-                    else:
-                        failures[key] = _message(exc)
-        pending = sorted(failed)
-        if pending:
-            time.sleep(backoff.next_delay())
-    return {key: (starts[key], ends[key]) for key in starts if key in ends}
-
-
-def _list_offsets(
-    admin: AdminClient, partitions: list[tuple[str, int]], spec: OffsetSpec, timeout: float
-) -> dict[TopicPartition, concurrent.futures.Future]:
-    """One ListOffsets request for all `partitions` with one spec."""
-    return admin.list_offsets(
-        {TopicPartition(t, p): spec for t, p in partitions}, request_timeout=timeout
-    )
 
 
 # -- assembling --------------------------------------------------------------------------------
@@ -453,10 +336,10 @@ class _GroupRead:
         error = None
         state, assignor, kind, members = "Unknown", "", "unknown", []
         if isinstance(description, BaseException):
-            if _code(description) == KafkaError.GROUP_ID_NOT_FOUND:
+            if error_code(description) == KafkaError.GROUP_ID_NOT_FOUND:
                 state = "Dead"
             else:
-                error = f"describing the group: {_message(description)}"
+                error = f"describing the group: {error_text(description)}"
         else:
             state = _STATE_NAMES.get(getattr(description, "state", None), "Unknown")
             kind = _TYPE_NAMES.get(getattr(description, "type", None), "unknown")
@@ -466,13 +349,13 @@ class _GroupRead:
         committed: dict[str, dict[int, int]] = defaultdict(dict)
         topic_errors: dict[str, str] = {}
         if isinstance(offsets, BaseException):
-            if _code(offsets) != KafkaError.GROUP_ID_NOT_FOUND:
-                error = error or f"fetching committed offsets: {_message(offsets)}"
+            if error_code(offsets) != KafkaError.GROUP_ID_NOT_FOUND:
+                error = error or f"fetching committed offsets: {error_text(offsets)}"
         else:
             for tp in offsets.topic_partitions or ():
                 if tp.error is not None:
                     topic_errors.setdefault(
-                        tp.topic, f"partition {tp.partition}: {_message(tp.error)}"
+                        tp.topic, f"partition {tp.partition}: {error_text(tp.error)}"
                     )
                 elif tp.offset >= 0:
                     committed[tp.topic][tp.partition] = tp.offset
@@ -521,7 +404,7 @@ def _member(member: Any, topic: str) -> GroupMember:
 
 def _listed_groups(future: concurrent.futures.Future, errors: list[str]) -> list[str]:
     listing = future.result(timeout=0)
-    errors.extend(f"listing groups: {_message(e)}" for e in listing.errors or ())
+    errors.extend(f"listing groups: {error_text(e)}" for e in listing.errors or ())
     return sorted(g.group_id for g in listing.valid or ())
 
 
@@ -542,30 +425,6 @@ def _outcome(future: concurrent.futures.Future) -> Any:
         return future.result(timeout=0)
     except (KafkaException, concurrent.futures.TimeoutError) as exc:
         return exc
-
-
-def _retriable(exc: KafkaException) -> bool:
-    error = exc.args[0] if exc.args else None
-    return isinstance(error, KafkaError) and (
-        error.retriable()
-        or error.code() in (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
-    )
-
-
-def _code(exc: BaseException) -> int | None:
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        return exc.args[0].code()
-    return None
-
-
-def _message(error: object) -> str:
-    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
-        return error.args[0].str()
-    if isinstance(error, KafkaError):
-        return error.str()
-    if isinstance(error, concurrent.futures.TimeoutError):
-        return "timed out"
-    return str(error)
 
 
 # -- every group on every topic ----------------------------------------------------------------
@@ -646,7 +505,7 @@ def cluster_lag(admin: AdminClient, *, timeout: float = 10.0) -> ClusterLagSnaps
     wanted = set().union(*(read.topics() for read in reads.values())) & existing.keys()
     taken_at = clock.utcnow()
     failures: dict[tuple[str, int], str] = {}
-    found = _read_watermarks(
+    found = read_watermarks(
         admin,
         [TopicPartition(t, p) for t in sorted(wanted) for p in existing[t]],
         timeout,
@@ -697,275 +556,3 @@ def lag_report(
 
 
 # -- status (Burrow's rules over a window of samples) ------------------------------------------
-
-
-class Status(enum.StrEnum):
-    """Burrow's partition statuses, in order of severity."""
-
-    OK = "OK"
-    WARN = "WARN"
-    STALL = "STALL"
-    STOP = "STOP"
-    REWIND = "REWIND"
-
-    @property
-    def severity(self) -> int:
-        return _SEVERITY[self]
-
-
-_SEVERITY = {status: rank for rank, status in enumerate(Status)}
-
-# Committed offset not moving for this long, with lag, is STOP rather than STALL.
-DEFAULT_STOP_AFTER = timedelta(minutes=5)
-
-
-@dataclass(frozen=True, slots=True)
-class LagSample:
-    """One group on one partition at one moment, as recorded by the lag history."""
-
-    taken_at: datetime
-    partition: int
-    committed: int | None
-    end: int
-    start: int = 0
-
-    @property
-    def lag(self) -> int | None:
-        return partition_lag(self.committed, self.start, self.end)[0]
-
-
-@dataclass(frozen=True, slots=True)
-class WatermarkSample:
-    """A partition's watermarks at one moment, as recorded by the lag history."""
-
-    taken_at: datetime
-    partition: int
-    start: int
-    end: int
-
-
-@dataclass(frozen=True, slots=True)
-class LagStatus:
-    """A status and the rule that produced it, in words (for hover text)."""
-
-    status: Status
-    rule: str
-    partition: int | None = None
-
-
-def evaluate_partition(
-    window: Sequence[LagSample],
-    *,
-    has_members: bool,
-    now: datetime,
-    stop_after: timedelta = DEFAULT_STOP_AFTER,
-) -> LagStatus:
-    """Burrow's evaluation of one partition's window of samples (oldest first or any order).
-
-    Rules, first match wins (after github.com/linkedin/Burrow, Consumer-Lag-Evaluation-Rules and
-    core/internal/evaluator): lag 0 now → OK. The committed offset went backwards and has not
-    recovered → REWIND. Lag with no members, or a committed offset that has not moved for
-    `stop_after` → STOP. Lag 0 anywhere in the window → OK. Members but a committed offset that
-    did not move across the window → STALL. Committing, but lag never decreased → WARN. Else OK.
-    Our samples are periodic rather than one per commit, so "not committing" is read as "the
-    committed offset did not move", and members tell a stuck consumer (STALL) from none (STOP).
-    """
-    ordered = sorted(window, key=lambda s: s.taken_at)
-    p = ordered[-1].partition if ordered else None
-    if not ordered:
-        return LagStatus(Status.OK, "no samples yet: nothing to judge", p)
-    latest = ordered[-1]
-    if latest.committed is None:
-        return LagStatus(Status.OK, "no committed offset: lag is undefined, so nothing to judge", p)
-    lag = latest.lag
-    if lag == 0:
-        return LagStatus(
-            Status.OK, "lag is 0: the group has read everything (idle or caught up)", p
-        )
-    samples = [s for s in ordered if s.committed is not None]
-
-    rewind = _unrecovered_rewind(samples)
-    if rewind is not None:
-        before, after = rewind
-        return LagStatus(
-            Status.REWIND,
-            f"the committed offset went backwards from {before} to {after} and has not "
-            f"recovered (now {latest.committed}, lag {lag})",
-            p,
-        )
-
-    if not has_members:
-        return LagStatus(
-            Status.STOP,
-            f"the group has no active members and {lag} messages are waiting",
-            p,
-        )
-    unmoved_since = _unmoved_since(samples)
-    unmoved = now - unmoved_since
-    lag_seen_zero = any(s.lag == 0 for s in samples)
-    if unmoved >= stop_after and not lag_seen_zero:
-        return LagStatus(
-            Status.STOP,
-            f"the committed offset has stayed at {latest.committed} for at least "
-            f"{_duration(unmoved)} (limit {_duration(stop_after)}) while lag is {lag}",
-            p,
-        )
-    if lag_seen_zero:
-        return LagStatus(Status.OK, f"lag was 0 within the window (now {lag})", p)
-    if len(samples) < 2:
-        return LagStatus(Status.OK, f"one sample only: too little history to judge lag {lag}", p)
-    first = samples[0]
-    if all(s.committed == latest.committed for s in samples):
-        return LagStatus(
-            Status.STALL,
-            f"the group has members, but the committed offset stayed at {latest.committed} "
-            f"across the window ({_duration(latest.taken_at - first.taken_at)}) while lag is {lag}",
-            p,
-        )
-    lags = [s.lag for s in samples]
-    if all(b >= a for a, b in pairwise(lags)):  # type: ignore[operator]
-        return LagStatus(
-            Status.WARN,
-            f"the group is committing ({first.committed} → {latest.committed}) but lag never "
-            f"decreased across the window ({lags[0]} → {lags[-1]})",
-            p,
-        )
-    return LagStatus(
-        Status.OK,
-        f"the group is committing and lag decreased within the window ({lags[0]} → {lags[-1]})",
-        p,
-    )
-
-
-def evaluate_group(
-    samples: Iterable[LagSample],
-    *,
-    has_members: bool,
-    now: datetime,
-    stop_after: timedelta = DEFAULT_STOP_AFTER,
-    intervals: int | None = None,
-) -> LagStatus:
-    """The worst partition status of a group, naming the partition in the rule.
-
-    `samples` may hold any partitions in any order; `intervals` keeps only the newest N samples
-    of each partition (Burrow's window length).
-    """
-    windows: dict[int, list[LagSample]] = defaultdict(list)
-    for sample in samples:
-        windows[sample.partition].append(sample)
-    if not windows:
-        return LagStatus(Status.OK, "no samples yet: nothing to judge")
-    results = []
-    for partition in sorted(windows):
-        window = sorted(windows[partition], key=lambda s: s.taken_at)
-        if intervals is not None:
-            window = window[-intervals:]
-        result = evaluate_partition(window, has_members=has_members, now=now, stop_after=stop_after)
-        results.append((result, window[-1].lag))
-    worst, _ = max(results, key=lambda item: (item[0].status.severity, item[1] or 0))
-    if worst.status is not Status.OK:
-        return LagStatus(
-            worst.status, f"partition {worst.partition}: {worst.rule}", worst.partition
-        )
-    if all(lag == 0 for _, lag in results):
-        return LagStatus(Status.OK, "lag is 0 on every partition")
-    return LagStatus(
-        Status.OK, f"partition {worst.partition} (the most lag): {worst.rule}", worst.partition
-    )
-
-
-def _unrecovered_rewind(samples: Sequence[LagSample]) -> tuple[int, int] | None:
-    """(before, after) of the latest backwards step the committed offset has not made up."""
-    found = None
-    for prev, cur in pairwise(samples):
-        if cur.committed < prev.committed:  # type: ignore[operator]
-            found = (prev.committed, cur.committed)
-    if found is None or samples[-1].committed >= found[0]:  # type: ignore[operator]
-        return None
-    return found  # type: ignore[return-value]
-
-
-def _unmoved_since(samples: Sequence[LagSample]) -> datetime:
-    """The first sample time of the latest committed offset's run (at or before the window)."""
-    since = samples[-1].taken_at
-    for sample in reversed(samples):
-        if sample.committed != samples[-1].committed:
-            break
-        since = sample.taken_at
-    return since
-
-
-def _duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-# -- lag in seconds and rates ------------------------------------------------------------------
-
-
-def lag_seconds(
-    committed: int | None,
-    end_history: Sequence[tuple[datetime, int]],
-    at: datetime | None = None,
-) -> float | None:
-    """How far behind in time the committed offset is, as kafka-lag-exporter estimates it.
-
-    `end_history` holds (time, end offset) samples of the partition. The time the log end was
-    equal to `committed` — about when the next unconsumed message was written — is interpolated
-    between the last sample at or below `committed` and the next one; the result is `at` (default:
-    the newest sample's time) minus that. 0 when nothing is waiting. None when `committed` is None
-    or the history does not reach back to it: then the answer is unknown, not guessed.
-    """
-    if committed is None or not end_history:
-        return None
-    points = sorted(end_history)
-    newest_time, newest_end = points[-1]
-    at = newest_time if at is None else at
-    if committed >= newest_end:
-        return 0.0
-    for index in range(len(points) - 1, -1, -1):
-        if points[index][1] <= committed:
-            break
-    else:
-        return None
-    (t0, o0), (t1, o1) = points[index], points[index + 1]
-    reached = t0 + (t1 - t0) * ((committed - o0) / (o1 - o0))
-    return max((at - reached).total_seconds(), 0.0)
-
-
-def rate_series(history: Sequence[tuple[datetime, int]]) -> list[tuple[datetime, float]]:
-    """Messages per second between consecutive (time, offset) samples, at each interval's end.
-
-    An interval where the offset went down (topic recreated) has no meaningful rate: skipped.
-    """
-    points = sorted(history)
-    rates = []
-    for (t0, o0), (t1, o1) in pairwise(points):
-        seconds = (t1 - t0).total_seconds()
-        if seconds > 0 and o1 >= o0:
-            rates.append((t1, (o1 - o0) / seconds))
-    return rates
-
-
-def produce_rate(end_history: Sequence[tuple[datetime, int]]) -> float | None:
-    """Average messages per second written over the history; None with under two samples."""
-    points = sorted(end_history)
-    if len(points) < 2:
-        return None
-    seconds = (points[-1][0] - points[0][0]).total_seconds()
-    if seconds <= 0:
-        return None
-    grown = sum(max(o1 - o0, 0) for (_, o0), (_, o1) in pairwise(points))
-    return grown / seconds
-
-
-def produce_rates(samples: Iterable[WatermarkSample]) -> dict[int, float | None]:
-    """`produce_rate` of each partition, from recorded watermark samples."""
-    history: Mapping[int, list[tuple[datetime, int]]] = defaultdict(list)
-    for s in samples:
-        history[s.partition].append((s.taken_at, s.end))
-    return {partition: produce_rate(points) for partition, points in sorted(history.items())}

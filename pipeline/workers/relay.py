@@ -33,12 +33,14 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from psycopg_pool import PoolTimeout
 
-from pipeline import clock
-from pipeline.backoff import Backoff
-from pipeline.clients import kafka_admin, postgres_pool
-from pipeline.kafka import Delivery, KafkaPublisher, OutgoingMessage, ensure_topics
-from pipeline.postgres import OutboxRow, OutboxStore, migrate
-from pipeline.settings import Settings
+from pipeline.core import clock
+from pipeline.core.backoff import Backoff
+from pipeline.core.settings import Settings
+from pipeline.kafka.admin import ensure_topics
+from pipeline.kafka.clients import kafka_admin
+from pipeline.kafka.publisher import Delivery, KafkaPublisher, OutgoingMessage
+from pipeline.postgres.pool import postgres_pool
+from pipeline.postgres.store import OutboxRow, OutboxStore, migrate
 
 __all__ = ["BatchResult", "OutboxRelay", "Publisher", "Settlement", "run_relay", "settle"]
 

@@ -35,10 +35,19 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from elasticsearch import ApiError, TransportError
 
-from pipeline import clock
-from pipeline.backoff import Backoff
-from pipeline.clients import elasticsearch_client, kafka_admin, kafka_consumer, kafka_producer
-from pipeline.elasticsearch_index import (
+from pipeline.core import clock
+from pipeline.core.backoff import Backoff
+from pipeline.core.events import (
+    TASK_CREATED,
+    TASK_DELETED,
+    TASK_UPDATED,
+    DecodedEvent,
+    MalformedEvent,
+    decode_event,
+)
+from pipeline.core.settings import Settings
+from pipeline.elasticsearch.client import elasticsearch_client
+from pipeline.elasticsearch.index import (
     BulkAction,
     BulkItemResult,
     IndexMappingError,
@@ -47,16 +56,8 @@ from pipeline.elasticsearch_index import (
     bulk_body,
     task_document,
 )
-from pipeline.events import (
-    TASK_CREATED,
-    TASK_DELETED,
-    TASK_UPDATED,
-    DecodedEvent,
-    MalformedEvent,
-    decode_event,
-)
-from pipeline.kafka import ensure_topic
-from pipeline.settings import Settings
+from pipeline.kafka.admin import ensure_topic
+from pipeline.kafka.clients import kafka_admin, kafka_consumer, kafka_producer
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from pipeline.domain import (
+from pipeline.core.domain import (
     FieldError,
     Priority,
     Task,
@@ -24,9 +24,9 @@ from pipeline.domain import (
     apply_changes,
     new_task,
 )
-from pipeline.events import TaskEvent, created_event, deleted_event, updated_event
-from pipeline.partitioner import partition_for_key
-from pipeline.settings import Settings
+from pipeline.core.events import TaskEvent, created_event, deleted_event, updated_event
+from pipeline.core.partitioner import partition_for_key
+from pipeline.core.settings import Settings
 
 __all__ = [
     "MAX_PAGE_SIZE",

@@ -20,9 +20,16 @@ from typing import Any
 from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from pipeline.domain import ValidationError, parse_time
-from pipeline.lag import partition_lag
-from pipeline.replay import check_offsets, group_offsets, offsets_at, topic_watermarks
+from pipeline.core import positions
+from pipeline.core.domain import ValidationError, parse_time
+from pipeline.kafka.admin import (
+    TopicNotAuthorized,
+    UnknownTopic,
+    group_offsets,
+    offsets_at,
+    topic_watermarks,
+)
+from pipeline.lag.reader import partition_lag
 
 __all__ = [
     "OffsetResetRefused",
@@ -100,18 +107,11 @@ def parse_reset_spec(text: str) -> ResetSpec:
         if not digits.isdigit():
             raise OffsetResetRefused(f"--to {text!r}: shift takes a whole number, e.g. shift:-100")
         return ResetSpec("shift", text, shift=int(amount))
-    if ":" in cleaned and not cleaned[:4].isdigit():
-        offsets: dict[int, int] = {}
-        for part in cleaned.split(","):
-            p, _, o = part.strip().partition(":")
-            if not (p.isdigit() and o.isdigit()):
-                raise OffsetResetRefused(
-                    f"--to {text!r}: offsets are PARTITION:OFFSET pairs separated by commas, "
-                    "e.g. 0:120,3:0"
-                )
-            if int(p) in offsets:
-                raise OffsetResetRefused(f"--to {text!r} names partition {p} twice")
-            offsets[int(p)] = int(o)
+    if positions.is_offset_list(cleaned):
+        try:
+            offsets = positions.parse_offset_list(text, "--to")
+        except positions.PositionError as exc:
+            raise OffsetResetRefused(str(exc)) from None
         return ResetSpec("offsets", text, offsets=offsets)
     try:
         return ResetSpec("time", text, time=parse_time(text.strip(), "--to"))
@@ -129,8 +129,8 @@ def compute_reset(
     """The rows of a reset. `at_time`: offsets_for_times' answer per partition (-1: none)."""
     if spec.kind == "offsets":
         try:
-            check_offsets(spec.offsets or {}, watermarks, topic)
-        except ValueError as exc:
+            positions.check_offsets(spec.offsets or {}, watermarks, topic)
+        except positions.PositionError as exc:
             raise OffsetResetRefused(str(exc)) from None
         partitions = sorted(spec.offsets or {})
     else:
@@ -163,8 +163,8 @@ def plan_reset(admin: AdminClient, topic: str, group: str, spec: ResetSpec | str
         spec = parse_reset_spec(spec)
     try:
         watermarks = topic_watermarks(admin, topic)
-    except ValueError as exc:
-        raise OffsetResetRefused(str(exc).replace(" to replay", "")) from None
+    except (UnknownTopic, TopicNotAuthorized) as exc:
+        raise OffsetResetRefused(str(exc)) from None
     committed = group_offsets(admin, group, topic, sorted(watermarks))
     at_time = (
         offsets_at(admin, topic, sorted(watermarks), spec.time) if spec.time is not None else None

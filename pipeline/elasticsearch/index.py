@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
 
-from pipeline.domain import FieldError, Priority, Task, ValidationError, task_from_dict
-from pipeline.events import dumps
+from pipeline.core.domain import FieldError, Priority, Task, ValidationError, task_from_dict
+from pipeline.core.events import dumps
 
 __all__ = [
     "INDEX_MAPPINGS",

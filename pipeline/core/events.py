@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from pipeline import clock
-from pipeline.domain import (
+from pipeline.core import clock
+from pipeline.core.domain import (
     Task,
     ValidationError,
     _task_from_dict_with_id,

@@ -8,25 +8,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ClusterMetadata
-from elasticsearch import Elasticsearch, OrjsonSerializer
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
 
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 __all__ = [
     "KafkaAuthWatch",
     "KafkaAuthenticationError",
     "check_kafka_access",
-    "elasticsearch_client",
     "kafka_admin",
     "kafka_consumer",
     "kafka_metadata",
     "kafka_producer",
-    "postgres_pool",
 ]
 
 # librdkafka logs through this logger instead of printing to stderr.
@@ -170,46 +164,3 @@ def check_kafka_access(settings: Settings, *, timeout: float = 10.0) -> ClusterM
         **{"socket.connection.setup.timeout.ms": max(int(timeout * 1000), 1000)},
     )
     return kafka_metadata(admin, watch, timeout=timeout)
-
-
-def elasticsearch_client(settings: Settings, **overrides: Any) -> Elasticsearch:
-    """An Elasticsearch client with the configured authentication."""
-    options: dict[str, Any] = {
-        "request_timeout": 30,
-        # orjson reads a 2,000-item bulk response several times faster than the json module.
-        "serializer": OrjsonSerializer(),
-        **settings.elasticsearch_auth(),
-        **overrides,
-    }
-    return Elasticsearch(settings.elasticsearch_url, **options)
-
-
-def postgres_pool(
-    settings: Settings, *, min_size: int = 1, max_size: int = 8, schema: str | None = None
-) -> ConnectionPool:
-    """An open psycopg connection pool; close it (or use it as a context manager) when done.
-
-    With `schema`, every connection's search_path is that schema (tests use one schema each).
-    """
-    kwargs: dict[str, Any] = {"connect_timeout": 10}
-    if schema is not None:
-        if not _SCHEMA_NAME.fullmatch(schema):
-            raise ValueError(
-                f"schema must be a lower-case SQL name (letters, digits, _), got {schema!r}"
-            )
-        # A startup parameter rather than a SET: it also holds after the pool reconnects.
-        options = conninfo_to_dict(settings.database_url).get("options") or ""
-        kwargs["options"] = f"{options} -c search_path={schema}".strip()
-    pool = ConnectionPool(
-        settings.database_url,
-        min_size=min_size,
-        max_size=max_size,
-        open=False,
-        kwargs=kwargs,
-        name="taskstream",
-    )
-    # One direct attempt first: a dead server fails at once with PostgreSQL's own reason,
-    # where the pool would retry for its whole timeout and then only say it timed out.
-    psycopg.connect(settings.database_url, **{**kwargs, "connect_timeout": 5}).close()
-    pool.open(wait=True, timeout=15)
-    return pool

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pipeline.clients import elasticsearch_client, postgres_pool
-from pipeline.elasticsearch_index import TaskIndex
-from pipeline.postgres import PostgresTaskRepository, migrate
-from pipeline.service import TaskService
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
+from pipeline.elasticsearch.client import elasticsearch_client
+from pipeline.elasticsearch.index import TaskIndex
+from pipeline.postgres.pool import postgres_pool
+from pipeline.postgres.store import PostgresTaskRepository, migrate
+from pipeline.service.tasks import TaskService
 
 __all__ = ["open_task_service"]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
 
-from pipeline.lag import GroupLag
+from pipeline.lag.reader import GroupLag
 
 __all__ = [
     "MemberSeat",

@@ -1,0 +1,311 @@
+"""`python -m pipeline replay run NAME`: a replay's worker process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from pipeline.core import clock
+from pipeline.core.ratelimit import PaceLimiter, RateLimiter, Speed, parse_speed
+from pipeline.core.settings import Settings
+from pipeline.kafka.admin import group_offsets, seed_group_offsets
+from pipeline.replay.store import ReplayStore, open_replay_store
+from pipeline.workers.indexer import DEFAULT_BATCH_SIZE, BatchReport, Indexer, run_until_signalled
+
+_CONTROL_INTERVAL = 1.0  # seconds between reads of the desired state (and progress writes)
+_PACE_BATCH_SPAN = 0.1  # seconds of paced wall time one batch covers at most (about)
+_PACE_SLICE = 0.1  # seconds a pace wait serves the consumer group between checks
+_log = logging.getLogger("taskstream.replay")
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ReplayWorker:
+    """`python -m pipeline replay run NAME`: runs the replay's Indexer under the table's control."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ReplayStore,
+        name: str,
+        *,
+        admin: AdminClient | None = None,
+        control_interval: float = _CONTROL_INTERVAL,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.name = name
+        self._admin = admin
+        self.control_interval = control_interval
+        self.batch_size = batch_size
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self.indexer: Indexer | None = None
+        self._desired = "running"
+        self._speed: Speed = Speed("max")
+        self._state = "running"
+        self._rate: RateLimiter | None = None
+        self._pace: PaceLimiter | None = None
+        self._pace_budget = 1  # messages in the next paced batch (see _size_paced_batch)
+        self._last_stamp: int | None = None  # newest timestamp (ms) of the last paced batch
+        self._position: dict[int, int] = {}
+        self._base_done = 0
+        self._counted = 0  # stats.consumed already given to the rate limiter
+        self._last_control = -1e9
+        self._window: tuple[float, int] = (clock.monotonic(), 0)
+        self._events_per_s = 0.0
+
+    def run(self) -> int:
+        """Run until finished, stopped or signalled; the exit code."""
+        row = self.store.get(self.name)
+        assert row is not None
+        if row.state == "finished":
+            _log.info("replay %s: already finished", self.name)
+            return 0
+        if row.desired_state == "stopped":
+            self.store.update(self.name, state="stopped")
+            return 0
+        self._desired = row.desired_state
+        self._apply_speed(row.speed)
+        self._base_done = row.events_done
+        self._position = {**row.start_offsets, **row.position}
+        admin = self._admin or _admin(self.settings)
+        try:
+            seed_group_offsets(admin, row.group_name, row.topic, row.start_offsets)
+            committed = group_offsets(admin, row.group_name, row.topic, sorted(row.until_offsets))
+            self._position.update(committed)
+            indexer = self.indexer = Indexer(
+                self.settings,
+                group=row.group_name,
+                topic=row.topic,
+                index=row.index_name,
+                dlq_topic=None,
+                create_topics=False,
+                batch_size=self.batch_size,
+                until=row.until_offsets,
+                before_batch=self._before_batch,
+                before_write=self._before_write,
+                after_batch=self._after_batch,
+                consumer_overrides={"client.id": f"taskstream-replay-{self.name}"},
+            )
+            self._report(force=True)
+            run_until_signalled(indexer)
+        except Exception as exc:
+            _log.exception("replay %s failed", self.name)
+            self.store.update(self.name, state="failed", last_error=str(exc)[:2000], pid=None)
+            return 1
+        if not indexer.stopping:
+            self._state = "finished"
+        else:
+            self._state = "stopped"
+        self._report(force=True)
+        _log.info("replay %s: %s at %s", self.name, self._state, self._position)
+        return 0
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def _before_batch(self, indexer: Indexer) -> int | None:
+        self._report()
+        if self._desired == "paused" and not indexer.stopping:
+            self._hold_while_paused(indexer)
+        if self._desired == "stopped":
+            indexer.request_stop()
+            return 0
+        new = indexer.stats.consumed - self._counted
+        self._counted = indexer.stats.consumed
+        rate = self._rate  # the table may swap the limiter while this one sleeps
+        if rate is not None and rate.rate is not None:
+            rate.acquire(new, should_stop=lambda: self._interrupted(indexer))
+            if self._rate is not rate:
+                return 0  # the speed changed meanwhile: next round, with the new limiter
+            # About a tenth of a second's worth at a time, so a rate change applies quickly.
+            return max(1, min(self.batch_size, int(rate.rate / 10)))
+        if self._pace is not None:
+            return self._pace_budget
+        return None
+
+    def _before_write(self, indexer: Indexer, messages: Any) -> None:
+        """At an `Nx` pace, hold the batch until its newest event is due.
+
+        The wait serves the consumer group (hours between events must not drop the worker from
+        it) and reads the table: paused, the batch stays unwritten until resumed; a new speed
+        applies to this batch already; stopped, the batch is written and the worker exits.
+        """
+        if self._pace is None:
+            return
+        stamps = sorted(ms for kind, ms in (m.timestamp() for m in messages) if kind != 0)
+        if not stamps:
+            return
+
+        def interrupted() -> bool:
+            return self._interrupted(indexer)
+
+        while (pace := self._pace) is not None and not indexer.stopping:
+            factor = pace.factor
+            # The oldest event of the first batch anchors event time to wall time; a batch
+            # goes when its newest event is due.
+            pace.wait_for(stamps[0] / 1000, should_stop=interrupted)
+            pace.wait_for(stamps[-1] / 1000, should_stop=interrupted)
+            if self._desired == "paused" and not indexer.stopping:
+                self._hold_while_paused(indexer)  # then wait again, anchored afresh
+            elif self._pace is pace and pace.factor == factor:
+                break
+            # Else a new speed: a new factor waits out the rest of the gap at that factor.
+        self._size_paced_batch(stamps)
+
+    def _size_paced_batch(self, stamps: list[int]) -> None:
+        """Size the next paced batch to about `_PACE_BATCH_SPAN` of wall time at this pace.
+
+        Small batches where events are sparse (so none is held back for long waiting on a
+        later one in its batch), up to `batch_size` where they are dense.
+        """
+        pace, previous, self._last_stamp = self._pace, self._last_stamp, stamps[-1]
+        if pace is None:
+            return
+        if previous is None or previous > stamps[0]:
+            since, gaps = stamps[0], len(stamps) - 1
+        else:  # the gap before this batch counts too
+            since, gaps = previous, len(stamps)
+        if gaps == 0:
+            return  # one event and nothing before it: no spacing to go by yet
+        wall = (stamps[-1] - since) / 1000 / pace.factor
+        budget = 2 * len(stamps) if wall <= 0 else int(gaps * _PACE_BATCH_SPAN / wall)
+        self._pace_budget = max(1, min(self.batch_size, budget))
+
+    def _after_batch(self, indexer: Indexer, report: BatchReport) -> None:
+        self._position.update(report.positions)
+        self._report()
+
+    def _hold_while_paused(self, indexer: Indexer) -> None:
+        """While the table says paused: serve the group and heartbeat; then restart the pace."""
+        self._state = "paused"
+        self._report(force=True)
+        while self._desired == "paused" and not indexer.stopping:
+            indexer.idle(min(0.5, self.control_interval))
+            self._report()
+        for limiter in (self._rate, self._pace):
+            if limiter is not None:
+                limiter.reset()
+        self._state = "running"
+        self._report(force=True)
+
+    def _interrupted(self, indexer: Indexer) -> bool:
+        """For limiter sleeps: also reads the table, so pause/stop/speed apply within a second."""
+        speed = str(self._speed)
+        self._report()
+        return indexer.stopping or self._desired != "running" or str(self._speed) != speed
+
+    # -- control and progress ----------------------------------------------------------------
+
+    def _apply_speed(self, text: str) -> None:
+        speed = parse_speed(text)
+        if speed == self._speed and (self._rate or self._pace or speed.kind == "max"):
+            return
+        self._speed = speed
+        if speed.kind == "pace" and self._pace is not None:
+            # Same limiter, new factor: its place in event time stays, so a held batch is not
+            # released by the change (PaceLimiter.set_factor).
+            self._pace.set_factor(speed.value or 1.0)
+        else:
+            self._rate = self._pace = None
+            if speed.kind == "rate":
+                self._rate = RateLimiter(speed.value)
+            elif speed.kind == "pace":
+                self._pace = PaceLimiter(
+                    speed.value or 1.0, clock=_GroupServingClock(self), max_sleep_slice=_PACE_SLICE
+                )
+        _log.info("replay %s: speed %s", self.name, speed)
+
+    def _report(self, force: bool = False) -> None:
+        now = clock.monotonic()
+        if not force and now - self._last_control < self.control_interval:
+            return
+        self._last_control = now
+        indexer = self.indexer
+        consumed = indexer.stats.consumed if indexer is not None else 0
+        errors = (indexer.stats.errors + indexer.stats.skipped) if indexer is not None else 0
+        started, counted = self._window
+        if now - started >= 1.0:
+            self._events_per_s = (consumed - counted) / (now - started)
+            self._window = (now, consumed)
+        control = self.store.report(
+            self.name,
+            state=self._state,
+            position=self._position,
+            events_done=self._base_done + consumed,
+            errors=errors,
+            events_per_s=0.0
+            if self._state in ("finished", "stopped", "paused")
+            else self._events_per_s,
+            pid=self.pid,
+            host=self.host,
+        )
+        if control is None:  # deleted under us
+            self._desired = "stopped"
+        else:
+            self._desired, speed = control
+            try:
+                self._apply_speed(speed)
+            except ValueError:
+                _log.warning("replay %s: ignoring invalid speed %r", self.name, speed)
+        if self._desired == "stopped" and indexer is not None:
+            indexer.request_stop()
+
+
+class _GroupServingClock:
+    """A worker's clock for pace waits: sleeping polls the consumer (`Indexer.idle`), so a long
+    wait between events neither drops the worker from its group nor blocks heartbeats."""
+
+    def __init__(self, worker: ReplayWorker) -> None:
+        self._worker = worker
+
+    def monotonic(self) -> float:
+        return clock.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        indexer = self._worker.indexer
+        if indexer is None or indexer.stopping:
+            time.sleep(seconds)
+        else:
+            indexer.idle(seconds)
+
+
+def _admin(settings: Settings) -> AdminClient:
+    from pipeline.kafka.clients import kafka_admin
+
+    return kafka_admin(settings)
+
+
+def run_replay_worker(settings: Settings, name: str) -> int:
+    """`replay run NAME`: the worker, until finished, stopped or signalled."""
+    with open_replay_store(settings) as store:
+        return ReplayWorker(settings, store, name).run()
+
+
+def spawn_worker(name: str, env: Mapping[str, str] | None = None) -> int:
+    """Start `python -m pipeline replay run NAME` as a detached process; returns its pid."""
+    logs = _ROOT / ".devstack" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"replay-{name}.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "replay", "run", name],
+            cwd=_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the CLI and its terminal
+            env=dict(env) if env is not None else None,
+        )
+    return process.pid
+
+
+# -- starting and controlling a replay (the CLI and the app share these) ----------------------
