@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from confluent_kafka import (
@@ -151,6 +151,22 @@ def topic_watermarks(
         raise UnknownTopic(topic)
     found = read_watermarks(admin, [TopicPartition(topic, p) for p in partitions], timeout)
     return {p: found[(topic, p)] for p in sorted(partitions)}
+
+
+def low_watermarks(
+    admin: AdminClient, topic: str, partitions: Iterable[int], *, best_effort: bool = False
+) -> dict[tuple[str, int], int]:
+    """(topic, partition) → low watermark, in one request. A partition Kafka did not answer for
+    raises KafkaException, or with `best_effort` is left out (to be asked again later)."""
+    specs = {TopicPartition(topic, p): OffsetSpec.earliest() for p in partitions}
+    lows = {}
+    for tp, future in list_offsets(admin, specs, 10.0).items():
+        try:
+            lows[(tp.topic, tp.partition)] = future.result(timeout=10).offset
+        except KafkaException:
+            if not best_effort:
+                raise
+    return lows
 
 
 def offsets_at(

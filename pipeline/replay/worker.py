@@ -19,7 +19,8 @@ from pipeline.core.ratelimit import PaceLimiter, RateLimiter, Speed, parse_speed
 from pipeline.core.settings import Settings
 from pipeline.kafka.admin import group_offsets, seed_group_offsets
 from pipeline.replay.store import ReplayStore, open_replay_store
-from pipeline.workers.indexer import DEFAULT_BATCH_SIZE, BatchReport, Indexer, run_until_signalled
+from pipeline.workers.batch import BatchReport
+from pipeline.workers.indexer import DEFAULT_BATCH_SIZE, Indexer, run_until_signalled
 
 _CONTROL_INTERVAL = 1.0  # seconds between reads of the desired state (and progress writes)
 _PACE_BATCH_SPAN = 0.1  # seconds of paced wall time one batch covers at most (about)

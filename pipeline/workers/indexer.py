@@ -25,9 +25,8 @@ import gc
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -37,49 +36,38 @@ from elasticsearch import ApiError, TransportError
 
 from pipeline.core import clock
 from pipeline.core.backoff import Backoff
-from pipeline.core.events import (
-    TASK_CREATED,
-    TASK_DELETED,
-    TASK_UPDATED,
-    DecodedEvent,
-    MalformedEvent,
-    decode_event,
-)
 from pipeline.core.settings import Settings
 from pipeline.elasticsearch.client import elasticsearch_client
 from pipeline.elasticsearch.index import (
-    BulkAction,
     BulkItemResult,
     IndexMappingError,
     ItemOutcome,
     TaskIndex,
     bulk_body,
-    task_document,
 )
-from pipeline.kafka.admin import ensure_topic
+from pipeline.kafka.admin import ensure_topic, list_offsets, low_watermarks
 from pipeline.kafka.clients import kafka_admin, kafka_consumer, kafka_producer
+from pipeline.workers.batch import (
+    HANDLERS,
+    BatchEntry,
+    BatchReport,
+    Handler,
+    IndexerStats,
+    TopicPartitionKey,
+    commit_positions,
+    plan_batch,
+)
+from pipeline.workers.dead_letters import DLQ_MAX_MESSAGE_BYTES, DeadLetters
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
-    "HANDLERS",
-    "BatchEntry",
-    "BatchReport",
-    "Handler",
     "Indexer",
-    "IndexerStats",
-    "commit_positions",
-    "dead_letter_headers",
-    "delete_action",
-    "index_action",
-    "plan_batch",
     "run_indexer",
     "run_until_signalled",
 ]
 
 _log = logging.getLogger("taskstream.indexer")
 
-Handler = Callable[[DecodedEvent, Message], BulkAction]
-TopicPartitionKey = tuple[str, int]
 
 DEFAULT_BATCH_SIZE = 2_000
 DEFAULT_BATCH_WAIT = 0.2  # seconds consume() waits to fill a batch: the latency at low traffic
@@ -87,151 +75,6 @@ DEFAULT_PROGRESS_INTERVAL = 10.0
 _IDLE_PROGRESS_INTERVAL = 60.0  # an idle indexer logs a line at most this often
 _IDLE_SLICE = 0.2  # how often waits look at the stop flag and serve the group protocol
 _PAUSE_AFTER = 1.0  # seconds idle with a full batch held before pausing the partitions
-_DLQ_FLUSH_TIMEOUT = 2.0
-# The dead-letter producer accepts messages up to this size; the broker may still refuse them
-# (its default limit is ~1 MB), in which case the letter goes without its value.
-_DLQ_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-_MAX_ERROR_HEADER = 2_000
-_SIZE_ERRORS = frozenset(
-    {KafkaError.MSG_SIZE_TOO_LARGE, getattr(KafkaError, "RECORD_LIST_TOO_LARGE", 18)}
-)
-
-
-# -- handlers: event type -> bulk action -----------------------------------------------------
-
-
-def index_action(event: DecodedEvent, message: Message) -> BulkAction:
-    """Created or updated: index the task's whole state at version = the message's offset."""
-    if event.task is None:  # decode_event always sets it for these types
-        raise MalformedEvent(f"{event.type} event without a task")
-    return BulkAction("index", str(event.task_id), message.offset(), task_document(event.task))
-
-
-def delete_action(event: DecodedEvent, message: Message) -> BulkAction:
-    """Deleted: remove the document, versioned so an older event can't bring it back."""
-    return BulkAction("delete", str(event.task_id), message.offset())
-
-
-HANDLERS: dict[str, Handler] = {
-    TASK_CREATED: index_action,
-    TASK_UPDATED: index_action,
-    TASK_DELETED: delete_action,
-}
-
-
-# -- batch bookkeeping (pure) ----------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class BatchEntry:
-    """One consumed message and what became of it.
-
-    `action` is what to write; `error` (set instead, or after Elasticsearch refused the action
-    for good) is why it goes to the dead-letter topic. `done` means the partition may move past
-    it: acknowledged by Elasticsearch or confirmed on the dead-letter topic.
-    """
-
-    message: Message
-    action: BulkAction | None = None
-    error: str | None = None
-    done: bool = False
-    # Dead-letter bookkeeping: a produce awaiting its delivery report; send without the value.
-    letter_in_flight: bool = False
-    drop_value: bool = False
-
-    @property
-    def partition_key(self) -> TopicPartitionKey:
-        return (self.message.topic(), self.message.partition())
-
-    @property
-    def offset(self) -> int:
-        return self.message.offset()
-
-
-def plan_batch(
-    messages: Iterable[Message], handlers: Mapping[str, Handler] = HANDLERS
-) -> list[BatchEntry]:
-    """Decode each message and map it through `handlers`; malformed ones get an `error`."""
-    entries = []
-    for message in messages:
-        entry = BatchEntry(message)
-        try:
-            event = decode_event(message.key(), message.value(), message.headers())
-            handler = handlers.get(event.type)
-            if handler is None:
-                entry.error = f"no handler for event type {event.type}"
-            else:
-                entry.action = handler(event, message)
-        except MalformedEvent as exc:
-            entry.error = exc.reason
-        entries.append(entry)
-    return entries
-
-
-def commit_positions(entries: Iterable[BatchEntry]) -> dict[TopicPartitionKey, int]:
-    """Per partition, the offset to commit: just after the longest run of done entries from the
-    partition's first entry. A partition whose first entry is not done is left out."""
-    positions: dict[TopicPartitionKey, int] = {}
-    blocked: set[TopicPartitionKey] = set()
-    for entry in sorted(entries, key=lambda e: (e.partition_key, e.offset)):
-        key = entry.partition_key
-        if key in blocked:
-            continue
-        if entry.done:
-            positions[key] = entry.offset + 1
-        else:
-            blocked.add(key)
-    return positions
-
-
-def dead_letter_headers(
-    message: Message, error: str, *, dropped_value: bool = False
-) -> list[tuple[str, bytes | None]]:
-    """The original headers plus `error` and where the message came from."""
-    headers: list[tuple[str, bytes | None]] = list(message.headers() or [])
-    headers += [
-        ("error", _truncate_utf8(error, _MAX_ERROR_HEADER)),
-        ("source_topic", message.topic().encode()),
-        ("source_partition", str(message.partition()).encode()),
-        ("source_offset", str(message.offset()).encode()),
-    ]
-    if dropped_value:
-        size = len(message.value() or b"")
-        headers.append(
-            ("value_dropped", f"{size} bytes, over the dead-letter topic's size limit".encode())
-        )
-    return headers
-
-
-# -- reports ---------------------------------------------------------------------------------
-
-
-@dataclass
-class IndexerStats:
-    """Counters since the indexer started."""
-
-    consumed: int = 0  # messages read, valid or not
-    indexed: int = 0  # actions Elasticsearch acknowledged (including `stale`)
-    stale: int = 0  # ... of which it already held at that version or newer (409)
-    dead_lettered: int = 0  # confirmed on the dead-letter topic
-    skipped: int = 0  # malformed with no dead-letter topic configured (replays)
-    retries: int = 0  # write or dead-letter attempts that failed and were retried
-    errors: int = 0  # consumer and commit errors
-    batches: int = 0
-    committed: dict[int, int] = field(default_factory=dict)  # partition -> committed offset
-
-
-@dataclass(frozen=True)
-class BatchReport:
-    """One finished batch, for the `after_batch` hook."""
-
-    consumed: int
-    indexed: int
-    dead_lettered: int
-    # partition -> next offset to read, for every partition this batch moved
-    positions: Mapping[int, int]
-    # largest message timestamp (ms since the epoch) in the batch; None if it had none
-    max_timestamp_ms: int | None
 
 
 # -- the worker ------------------------------------------------------------------------------
@@ -329,6 +172,7 @@ class Indexer:
         self._last_progress_consumed = 0
         self._last_progress_errors = 0
         self._warned: dict[str, float] = {}
+        self._letters = DeadLetters(dlq_topic, self.stats, self._warn_once)
 
     @classmethod
     def live(cls, settings: Settings, **options: Any) -> Indexer:
@@ -466,7 +310,9 @@ class Indexer:
                         ensure_topic(admin, self.dlq_topic, self.topic_partitions)
                 index.ensure_index(self.index_name)
                 if self.until:
-                    self._lows_at_open = self._low_watermarks(admin, self.until, best_effort=True)
+                    self._lows_at_open = low_watermarks(
+                        admin, self.topic, self.until, best_effort=True
+                    )
                 break
             except IndexMappingError:
                 index.client.close()
@@ -481,7 +327,7 @@ class Indexer:
             return False
         if self.dlq_topic is not None:
             self._producer = kafka_producer(
-                self.settings, **{"message.max.bytes": _DLQ_MAX_MESSAGE_BYTES}
+                self.settings, **{"message.max.bytes": DLQ_MAX_MESSAGE_BYTES}
             )
         consumer = kafka_consumer(self.settings, self.group, **self._consumer_overrides)
         consumer.subscribe(
@@ -558,7 +404,7 @@ class Indexer:
         self._batch = entries
         if self._before_write is not None:
             self._before_write(self, [e.message for e in entries])
-        self._dead_letter([e for e in entries if e.error is not None], wait=False)
+        self._letters.send(self._producer, [e for e in entries if e.error is not None], wait=False)
         to_write = [e for e in entries if e.action is not None]
         if to_write:
             assert self._index is not None and self._writer is not None
@@ -605,7 +451,9 @@ class Indexer:
         outage: str | None = None
         while True:
             failure = self._write()
-            letters_failure = self._dead_letter([e for e in self._batch if e.error is not None])
+            letters_failure = self._letters.send(
+                self._producer, [e for e in self._batch if e.error is not None]
+            )
             failure = failure or letters_failure
             # on_revoke may have taken entries out of the batch during a wait.
             if all(e.done for e in self._batch):
@@ -661,73 +509,6 @@ class Indexer:
             else:
                 failure = failure or f"elasticsearch ({result.status}): {result.reason}"
         return failure
-
-    def _dead_letter(self, entries: list[BatchEntry], wait: bool = True) -> str | None:
-        """Send letters not yet sent and (with `wait`) wait briefly for their confirmations.
-
-        Returns the last failure, if any.
-        """
-        waiting = [e for e in entries if not e.done]
-        if not waiting:
-            return None
-        if self.dlq_topic is None:
-            for entry in waiting:
-                entry.done = True
-                self.stats.skipped += 1
-                self._warn_once(
-                    "skip",
-                    "%s: skipping malformed messages (no dead-letter topic): %s",
-                    entry.error,
-                )
-            return None
-        producer = self._producer
-        assert producer is not None
-        failures: list[str] = []
-        for entry in waiting:
-            if not entry.letter_in_flight:
-                self._send_letter(producer, entry, failures)
-        if not wait:
-            producer.poll(0)
-            return None
-        producer.flush(_DLQ_FLUSH_TIMEOUT)
-        if any(not e.done for e in waiting):
-            return failures[-1] if failures else "dead letters not confirmed yet"
-        return None
-
-    def _send_letter(self, producer: Producer, entry: BatchEntry, failures: list[str]) -> None:
-        message = entry.message
-        assert entry.error is not None and self.dlq_topic is not None
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            entry.letter_in_flight = False
-            if err is None:
-                entry.done = True
-                self.stats.dead_lettered += 1
-            elif err.code() in _SIZE_ERRORS and not entry.drop_value:
-                entry.drop_value = True
-                failures.append(f"dead letter too large, resending without its value: {err.str()}")
-            else:
-                failures.append(f"dead-letter topic: {err.str()}")
-
-        try:
-            producer.produce(
-                self.dlq_topic,
-                key=message.key(),
-                value=None if entry.drop_value else message.value(),
-                headers=dead_letter_headers(message, entry.error, dropped_value=entry.drop_value),
-                on_delivery=delivered,
-            )
-            entry.letter_in_flight = True
-        except BufferError:
-            producer.poll(0.5)
-            failures.append("dead-letter producer queue full")
-        except KafkaException as exc:
-            error = exc.args[0]
-            if error.code() in _SIZE_ERRORS and not entry.drop_value:
-                entry.drop_value = True
-                self._send_letter(producer, entry, failures)
-            else:
-                failures.append(f"dead-letter topic: {error.str()}")
 
     # -- offsets and the group -------------------------------------------------------------
 
@@ -892,24 +673,6 @@ class Indexer:
             self._load_start_positions()
         return self._start_positions.get(key)
 
-    def _low_watermarks(
-        self, admin: AdminClient, partitions: Iterable[int], *, best_effort: bool = False
-    ) -> dict[TopicPartitionKey, int]:
-        """The partitions' low watermarks, in one request. A partition Kafka did not answer for
-        raises KafkaException, or with `best_effort` is left out (to be asked again later)."""
-        futures = admin.list_offsets(
-            {TopicPartition(self.topic, p): OffsetSpec.earliest() for p in partitions},
-            request_timeout=10,
-        )
-        lows = {}
-        for tp, future in futures.items():
-            try:
-                lows[(tp.topic, tp.partition)] = future.result(timeout=10).offset
-            except KafkaException:
-                if not best_effort:
-                    raise
-        return lows
-
     def _load_start_positions(self) -> None:
         """Start positions of every assigned partition lacking one, in two requests in all.
 
@@ -938,7 +701,7 @@ class Indexer:
                     unset.append(tp.partition)
             if unset:
                 admin = self._admin = self._admin or kafka_admin(self.settings)
-                lows.update(self._low_watermarks(admin, unset))
+                lows.update(low_watermarks(admin, self.topic, unset))
         except KafkaException as exc:
             self._warn_once("position", "%s: cannot read the start positions: %s", exc)
             return
@@ -962,10 +725,10 @@ class Indexer:
             return 0
         try:
             positions = consumer.position(assignment)
-            futures = admin.list_offsets(
-                {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in assignment},
-                request_timeout=5,
-            )
+            specs = {
+                TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in assignment
+            }
+            futures = list_offsets(admin, specs, 5.0)
             ends = {
                 (tp.topic, tp.partition): future.result(timeout=5).offset
                 for tp, future in futures.items()
@@ -1075,10 +838,3 @@ def run_indexer(settings: Settings, **options: Any) -> int:
     except IndexMappingError as exc:  # a configuration problem, not a crash: say what to do
         _log.error("%s", exc)
         return 2
-
-
-def _truncate_utf8(text: str, limit: int) -> bytes:
-    data = text.encode()
-    if len(data) <= limit:
-        return data
-    return data[: limit - 3].decode("utf-8", errors="ignore").encode() + b"..."

@@ -2,7 +2,7 @@
 
 from confluent_kafka import Message
 
-from pipeline.workers.indexer import BatchEntry, commit_positions
+from pipeline.workers.batch import BatchEntry, commit_positions
 
 
 def entry(partition, offset, done, topic="tasks"):

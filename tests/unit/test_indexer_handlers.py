@@ -20,13 +20,8 @@ from pipeline.core.events import (
     updated_event,
 )
 from pipeline.elasticsearch.index import BulkAction
-from pipeline.workers.indexer import (
-    HANDLERS,
-    dead_letter_headers,
-    delete_action,
-    index_action,
-    plan_batch,
-)
+from pipeline.workers.batch import HANDLERS, delete_action, index_action, plan_batch
+from pipeline.workers.dead_letters import dead_letter_headers
 
 
 def message(event=None, *, offset=7, partition=2, key=None, value=None, headers=None):
