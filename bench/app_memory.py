@@ -51,6 +51,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from psycopg import sql
 
+from pipeline.bootstrap import open_task_service
 from pipeline.core import clock
 from pipeline.core.seed import generate_tasks
 from pipeline.core.settings import load_settings
@@ -59,23 +60,24 @@ from pipeline.kafka.clients import kafka_admin
 from pipeline.lag.history import LagHistory, migrate_lag_history
 from pipeline.lag.reader import GroupLag, LagSnapshot, PartitionLag, PartitionWatermarks
 from pipeline.postgres.pool import postgres_pool
-from pipeline.service.bootstrap import open_task_service
-from tests.e2e.processes import (
+from testkit.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     VIEWPORT,
     SelectboxTimeout,
+    choose,
+    loopback_only,
+    wait_for_run,
+)
+from testkit.processes import (
     Worker,
     answers_health,
     app_names,
-    choose,
     free_port,
     log_tail,
-    loopback_only,
     start_worker,
-    wait_for_run,
-    wait_until,
 )
+from testkit.waiting import wait_until
 
 SEEDED_TASKS = 240
 STARTUP_TIMEOUT = 90.0

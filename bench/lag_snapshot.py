@@ -56,7 +56,7 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def _commit(admin: AdminClient, topic: str, groups: list[str], ends: dict[int, int]) -> None:
+def commit_groups(admin: AdminClient, topic: str, groups: list[str], ends: dict[int, int]) -> None:
     """Give every group committed offsets (a different lag on each partition), concurrently."""
     futures = []
     for i, group in enumerate(groups):
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for count in args.counts:
             new = [f"bench-lag-{run}-{i:04d}" for i in range(len(created), count)]
-            _commit(admin, topic, new, ends)
+            commit_groups(admin, topic, new, ends)
             created.extend(new)
             discovered = reader.snapshot()
             mine = [g for g in discovered.groups if g.group.startswith(f"bench-lag-{run}-")]

@@ -92,17 +92,6 @@ def fill_topic(settings, topic: str, count: int) -> float:
     return time.perf_counter() - started
 
 
-def wait_until(condition, what: str, timeout: float, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
-        time.sleep(interval)
-
-
 def measure_rates(store: ReplayStore, names: dict[str, float], window: float, timeout: float):
     """Per replay: (first sample after progress, last sample ≥ window later), polled together."""
     first: dict[str, Sample] = {}

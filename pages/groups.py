@@ -1,12 +1,18 @@
-"""Consumer groups: every group reading the topic, its lag and status, and one group in detail."""
+"""Consumer groups: every group reading the topic, its lag and status, and one group in detail,
+with the reset of its committed offsets (a preview first, applied on confirmation).
+
+Each function gets what it needs as arguments: the settings, the topic, the inputs, the snapshot.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import streamlit as st
 
-from pipeline.kafka.admin import UnknownTopic
+from pipeline.core.failures import describe_failure, first_line
+from pipeline.core.settings import Settings
 from pipeline.lag.history import LagHistory, MemoryLagHistory
 from pipeline.lag.membership import Membership
 from pipeline.lag.reader import LagSnapshot, cluster_lag
@@ -30,6 +36,7 @@ from ui.lag_panel import (
     partition_rows,
 )
 from ui.lag_resources import SAMPLE_INTERVAL, lag_history, lag_reader, lag_sampler
+from ui.offset_reset import offset_reset
 from ui.resources import admin, settings
 from ui.sidebar import selected_topic
 
@@ -43,36 +50,16 @@ CHART_SPANS = {
 # How far back end offsets are read for lag in seconds (older lag shows as unknown).
 END_HISTORY = timedelta(hours=1)
 
-config = settings()
-topic = selected_topic()  # chosen in the sidebar: any topic of the cluster
 
-st.title("Consumer groups")
-st.caption(
-    "A **consumer group** is a set of consumers sharing one `group.id`: Kafka gives each "
-    "partition of the topic to exactly one member, and the group remembers how far it got "
-    "by **committing offsets** (the next offset to read) per partition."
-)
-
-controls = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
-search = controls[0].text_input(
-    "Search groups", key="group_search", placeholder="part of a group name"
-)
-interval_label = controls[1].selectbox("Refresh every", list(INTERVALS), index=1, key="interval")
-live = controls[2].toggle("Live", value=True, key="live", help="Pause to freeze the numbers.")
-span_label = controls[3].selectbox("Chart range", list(CHART_SPANS), index=1, key="span")
-run_every = INTERVALS[interval_label] if live else None
-
-
-def history_or_warning() -> LagHistory | MemoryLagHistory | None:
+def history_or_warning(topic: str) -> LagHistory | MemoryLagHistory | None:
     """The lag history with its sampler running, or None (and a warning) without PostgreSQL."""
     try:
         history = lag_history()
         sampler = lag_sampler(topic)
     except Exception as exc:  # PostgreSQL down or refusing: live numbers still work
         st.warning(
-            "Lag history is unavailable (PostgreSQL: "
-            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): live numbers "
-            "only, no status window, no lag in seconds, no chart.",
+            f"Lag history is unavailable ({describe_failure(exc)}): live numbers only, no "
+            "status window, no lag in seconds, no chart.",
             icon=":material/database:",
         )
         return None
@@ -81,30 +68,31 @@ def history_or_warning() -> LagHistory | MemoryLagHistory | None:
     return history
 
 
-def read_snapshot() -> LagSnapshot | None:
+def read_snapshot(topic: str) -> LagSnapshot | None:
     """A snapshot of every group on the topic, or None after a banner saying why not."""
     try:
         return lag_reader(topic).snapshot()
-    except UnknownTopic:
-        st.error(
-            f"Topic `{topic}` does not exist on `{config.kafka_bootstrap_servers}`, so no group "
-            "can read it. The relay creates it on start (`python -m pipeline relay`); or check "
-            "`KAFKA_TOPIC`.",
-            icon=":material/help:",
-        )
-    except Exception as exc:  # an ACL refusal, any broker failure: a banner, no traceback
-        kafka_read_failed("consumer groups", exc)
+    except Exception as exc:  # missing, an ACL refusal, any broker failure: a banner
+        kafka_read_failed("consumer groups", exc, missing=", so no group can read it")
     return None
 
 
-@st.fragment(run_every=run_every)
-def groups_panel() -> None:
+def groups_panel(
+    config: Settings,
+    admin: Any,
+    topic: str,
+    search: str,
+    span_label: str,
+    run_every: float | None,
+) -> None:
+    """The groups table, the chosen group in detail with its offset reset, and the cluster's
+    groups on demand; refreshed every `run_every` seconds (None: paused)."""
     if not kafka_answers():
         return
-    snapshot = read_snapshot()
+    snapshot = read_snapshot(topic)
     if snapshot is None:
         return
-    history = history_or_warning()
+    history = history_or_warning(topic)
     for problem in snapshot.errors:
         st.warning(problem)
 
@@ -170,7 +158,8 @@ def groups_panel() -> None:
     )
     group = snapshot.group(chosen) if chosen else None
     if group is not None:
-        group_detail(snapshot, group.group, history, end_history)
+        group_detail(config, topic, snapshot, group.group, history, end_history, span_label)
+        offset_reset(config, admin, topic, group.group)
 
     with st.expander("The same with Kafka's own tool"):
         st.code(cli_commands(config.kafka_bootstrap_servers, chosen, topic), language="bash")
@@ -181,14 +170,16 @@ def groups_panel() -> None:
         help="Every consumer group on every topic it reads, in one snapshot of the cluster "
         "(the search box filters by group or topic name).",
     ):
-        cluster_panel()
+        cluster_panel(admin, search)
 
 
-def cluster_panel() -> None:
+def cluster_panel(admin: Any, search: str) -> None:
     try:
-        cluster = cluster_lag(admin(), timeout=5.0)
+        cluster = cluster_lag(admin, timeout=5.0)
     except Exception as exc:  # any broker failure: a banner, never a traceback
-        st.error(f"Could not read the cluster's groups: {exc}", icon=":material/cloud_off:")
+        st.error(
+            f"Could not read the cluster's groups: {first_line(exc)}", icon=":material/cloud_off:"
+        )
         return
     for problem in cluster.errors:
         st.warning(problem)
@@ -201,10 +192,13 @@ def cluster_panel() -> None:
 
 
 def group_detail(
+    config: Settings,
+    topic: str,
     snapshot: LagSnapshot,
     name: str,
     history: LagHistory | MemoryLagHistory | None,
     end_history: list[WatermarkSample],
+    span_label: str,
 ) -> None:
     group = snapshot.group(name)
     assert group is not None
@@ -328,4 +322,27 @@ def membership_panel(observed: list[Membership], marks: list[datetime], span_lab
     )
 
 
-groups_panel()
+def groups_page(config: Settings, admin: Any, topic: str) -> None:
+    st.title("Consumer groups")
+    st.caption(
+        "A **consumer group** is a set of consumers sharing one `group.id`: Kafka gives each "
+        "partition of the topic to exactly one member, and the group remembers how far it got "
+        "by **committing offsets** (the next offset to read) per partition."
+    )
+    controls = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
+    search = controls[0].text_input(
+        "Search groups", key="group_search", placeholder="part of a group name"
+    )
+    interval_label = controls[1].selectbox(
+        "Refresh every", list(INTERVALS), index=1, key="interval"
+    )
+    live = controls[2].toggle("Live", value=True, key="live", help="Pause to freeze the numbers.")
+    span_label = controls[3].selectbox("Chart range", list(CHART_SPANS), index=1, key="span")
+    run_every = INTERVALS[interval_label] if live else None
+    st.fragment(groups_panel, run_every=run_every)(
+        config, admin, topic, search, span_label, run_every
+    )
+
+
+# The topic is chosen in the sidebar: any topic of the cluster.
+groups_page(settings(), admin(), selected_topic())

@@ -2,18 +2,20 @@
 
 A teaching page: producing tasks grows the lanes, a running indexer chases their ends, a second
 indexer joining moves partitions between members (a rebalance). The numbers are the same
-snapshot the consumer-groups page reads.
+snapshot the consumer-groups page reads. Each part of the picture is its own function, given
+what it draws: the settings, the topic, the inputs, the snapshot.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import streamlit as st
 
 from pipeline.core.partitioner import partition_for_key
-from pipeline.kafka.admin import UnknownTopic
-from pipeline.lag.reader import GroupLag, LagSnapshot
+from pipeline.core.settings import Settings
+from pipeline.lag.reader import GroupLag, LagSnapshot, PartitionWatermarks
 from ui.banners import kafka_answers, kafka_read_failed
 from ui.lag_panel import last_change_text
 from ui.lag_resources import lag_history, lag_reader, lag_sampler
@@ -39,59 +41,71 @@ REBALANCING = {"PreparingRebalance", "CompletingRebalance"}
 # How far back the page looks for the last membership change of each group.
 CHANGES_SPAN = timedelta(hours=1)
 
-config = settings()
-topic = selected_topic()  # chosen in the sidebar: any topic of the cluster
-indexer = config.indexer_group
 
-st.title("Partitions")
-st.caption(
-    f"A **topic** (here `{topic}`) is split into **partitions**. Each partition is an append-only "
-    "log: a new message goes at its end and gets the next **offset**, its position in that "
-    "partition. Below, each lane is one partition, drawn from its first stored offset (the low "
-    "watermark) to the offset the next message will get (the high watermark)."
-)
-with st.expander("The words on this page"):
-    st.markdown(
-        "- **Topic** — a named stream of messages; `tasks` holds every task's events.\n"
-        "- **Partition** — one ordered log of the topic. Partitions are read and written in "
-        "parallel; order holds *within* a partition, not across them.\n"
-        "- **Offset** — a message's position in its partition: 0, 1, 2, … Offsets are never "
-        "reused. Retention deletes old messages from the start, which raises the low watermark "
-        "(the faded part of a lane).\n"
-        "- **Key** — chosen by the producer; here the task id. A key always hashes (murmur2) to "
-        "the same partition, so one task's events stay in order.\n"
-        "- **Consumer group** — consumers sharing one `group.id`. Kafka gives each partition to "
-        "exactly one member, and the group **commits** the next offset it will read, per "
-        "partition: its marker on the lane.\n"
-        "- **Lag** — high watermark − committed offset: messages written but not yet read by "
-        "that group. A group that never committed on a partition has *no* lag number there "
-        f"(“{NO_COMMIT}”), not zero.\n"
-        "- **Rebalance** — when a member joins, leaves or stops sending heartbeats, the group "
-        "reassigns its partitions among the members that remain; while it does, nobody in that "
-        "group consumes."
+@dataclass(frozen=True)
+class Inputs:
+    """What the controls above the picture ask for."""
+
+    search: str  # part of a group name: the groups to draw
+    key: str  # a key whose partition to highlight
+    run_every: float | None  # seconds between refreshes; None: paused
+
+
+def introduction(topic: str) -> None:
+    st.title("Partitions")
+    st.caption(
+        f"A **topic** (here `{topic}`) is split into **partitions**. Each partition is an "
+        "append-only log: a new message goes at its end and gets the next **offset**, its "
+        "position in that partition. Below, each lane is one partition, drawn from its first "
+        "stored offset (the low watermark) to the offset the next message will get (the high "
+        "watermark)."
     )
+    with st.expander("The words on this page"):
+        st.markdown(
+            "- **Topic** — a named stream of messages; `tasks` holds every task's events.\n"
+            "- **Partition** — one ordered log of the topic. Partitions are read and written in "
+            "parallel; order holds *within* a partition, not across them.\n"
+            "- **Offset** — a message's position in its partition: 0, 1, 2, … Offsets are never "
+            "reused. Retention deletes old messages from the start, which raises the low "
+            "watermark (the faded part of a lane).\n"
+            "- **Key** — chosen by the producer; here the task id. A key always hashes (murmur2) "
+            "to the same partition, so one task's events stay in order.\n"
+            "- **Consumer group** — consumers sharing one `group.id`. Kafka gives each partition "
+            "to exactly one member, and the group **commits** the next offset it will read, per "
+            "partition: its marker on the lane.\n"
+            "- **Lag** — high watermark − committed offset: messages written but not yet read by "
+            "that group. A group that never committed on a partition has *no* lag number there "
+            f"(“{NO_COMMIT}”), not zero.\n"
+            "- **Rebalance** — when a member joins, leaves or stops sending heartbeats, the group "
+            "reassigns its partitions among the members that remain; while it does, nobody in "
+            "that group consumes."
+        )
 
-controls = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
-search = controls[0].text_input(
-    "Groups to draw", key="partitions_search", placeholder="part of a group name (all if empty)"
-)
-key_text = controls[1].text_input(
-    "Which partition does a key go to?",
-    key="partitions_key",
-    placeholder="a task id",
-    help="A key always hashes (murmur2) to the same partition, so one task's events stay in "
-    "order. Its lane is highlighted.",
-)
-interval_label = controls[2].selectbox(
-    "Refresh every", list(INTERVALS), index=1, key="partitions_interval"
-)
-live = controls[3].toggle(
-    "Live", value=True, key="partitions_live", help="Pause to freeze the picture."
-)
-run_every = INTERVALS[interval_label] if live else None
+
+def inputs() -> Inputs:
+    controls = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
+    search = controls[0].text_input(
+        "Groups to draw",
+        key="partitions_search",
+        placeholder="part of a group name (all if empty)",
+    )
+    key_text = controls[1].text_input(
+        "Which partition does a key go to?",
+        key="partitions_key",
+        placeholder="a task id",
+        help="A key always hashes (murmur2) to the same partition, so one task's events stay in "
+        "order. Its lane is highlighted.",
+    )
+    interval_label = controls[2].selectbox(
+        "Refresh every", list(INTERVALS), index=1, key="partitions_interval"
+    )
+    live = controls[3].toggle(
+        "Live", value=True, key="partitions_live", help="Pause to freeze the picture."
+    )
+    return Inputs(search, key_text.strip(), INTERVALS[interval_label] if live else None)
 
 
-def last_changes(groups: list[GroupLag], now: datetime) -> list[str]:
+def last_changes(topic: str, groups: list[GroupLag], now: datetime) -> list[str]:
     """The newest membership change of each group within the hour, from the lag history (its
     sampler started here too); nothing when PostgreSQL does not answer: the lanes do not
     need it."""
@@ -112,38 +126,27 @@ def last_changes(groups: list[GroupLag], now: datetime) -> list[str]:
     return lines
 
 
-def read_snapshot() -> LagSnapshot | None:
+def read_snapshot(topic: str) -> LagSnapshot | None:
     """A snapshot of the topic and every group on it, or None after a banner saying why not."""
     try:
         return lag_reader(topic).snapshot()
-    except UnknownTopic:
-        st.error(
-            f"Topic `{topic}` does not exist on `{config.kafka_bootstrap_servers}`, so there are "
-            "no partitions to draw. The relay creates it on start (`python -m pipeline relay`); "
-            "or check `KAFKA_TOPIC`.",
-            icon=":material/help:",
+    except Exception as exc:  # missing, an ACL refusal, any broker failure: a banner
+        kafka_read_failed(
+            f"the partitions of `{topic}`", exc, missing=", so there are no partitions to draw"
         )
-    except Exception as exc:  # an ACL refusal, any broker failure: a banner, no traceback
-        kafka_read_failed(f"the partitions of `{topic}`", exc)
     return None
 
 
-@st.fragment(run_every=run_every)
-def partitions_panel() -> None:
-    if not kafka_answers():
-        return
-    snapshot = read_snapshot()
-    if snapshot is None:
-        return
-    for problem in snapshot.errors:
-        st.warning(problem)
+def highlighted_partition(key: str, partitions: list[PartitionWatermarks]) -> int | None:
+    """The partition `key` hashes to, or None without a key (or partitions)."""
+    if not key or not partitions:
+        return None
+    return partition_for_key(key.encode(), len(partitions))
 
+
+def summary(topic: str, indexer: str, snapshot: LagSnapshot) -> None:
+    """The topic's size and the live indexer's lag, as metrics."""
     partitions = snapshot.partitions
-    drawn, hidden = pick_groups(snapshot.groups, indexer, search)
-    highlight = None
-    if key_text.strip() and partitions:
-        highlight = partition_for_key(key_text.strip().encode(), len(partitions))
-
     messages = sum(w.messages for w in partitions)
     st.subheader(f"`{topic}`: {len(partitions)} partitions, {messages:,} messages")
     cols = st.columns(4)
@@ -156,13 +159,26 @@ def partitions_panel() -> None:
         "—" if indexer_lag is None else f"{indexer_lag:,}",
         help="Messages the live indexer has not committed yet; — when it has committed nothing.",
     )
+
+
+def key_note(key: str, highlight: int | None, partitions: int) -> None:
     if highlight is not None:
         st.info(
-            f"Key `{key_text.strip()}` → murmur2 hash → partition **{highlight}** of "
-            f"{len(partitions)} (highlighted). Every event with this key lands there, in order.",
+            f"Key `{key}` → murmur2 hash → partition **{highlight}** of "
+            f"{partitions} (highlighted). Every event with this key lands there, in order.",
             icon=":material/key:",
         )
 
+
+def lanes_picture(
+    indexer: str,
+    snapshot: LagSnapshot,
+    drawn: list[GroupLag],
+    highlight: int | None,
+    run_every: float | None,
+) -> None:
+    """The lanes with every drawn group's committed offsets as ticks."""
+    partitions = snapshot.partitions
     lanes = lanes_frame(partitions, drawn, highlight)
     markers = markers_frame(drawn, indexer)
     height = chart_height(len(partitions), len(drawn))
@@ -176,6 +192,11 @@ def partitions_panel() -> None:
         f"Updated {snapshot.taken_at:%H:%M:%S} UTC" + ("." if run_every else " (paused).")
     )
 
+
+def groups_note(
+    topic: str, indexer: str, snapshot: LagSnapshot, drawn: list[GroupLag], search: str, hidden: int
+) -> None:
+    """Why there are no markers (no group, or none matching), and how many groups are hidden."""
     if not snapshot.groups:
         st.info(
             f"No consumer group reads `{topic}`: nobody has committed offsets on it or is "
@@ -189,6 +210,11 @@ def partitions_panel() -> None:
     if hidden:
         st.caption(f"{hidden} more groups match; narrow “Groups to draw” to see them.")
 
+
+def numbers_table(
+    indexer: str, partitions: list[PartitionWatermarks], drawn: list[GroupLag]
+) -> None:
+    """The picture in numbers: per lane its watermarks and each drawn group's offset and lag."""
     st.markdown("**The picture in numbers**")
     rows = lane_rows(partitions, drawn)
     st.dataframe(
@@ -212,6 +238,10 @@ def partitions_panel() -> None:
             for g in drawn
         },
     )
+
+
+def commit_notes(partitions: list[PartitionWatermarks], drawn: list[GroupLag]) -> None:
+    """The groups Kafka did not answer for, and where a group has committed nothing."""
     for g in drawn:
         if g.error is not None:
             st.warning(f"`{g.group}`: Kafka did not answer ({g.error}); its offsets are unknown.")
@@ -225,6 +255,10 @@ def partitions_panel() -> None:
         elif missing:
             st.caption(f"`{g.group}` has {NO_COMMIT} on any partition yet: no markers.")
 
+
+def assignment(config: Settings, topic: str, snapshot: LagSnapshot, drawn: list[GroupLag]) -> None:
+    """Who reads which partition: each drawn group's members and their partitions."""
+    indexer = config.indexer_group
     st.markdown("**Who reads which partition**")
     st.caption(
         "Within a group each partition has exactly one owner, so a group reads in parallel "
@@ -241,37 +275,38 @@ def partitions_panel() -> None:
                 "Kafka reassigns the partitions.",
                 icon=":material/sync:",
             )
-    if drawn:
-        st.dataframe(
-            assignment_rows(drawn, [w.partition for w in partitions]),
-            hide_index=True,
-            width="stretch",
-            column_config={
-                "state": st.column_config.TextColumn(
-                    "state",
-                    help="Stable: consuming. PreparingRebalance / CompletingRebalance: "
-                    "reassigning partitions. Empty: no members, committed offsets kept.",
-                ),
-                "partitions": st.column_config.TextColumn(
-                    "partitions", help="The partitions of this topic the member owns."
-                ),
-            },
+    if not drawn:
+        return
+    st.dataframe(
+        assignment_rows(drawn, [w.partition for w in snapshot.partitions]),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "state": st.column_config.TextColumn(
+                "state",
+                help="Stable: consuming. PreparingRebalance / CompletingRebalance: "
+                "reassigning partitions. Empty: no members, committed offsets kept.",
+            ),
+            "partitions": st.column_config.TextColumn(
+                "partitions", help="The partitions of this topic the member owns."
+            ),
+        },
+    )
+    roles = {group_kind(g.group, indexer) for g in drawn}
+    notes = []
+    if KIND_INDEXER in roles:
+        notes.append(
+            f"`{indexer}` is the live indexer, writing index `{config.elasticsearch_index}`"
         )
-        roles = {group_kind(g.group, indexer) for g in drawn}
-        notes = []
-        if KIND_INDEXER in roles:
-            notes.append(
-                f"`{indexer}` is the live indexer, writing index `{config.elasticsearch_index}`"
-            )
-        if KIND_REPLAY in roles:
-            notes.append("`replay-*` groups are replays, each with its own offsets and index")
-        if notes:
-            st.caption(
-                "; ".join(notes) + ". Groups never share offsets: each reads at its own pace."
-            )
-        for line in last_changes(drawn, snapshot.taken_at):
-            st.caption(line)
+    if KIND_REPLAY in roles:
+        notes.append("`replay-*` groups are replays, each with its own offsets and index")
+    if notes:
+        st.caption("; ".join(notes) + ". Groups never share offsets: each reads at its own pace.")
+    for line in last_changes(topic, drawn, snapshot.taken_at):
+        st.caption(line)
 
+
+def cli_section(config: Settings, topic: str, drawn: list[GroupLag]) -> None:
     with st.expander("The same with Kafka's own tools"):
         st.code(
             offsets_cli_commands(config.kafka_bootstrap_servers, topic, [g.group for g in drawn]),
@@ -279,4 +314,35 @@ def partitions_panel() -> None:
         )
 
 
-partitions_panel()
+def partitions_panel(config: Settings, topic: str, given: Inputs) -> None:
+    """The whole picture of the topic, refreshed every `given.run_every` seconds."""
+    if not kafka_answers():
+        return
+    snapshot = read_snapshot(topic)
+    if snapshot is None:
+        return
+    for problem in snapshot.errors:
+        st.warning(problem)
+    indexer = config.indexer_group
+    partitions = snapshot.partitions
+    drawn, hidden = pick_groups(snapshot.groups, indexer, given.search)
+    highlight = highlighted_partition(given.key, partitions)
+
+    summary(topic, indexer, snapshot)
+    key_note(given.key, highlight, len(partitions))
+    lanes_picture(indexer, snapshot, drawn, highlight, given.run_every)
+    groups_note(topic, indexer, snapshot, drawn, given.search, hidden)
+    numbers_table(indexer, partitions, drawn)
+    commit_notes(partitions, drawn)
+    assignment(config, topic, snapshot, drawn)
+    cli_section(config, topic, drawn)
+
+
+def partitions_page(config: Settings, topic: str) -> None:
+    introduction(topic)
+    given = inputs()
+    st.fragment(partitions_panel, run_every=given.run_every)(config, topic, given)
+
+
+# The topic is chosen in the sidebar: any topic of the cluster.
+partitions_page(settings(), selected_topic())

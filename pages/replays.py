@@ -1,8 +1,9 @@
-"""Replays: start, watch and steer replay workers, compare their scratch index with the live one,
-and reset an existing group's committed offsets (a preview first, applied on confirmation).
+"""Replays: start, watch and steer replay workers, and compare their scratch index with the live
+one. (A group's offset reset is on the Consumer groups page.)
 
-The page is a remote control over the `replays` table and Kafka's own offsets: the workers are
-separate processes (`python -m pipeline replay run NAME`), so they outlive the page.
+The page is a remote control over the `replays` table: the workers are separate processes
+(`python -m pipeline replay run NAME`), so they outlive the page. Each function gets what it
+needs as arguments: the settings, the `replays` table, Kafka's admin client, Elasticsearch.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from typing import Any
 import streamlit as st
 
 from pipeline.core import clock
-from pipeline.core.settings import redact_url
-from pipeline.kafka.admin import UnknownTopic
-from pipeline.kafka.publisher import offsets
+from pipeline.core.failures import POSTGRESQL, describe_failure, first_line
+from pipeline.core.settings import Settings
 from pipeline.replay.control import (
     compare_replay,
     create_replay,
@@ -27,32 +27,26 @@ from pipeline.replay.control import (
     stop_replay,
 )
 from pipeline.replay.spec import ReplayRefused
-from pipeline.replay.store import ReplayRow, effective_state
-from ui.banners import kafka_answers
-from ui.lag_resources import lag_reader
+from pipeline.replay.store import ReplayRow, ReplayStore, effective_state
+from ui.banners import kafka_answers, service_down
 from ui.replay_panel import (
-    RESET_STRATEGIES,
+    Controls,
     add_sample,
     controls,
-    describe_failure,
     duration_text,
     partition_rows,
     progress,
     rate_frame,
     replay_cli_commands,
-    reset_cli_command,
-    reset_rows,
-    reset_spec_text,
     speed_short,
     speed_text,
 )
 from ui.resources import admin, es, replay_store, settings
 
 INTERVALS = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30}
-START_COMMAND = "python -m devstack up"
 READ_ONLY_REASON = (
     "Read-only mode (`TASKSTREAM_READ_ONLY=true`): starting, pausing, resuming, changing speed, "
-    "stopping and deleting replays and resetting offsets are disabled."
+    "stopping and deleting replays are disabled."
 )
 START_FIELDS = ("name", "from", "until", "speed")
 OTHER = "other"
@@ -64,29 +58,17 @@ START_RESET = "replays_start_reset"
 NOTICES = "replays_notices"  # {replay name: (kind, message)} from the card buttons
 SAMPLES = "replays_samples"  # {replay name: [(time, events done)]}, for the events/s chart
 COMPARES = "replays_compares"  # {replay name: Comparison.to_json()}
-RESET_PLAN = "replays_reset_plan"  # the previewed ResetPlan
-RESET_CONFIRM = "replays_reset_confirm"
-RESET_FLASH = "replays_reset_flash"
-
-config = settings()
-topic = config.kafka_topic
-read_only = config.read_only
 
 
 def postgres_down(exc: BaseException) -> None:
-    reason = describe_failure(exc).removeprefix("PostgreSQL: ")
-    st.error(
-        f"PostgreSQL at `{redact_url(config.database_url)}` does not answer "
-        f"({reason}): replays cannot be listed or started. Start the services "
-        f"with `{START_COMMAND}`; `python -m devstack status` shows what is running.",
-        icon=":material/database_off:",
-    )
+    service_down(POSTGRESQL, first_line(exc), ": replays cannot be listed or started")
 
 
 # -- start -----------------------------------------------------------------------------------
 
 
-def start_form() -> None:
+def start_form(config: Settings, admin: Any) -> None:
+    read_only = config.read_only
     if st.session_state.pop(START_RESET, False):
         st.session_state.pop("replay_name", None)
     errors: dict[str, str] = st.session_state.get(START_ERRORS, {})
@@ -135,21 +117,25 @@ def start_form() -> None:
             "Start replay", type="primary", key="replay_start", disabled=read_only
         )
     if submitted:
-        errors = start_replay(name, start, until, speed)
+        errors = start_replay(config, admin, name, start, until, speed)
         st.session_state[START_ERRORS] = errors
     for field, message in errors.items():
         slots.get(field, slots[OTHER]).error(message, icon=":material/error:")
 
 
-def start_replay(name: str, start: str, until: str, speed: str) -> dict[str, str]:
-    """Plan (every guard) and create the replay; the refusals by field, or a rerun on success."""
+def start_replay(
+    config: Settings, admin: Any, name: str, start: str, until: str, speed: str
+) -> dict[str, str]:
+    """Plan (every guard) and create the replay; the refusals by field, or a rerun on success.
+
+    The `replays` table is opened here, so PostgreSQL being down is said like any refusal."""
     try:
-        plan = plan_replay(config, admin(), name.strip(), start, until, speed)
-        row = create_replay(replay_store(), admin(), plan)
+        plan = plan_replay(config, admin, name.strip(), start, until, speed)
+        row = create_replay(replay_store(), admin, plan)
     except ReplayRefused as exc:
         return {exc.field if exc.field in START_FIELDS else OTHER: str(exc)}
     except Exception as exc:  # a service that does not answer: said in one line
-        return {OTHER: f"Could not start the replay: {describe_failure(exc)}"}
+        return {OTHER: f"Could not start the replay: {describe_failure(exc, config)}"}
     st.session_state[START_ERRORS] = {}
     st.session_state[START_RESET] = True
     st.session_state[FLASH] = (
@@ -177,40 +163,40 @@ def act(name: str, action: Callable[[], Any], done: str) -> None:
         notices[name] = ("success", done)
 
 
-def on_pause(name: str) -> None:
-    act(name, lambda: pause_replay(replay_store(), name), "Pause requested.")
+def on_pause(store: ReplayStore, name: str) -> None:
+    act(name, lambda: pause_replay(store, name), "Pause requested.")
 
 
-def on_resume(name: str) -> None:
-    act(name, lambda: resume_replay(replay_store(), name), "Resume requested.")
+def on_resume(store: ReplayStore, name: str) -> None:
+    act(name, lambda: resume_replay(store, name), "Resume requested.")
 
 
-def on_restart(name: str) -> None:
+def on_restart(store: ReplayStore, name: str) -> None:
     act(
         name,
-        lambda: resume_replay(replay_store(), name),
+        lambda: resume_replay(store, name),
         "Worker started again: it continues from the group's committed offsets.",
     )
 
 
-def on_stop(name: str) -> None:
-    act(name, lambda: stop_replay(replay_store(), name), "Stop requested.")
+def on_stop(store: ReplayStore, name: str) -> None:
+    act(name, lambda: stop_replay(store, name), "Stop requested.")
 
 
-def on_speed(name: str) -> None:
+def on_speed(store: ReplayStore, name: str) -> None:
     wanted = st.session_state.get(f"replay_speed_{name}", "")
     act(
         name,
-        lambda: set_replay_speed(replay_store(), name, wanted),
+        lambda: set_replay_speed(store, name, wanted),
         f"Speed set to {speed_text(wanted.strip())}: the worker applies it within a second.",
     )
 
 
-def on_delete(name: str) -> None:
+def on_delete(store: ReplayStore, admin: Any, es: Any, name: str) -> None:
     drop = bool(st.session_state.get(f"replay_drop_{name}"))
 
     def delete() -> None:
-        delete_replay(replay_store(), admin(), name, es=es() if drop else None)
+        delete_replay(store, admin, name, es=es if drop else None)
 
     act(name, delete, "")
     notices: dict[str, tuple[str, str]] = st.session_state[NOTICES]
@@ -222,16 +208,18 @@ def on_delete(name: str) -> None:
         st.session_state[FLASH] = f"Deleted replay `{name}`, its group `replay-{name}`{dropped}."
 
 
-def on_compare(name: str) -> None:
+def on_compare(config: Settings, es: Any, name: str) -> None:
     compares: dict[str, Any] = st.session_state.setdefault(COMPARES, {})
 
     def compare() -> None:
-        compares[name] = compare_replay(config, es(), name).to_json()
+        compares[name] = compare_replay(config, es, name).to_json()
 
     act(name, compare, "")
 
 
-def replay_card(row: ReplayRow, now: Any) -> None:
+def replay_card(
+    row: ReplayRow, now: Any, *, config: Settings, store: ReplayStore, admin: Any, es: Any
+) -> None:
     name = row.name
     state = effective_state(row, now)
     can = controls(state, row.desired_state)
@@ -291,21 +279,24 @@ def replay_card(row: ReplayRow, now: Any) -> None:
                 "(kept in your browser session only)."
             )
 
-        card_controls(row, can)
+        card_controls(row, can, config=config, store=store, admin=admin, es=es)
         compared = st.session_state.get(COMPARES, {}).get(name)
         if compared is not None:
             comparison(compared)
 
 
-def card_controls(row: ReplayRow, can: Any) -> None:
+def card_controls(
+    row: ReplayRow, can: Controls, *, config: Settings, store: ReplayStore, admin: Any, es: Any
+) -> None:
     name = row.name
+    read_only = config.read_only
     buttons = st.columns(4)
     buttons[0].button(
         "Pause",
         key=f"replay_pause_{name}",
         disabled=read_only or not can.pause,
         on_click=on_pause,
-        args=(name,),
+        args=(store, name),
         width="stretch",
     )
     if can.restart:
@@ -315,7 +306,7 @@ def card_controls(row: ReplayRow, can: Any) -> None:
             type="primary",
             disabled=read_only,
             on_click=on_restart,
-            args=(name,),
+            args=(store, name),
             width="stretch",
         )
     else:
@@ -324,7 +315,7 @@ def card_controls(row: ReplayRow, can: Any) -> None:
             key=f"replay_resume_{name}",
             disabled=read_only or not can.resume,
             on_click=on_resume,
-            args=(name,),
+            args=(store, name),
             width="stretch",
         )
     buttons[2].button(
@@ -332,7 +323,7 @@ def card_controls(row: ReplayRow, can: Any) -> None:
         key=f"replay_stop_{name}",
         disabled=read_only or not can.stop,
         on_click=on_stop,
-        args=(name,),
+        args=(store, name),
         width="stretch",
         help="The worker stops; the group and the scratch index stay (resume starts it again).",
     )
@@ -341,7 +332,7 @@ def card_controls(row: ReplayRow, can: Any) -> None:
         key=f"replay_compare_{name}",
         disabled=not can.compare,
         on_click=on_compare,
-        args=(name,),
+        args=(config, es, name),
         width="stretch",
         help=f"Document by document: `scratch-{name}` against `{config.elasticsearch_index}`.",
     )
@@ -360,7 +351,7 @@ def card_controls(row: ReplayRow, can: Any) -> None:
         key=f"replay_apply_speed_{name}",
         disabled=read_only or not can.speed,
         on_click=on_speed,
-        args=(name,),
+        args=(store, name),
         width="stretch",
     )
     drop_col.checkbox(
@@ -374,7 +365,7 @@ def card_controls(row: ReplayRow, can: Any) -> None:
         key=f"replay_delete_{name}",
         disabled=read_only,
         on_click=on_delete,
-        args=(name,),
+        args=(store, admin, es, name),
         width="stretch",
         help="Stop the worker, delete the replay and its consumer group.",
     )
@@ -412,194 +403,30 @@ def comparison(result: dict[str, Any]) -> None:
         st.json(result["differing"]["sample"], expanded=False)
 
 
-# -- offset reset ----------------------------------------------------------------------------
-
-
-def reset_section() -> None:
-    st.header("Offset reset for an existing group")
-    st.caption(
-        "Move a group's committed offsets on the topic (to earliest, latest, a time, explicit "
-        "offsets, or by ±N), like `kafka-consumer-groups --reset-offsets`: first a preview, then "
-        "applied on confirmation. Kafka resets only a group with no active members, so stop its "
-        "consumers first. Resetting the live indexer's group to earlier offsets is how you replay "
-        "into the live index (external versioning keeps newer documents newer)."
-    )
-    flash = st.session_state.pop(RESET_FLASH, None)
-    if flash:
-        st.success(flash, icon=":material/check_circle:")
-    if not kafka_ok:
-        st.caption("Needs Kafka: see the banner at the top of the page.")
-        return
-    try:
-        snapshot = lag_reader().snapshot()
-    except UnknownTopic:
-        st.error(
-            f"Topic `{topic}` does not exist on `{config.kafka_bootstrap_servers}`, so no group "
-            "reads it. The relay creates it on start (`python -m pipeline relay`).",
-            icon=":material/help:",
-        )
-        return
-    except Exception as exc:
-        st.error(
-            f"Could not read consumer groups: {describe_failure(exc)}", icon=":material/cloud_off:"
-        )
-        return
-    names = [g.group for g in snapshot.groups]
-    group = st.selectbox(
-        "Group",
-        names,
-        index=None,
-        key="reset_group",
-        placeholder="Choose a group reading the topic" if names else "No group reads the topic",
-    )
-    if group is None:
-        return
-    described = snapshot.group(group)
-    if described is not None:
-        st.caption(
-            f"State **{described.state}**, {len(described.members)} active member(s), total lag "
-            f"{'—' if described.total_lag is None else f'{described.total_lag:,}'}."
-        )
-    strategy = st.radio(
-        "Reset to", list(RESET_STRATEGIES), format_func=RESET_STRATEGIES.get, key="reset_strategy"
-    )
-    value = ""
-    if strategy == "time":
-        value = st.text_input(
-            "Time (ISO 8601)", key="reset_time", placeholder="2026-01-31T12:00:00Z"
-        )
-    elif strategy == "offsets":
-        value = st.text_input(
-            "Offsets",
-            key="reset_offsets",
-            placeholder="0:120,3:0",
-            help="PARTITION:OFFSET pairs; only the listed partitions are reset.",
-        )
-    elif strategy == "shift":
-        value = str(int(st.number_input("Shift by", value=-100, step=1, key="reset_shift")))
-    spec_text = reset_spec_text(strategy, value)
-    if st.button("Preview", key="reset_preview"):
-        st.session_state.pop(RESET_CONFIRM, None)
-        try:
-            st.session_state[RESET_PLAN] = offsets.plan_reset(admin(), topic, group, spec_text)
-        except offsets.OffsetResetRefused as exc:
-            st.session_state.pop(RESET_PLAN, None)
-            st.error(str(exc), icon=":material/error:")
-        except Exception as exc:
-            st.session_state.pop(RESET_PLAN, None)
-            st.error(f"Could not read the offsets: {describe_failure(exc)}")
-    plan = st.session_state.get(RESET_PLAN)
-    if plan is None or plan.group != group or plan.topic != topic or plan.spec != spec_text:
-        return  # no preview for what the inputs say now
-    reset_preview(plan)
-
-
-def reset_preview(plan: offsets.ResetPlan) -> None:
-    st.markdown(f"**Preview:** group `{plan.group}`, topic `{plan.topic}`, `--to {plan.spec}`")
-    st.dataframe(
-        reset_rows(plan),
-        hide_index=True,
-        width="stretch",
-        column_config={
-            "current": st.column_config.TextColumn(
-                "current", help="Committed offset now; “—” where the group has none."
-            ),
-            "new": st.column_config.NumberColumn("new", help="Committed offset after the reset."),
-        },
-    )
-    spec = offsets.parse_reset_spec(plan.spec)
-    with st.expander("The same with Kafka's own tool"):
-        st.code(
-            reset_cli_command(
-                config.kafka_bootstrap_servers, plan.group, plan.topic, spec, plan.offsets
-            )
-            + "# or with taskstream's CLI\n"
-            + f"python -m pipeline offsets reset {plan.group} --to {plan.spec!r} [--execute]\n",
-            language="bash",
-        )
-    try:
-        busy = offsets.active_members(admin(), plan.group)
-    except Exception as exc:
-        st.error(f"Could not describe the group: {describe_failure(exc)}")
-        return
-    if busy is not None:
-        state, members = busy
-        st.warning(
-            f"Refused: group `{plan.group}` is {state} with {len(members)} active member(s) "
-            f"({'; '.join(members) or 'none listed'}). Kafka resets only an empty group: stop "
-            "its consumers, then preview again.",
-            icon=":material/block:",
-        )
-    if read_only:
-        st.caption(READ_ONLY_REASON)
-    blocked = read_only or busy is not None or not plan.rows
-    if st.button("Apply reset…", key="reset_apply", disabled=blocked):
-        st.session_state[RESET_CONFIRM] = True
-    if not st.session_state.get(RESET_CONFIRM) or blocked:
-        return
-    st.warning(
-        f"Reset `{plan.group}`'s committed offsets on `{plan.topic}` to the **new** column above "
-        f"({len(plan.rows)} partition(s))? Its consumers will start from there."
-    )
-    yes, no = st.columns(2)
-    if yes.button("Yes, reset the offsets", key="reset_confirm", type="primary"):
-        st.session_state.pop(RESET_CONFIRM, None)
-        try:
-            offsets.execute_reset(admin(), plan)
-        except offsets.OffsetResetRefused as exc:
-            st.error(str(exc), icon=":material/block:")
-            return
-        except Exception as exc:
-            st.error(f"Could not reset the offsets: {describe_failure(exc)}")
-            return
-        st.session_state.pop(RESET_PLAN, None)
-        moved = ", ".join(f"{r.partition}→{r.new}" for r in plan.rows)
-        st.session_state[RESET_FLASH] = f"Reset `{plan.group}` on `{plan.topic}`: {moved}."
-        st.rerun()
-    if no.button("Cancel", key="reset_cancel"):
-        st.session_state.pop(RESET_CONFIRM, None)
-        st.rerun()
-
-
 # -- the page --------------------------------------------------------------------------------
 
-st.title("Replays")
-st.markdown(
-    f"A **replay** re-reads topic `{topic}` from a point you choose and re-indexes the events, at "
-    "a speed you choose, with the live indexer's own code. It uses **its own consumer group** "
-    "`replay-NAME`: a group's committed offsets are its alone, so the replay has its own "
-    f"position and never moves the live indexer's (`{config.indexer_group}`), which keeps "
-    f"running undisturbed. It writes **its own scratch index** `scratch-NAME`, never the live "
-    f"index `{config.elasticsearch_index}`, so you can compare the two afterwards. Each replay "
-    "is a separate worker process, so it keeps running when you close this page."
-)
-if read_only:
-    st.info(READ_ONLY_REASON, icon=":material/lock:")
-kafka_ok = kafka_answers()  # starting a replay and resetting offsets need Kafka; the cards do not
-flash = st.session_state.pop(FLASH, None)
-if flash:
-    st.success(flash, icon=":material/check_circle:")
 
-st.header("Start a replay")
-if kafka_ok:
-    start_form()
-else:
-    st.caption("Needs Kafka: see the banner at the top of the page.")
-
-st.header("Replays")
-refresh = st.columns([1, 1, 4], vertical_alignment="bottom")
-interval_label = refresh[0].selectbox(
-    "Refresh every", list(INTERVALS), index=0, key="replays_interval"
-)
-live = refresh[1].toggle("Live", value=True, key="replays_live", help="Pause to freeze the cards.")
-run_every = INTERVALS[interval_label] if live else None
+def introduction(config: Settings) -> None:
+    st.title("Replays")
+    st.markdown(
+        f"A **replay** re-reads topic `{config.kafka_topic}` from a point you choose and "
+        "re-indexes the events, at a speed you choose, with the live indexer's own code. It uses "
+        "**its own consumer group** `replay-NAME`: a group's committed offsets are its alone, so "
+        "the replay has its own position and never moves the live indexer's "
+        f"(`{config.indexer_group}`), which keeps running undisturbed. It writes **its own "
+        f"scratch index** `scratch-NAME`, never the live index `{config.elasticsearch_index}`, "
+        "so you can compare the two afterwards. Each replay is a separate worker process, so it "
+        "keeps running when you close this page."
+    )
+    if config.read_only:
+        st.info(READ_ONLY_REASON, icon=":material/lock:")
 
 
-@st.fragment(run_every=run_every)
-def replay_cards() -> None:
+def replay_cards(config: Settings, admin: Any, es: Any, run_every: float | None) -> None:
     """One card per replay, refreshed every few seconds from the `replays` table."""
     try:
-        rows = replay_store().list()
+        store = replay_store()
+        rows = store.list()
     except Exception as exc:  # PostgreSQL down: a banner, never a traceback
         postgres_down(exc)
         return
@@ -610,7 +437,7 @@ def replay_cards() -> None:
     if not rows:
         st.info(
             "No replays yet (read-only mode: none can be started from here)."
-            if read_only
+            if config.read_only
             else "No replays yet. Start one above, or from the command line: "
             "`python -m pipeline replay start NAME`.",
             icon=":material/replay:",
@@ -620,9 +447,32 @@ def replay_cards() -> None:
         f"{len(rows)} replay(s), updated {now:%H:%M:%S} UTC" + ("." if run_every else " (paused).")
     )
     for row in rows:
-        replay_card(row, now)
+        replay_card(row, now, config=config, store=store, admin=admin, es=es)
 
 
-replay_cards()
+def replays_page(config: Settings, admin: Any, es: Any) -> None:
+    introduction(config)
+    kafka_ok = kafka_answers()  # starting a replay needs Kafka; the cards do not
+    flash = st.session_state.pop(FLASH, None)
+    if flash:
+        st.success(flash, icon=":material/check_circle:")
 
-reset_section()
+    st.header("Start a replay")
+    if kafka_ok:
+        start_form(config, admin)
+    else:
+        st.caption("Needs Kafka: see the banner at the top of the page.")
+
+    st.header("Replays")
+    refresh = st.columns([1, 1, 4], vertical_alignment="bottom")
+    interval_label = refresh[0].selectbox(
+        "Refresh every", list(INTERVALS), index=0, key="replays_interval"
+    )
+    live = refresh[1].toggle(
+        "Live", value=True, key="replays_live", help="Pause to freeze the cards."
+    )
+    run_every = INTERVALS[interval_label] if live else None
+    st.fragment(replay_cards, run_every=run_every)(config, admin, es, run_every)
+
+
+replays_page(settings(), admin(), es())

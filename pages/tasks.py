@@ -13,13 +13,14 @@ from typing import Any
 import streamlit as st
 
 from pipeline.core.domain import MAX_DESCRIPTION_LENGTH, Priority, Task, ValidationError
+from pipeline.core.failures import POSTGRESQL, failing_service, first_line
 from pipeline.core.seed import generate_tasks
-from pipeline.core.settings import Settings, redact_url
+from pipeline.core.settings import Settings
 from pipeline.postgres.store import NOT_MIGRATED_READ_ONLY, is_missing_table
 from pipeline.service.tasks import NotFound, PublishStatus, ReadOnlyError, TaskChange, TaskService
+from ui.banners import service_down
 from ui.resources import settings, task_service
 
-START_COMMAND = "python -m devstack up"
 PRIORITIES = [p.value for p in Priority]
 # Where each FieldError lands in a form; anything else goes under the submit button.
 FORM_FIELDS = ("description", "priority", "dates.start", "dates.due")
@@ -45,7 +46,7 @@ FILTERS = "tasks_filters"
 
 def is_database_error(exc: BaseException) -> bool:
     """True for psycopg's and its pool's errors, told by module so the page needs no psycopg."""
-    return type(exc).__module__.split(".")[0] in {"psycopg", "psycopg_pool"}
+    return failing_service(exc) == POSTGRESQL
 
 
 def database_down(config: Settings, exc: BaseException) -> None:
@@ -53,14 +54,7 @@ def database_down(config: Settings, exc: BaseException) -> None:
     if config.read_only and is_missing_table(exc):
         st.error(f"{NOT_MIGRATED_READ_ONLY}.", icon=":material/database:")
         st.stop()
-    lines = str(exc).strip().splitlines()
-    reason = lines[0] if lines else type(exc).__name__
-    st.error(
-        f"PostgreSQL at `{redact_url(config.database_url)}` does not answer ({reason}).  \n"
-        f"Start the services with `{START_COMMAND}` (or `make up`); "
-        "`python -m devstack status` shows what is running.",
-        icon=":material/database_off:",
-    )
+    service_down(POSTGRESQL, first_line(exc))
     st.stop()
 
 
@@ -160,7 +154,7 @@ def event_panel() -> None:
     except Exception as exc:
         if not is_database_error(exc):
             raise
-        st.warning(f"Could not read the outbox ({str(exc).strip().splitlines()[0]}).")
+        st.warning(f"Could not read the outbox ({first_line(exc)}).")
         statuses = {}
     latest = changes[0]
     status = statuses.get(latest.event.event_id)

@@ -9,18 +9,16 @@ import streamlit as st
 
 from pipeline.core import clock
 from pipeline.core.events import EVENT_TYPES
+from pipeline.core.failures import describe_failure
 from pipeline.kafka.browse import (
     BrowsePage,
     MessageFilter,
     Start,
-    TopicOverview,
-    UnknownTopic,
     browse,
     console_consumer_commands,
-    topic_overview,
-    topic_rate_series,
 )
-from pipeline.lag.status import produce_rates
+from pipeline.kafka.topics import TopicOverview, topic_overview
+from pipeline.lag.status import produce_rates, topic_rate_series
 from ui.banners import kafka_answers, kafka_read_failed
 from ui.charts import time_chart
 from ui.lag_resources import lag_history, lag_sampler
@@ -53,18 +51,7 @@ st.caption(
 def read_overview(topic: str) -> TopicOverview | None:
     try:
         return topic_overview(admin(), topic, timeout=5.0)
-    except UnknownTopic:
-        hint = (
-            "Nothing has been dead-lettered yet: the indexer creates it with the first "
-            "malformed message."
-            if topic == config.dlq_topic
-            else "The relay creates it on start (`python -m pipeline relay`)."
-        )
-        st.error(
-            f"Topic `{topic}` does not exist on `{config.kafka_bootstrap_servers}`. {hint}",
-            icon=":material/help:",
-        )
-    except Exception as exc:  # an ACL refusal, any broker failure: a banner, no traceback
+    except Exception as exc:  # missing, an ACL refusal, any broker failure: a banner
         kafka_read_failed(f"topic `{topic}`", exc)
     return None
 
@@ -76,8 +63,7 @@ def rate_history(topic: str):
         lag_sampler(topic)  # keeps recording the topic while anyone watches
         return history.end_offsets(topic, clock.utcnow() - RATE_WINDOW)
     except Exception as exc:  # PostgreSQL down: the live numbers still work
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        st.info(f"No write-rate history (PostgreSQL: {first}).", icon=":material/database:")
+        st.info(f"No write-rate history ({describe_failure(exc)}).", icon=":material/database:")
         return None
 
 

@@ -1,20 +1,22 @@
-"""`python -m pipeline …`: tasks, seed, relay, indexer, search (DESIGN.md's command line).
+"""`python -m pipeline …`: tasks, seed, relay, indexer, search (docs/architecture.md, "The command line").
 
 Invalid arguments or a refused request: one line on stderr, exit code 2, no traceback. A service
 that does not answer: one line naming it, exit code 1. With --json, stdout holds only JSON.
+
+It starts at once: this module imports only the standard library, and each command imports what
+it needs when it runs, so `--help` or a mistyped option never loads the settings (pydantic), a
+driver or the domain (tests/unit/test_cli_imports.py keeps it so).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from pipeline.core.domain import ValidationError, task_to_dict
-from pipeline.core.events import dumps
-from pipeline.core.settings import Settings, load_settings
+if TYPE_CHECKING:
+    from pipeline.core.settings import Settings
 
 __all__ = ["main"]
 
@@ -133,8 +135,8 @@ def _offsets_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _offsets(args: argparse.Namespace, settings: Settings) -> Any:
+    from pipeline.kafka import offsets
     from pipeline.kafka.clients import kafka_admin
-    from pipeline.kafka.publisher import offsets
     from pipeline.service.tasks import ReadOnlyError
 
     if args.execute and settings.read_only:
@@ -220,7 +222,8 @@ def _change_line(verb: str, change: Any) -> str:
 
 
 def _tasks(args: argparse.Namespace, settings: Settings) -> Any:
-    from pipeline.service.bootstrap import open_task_service
+    from pipeline.bootstrap import open_task_service
+    from pipeline.core.domain import task_to_dict
 
     with open_task_service(settings) as service:
         if args.action == "create":
@@ -259,6 +262,8 @@ def _tasks(args: argparse.Namespace, settings: Settings) -> Any:
 
 def _change_result(args: argparse.Namespace, verb: str, change: Any) -> Any:
     if args.json:
+        from pipeline.core.domain import task_to_dict
+
         return task_to_dict(change.task)
     print(_change_line(verb, change))
     return None
@@ -267,8 +272,8 @@ def _change_result(args: argparse.Namespace, verb: str, change: Any) -> Any:
 def _seed(args: argparse.Namespace, settings: Settings) -> Any:
     from tqdm import tqdm
 
+    from pipeline.bootstrap import open_task_service
     from pipeline.core.seed import generate_tasks
-    from pipeline.service.bootstrap import open_task_service
 
     if args.count < 1 or args.batch < 1:
         raise UsageError(f"{PROG} seed: --count and --batch must be at least 1")
@@ -309,7 +314,8 @@ def _indexer(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _search(args: argparse.Namespace, settings: Settings) -> Any:
-    from pipeline.service.bootstrap import open_task_service
+    from pipeline.bootstrap import open_task_service
+    from pipeline.core.domain import task_to_dict
 
     with open_task_service(settings) as service:
         result = service.search(
@@ -490,14 +496,24 @@ WRITES = {
 } | {("replay", action) for action in ("start", "pause", "resume", "stop", "rate", "delete", "run")}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit code."""
+def _refusal(exc: Exception) -> bool:
+    """A refused request (exit code 2): the classes are imported only now, on the error path."""
+    from pipeline.core.domain import ValidationError
     from pipeline.kafka.admin import UnknownTopic
     from pipeline.service.tasks import NotFound, ReadOnlyError
 
+    return isinstance(exc, ValidationError | NotFound | ReadOnlyError | UnknownTopic)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code."""
     settings: Settings | None = None
     try:
         args = _parser().parse_args(argv)
+        import logging
+
+        from pipeline.core.settings import load_settings
+
         # Workers log their progress; one-shot commands only warnings, so stderr stays one line.
         running = (
             args.command in LONG_RUNNING
@@ -517,17 +533,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
         settings = load_settings()
         if settings.read_only and (args.command, getattr(args, "action", None)) in WRITES:
+            from pipeline.service.tasks import ReadOnlyError
+
             raise ReadOnlyError(f"{args.command} {getattr(args, 'action', '') or ''}".strip())
         action = (args.command, getattr(args, "action", None))
         if args.command in USES_KAFKA or action in USES_KAFKA:
             _check_kafka(settings, wait_for_it=not running)
         result = COMMANDS[args.command](args, settings)
-    except (UsageError, ValidationError, NotFound, ReadOnlyError, UnknownTopic) as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a service that does not answer, said in one line
+        if _refusal(exc):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         text = _describe(exc, read_only=settings is not None and settings.read_only)
         if settings is not None:  # never echo a configured secret back
             text = settings.redact_secrets(text)
@@ -536,6 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(result, int) and not isinstance(result, bool):
         return result
     if result is not None:
+        from pipeline.core.events import dumps
+
         sys.stdout.write(dumps(result, indent=True).decode() + "\n")
     return 0
 
@@ -558,23 +581,18 @@ def _check_kafka(settings: Settings, *, wait_for_it: bool) -> None:
 
 
 def _describe(exc: Exception, *, read_only: bool = False) -> str:
-    import psycopg
-    import psycopg_pool
-    from confluent_kafka import KafkaException
-
+    """One line: the service that failed and the first line of why, with what to check."""
+    from pipeline.core.failures import POSTGRESQL, failing_service, first_line
     from pipeline.kafka.admin import TopicNotAuthorized
     from pipeline.kafka.clients import KafkaAuthenticationError
     from pipeline.postgres.store import NOT_MIGRATED_READ_ONLY, is_missing_table
 
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if isinstance(exc, KafkaAuthenticationError | TopicNotAuthorized):
         return text
     if read_only and is_missing_table(exc):
-        return f"PostgreSQL: {NOT_MIGRATED_READ_ONLY} ({text})"
-    if isinstance(exc, psycopg.Error | psycopg_pool.PoolTimeout):
-        return f"PostgreSQL: {text} (is it running? `python -m devstack up`)"
-    if isinstance(exc, KafkaException):
-        return f"Kafka: {text} (is it running? `python -m devstack up`)"
-    if type(exc).__module__.startswith(("elasticsearch", "elastic_transport")):
-        return f"Elasticsearch: {text} (is it running? `python -m devstack up`)"
+        return f"{POSTGRESQL}: {NOT_MIGRATED_READ_ONLY} ({text})"
+    service = failing_service(exc)
+    if service is not None:
+        return f"{service}: {text} (is it running? `python -m devstack up`)"
     return f"{type(exc).__name__}: {text}"

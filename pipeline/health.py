@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import psycopg
 from confluent_kafka import KafkaException
 
+from pipeline.core.failures import first_line
 from pipeline.core.settings import Settings, redact_url
 from pipeline.elasticsearch.client import elasticsearch_client
 from pipeline.kafka.clients import KafkaAuthenticationError, check_kafka_access
@@ -36,11 +37,6 @@ class ServiceHealth:
     authentication_failed: bool = False
 
 
-def _first_line(error: object) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def kafka_health(settings: Settings, timeout: float = TIMEOUT) -> ServiceHealth:
     """Kafka answers a metadata request: broker count, topic count, cluster id.
 
@@ -52,7 +48,7 @@ def kafka_health(settings: Settings, timeout: float = TIMEOUT) -> ServiceHealth:
     except KafkaAuthenticationError as exc:
         return ServiceHealth("Kafka", address, False, str(exc), authentication_failed=True)
     except KafkaException as exc:
-        detail = settings.redact_secrets(_first_line(exc.args[0].str()))
+        detail = settings.redact_secrets(first_line(exc.args[0].str()))
         return ServiceHealth("Kafka", address, False, detail)
     brokers = len(metadata.brokers)
     topics = len([t for t in metadata.topics if not t.startswith("__")])
@@ -70,7 +66,7 @@ def elasticsearch_health(settings: Settings, timeout: float = TIMEOUT) -> Servic
         nodes = client.nodes.info(node_id="_local", filter_path="nodes.*.version")["nodes"]
         version = next(iter(nodes.values()))["version"]
     except Exception as exc:  # transport, auth and API errors all mean "not usable"
-        return ServiceHealth("Elasticsearch", address, False, _first_line(exc))
+        return ServiceHealth("Elasticsearch", address, False, first_line(exc))
     finally:
         client.close()
     status = health["status"]
@@ -90,7 +86,7 @@ def postgres_health(
         ) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]
     except psycopg.Error as exc:
-        return ServiceHealth("PostgreSQL", address, False, _first_line(exc))
+        return ServiceHealth("PostgreSQL", address, False, first_line(exc))
     return ServiceHealth("PostgreSQL", address, True, f"PostgreSQL {version}")
 
 

@@ -4,7 +4,7 @@ The address comes from settings (APP_ADDRESS, loopback by default) so that `.env
 like everything else; Streamlit's usage statistics stay off whatever its own config says.
 
 Two allocator settings keep the server's memory level under live refresh (bench/app_memory.py,
-README "App memory"); the environment can override either:
+docs/benchmarks.md "App memory"); the environment can override either:
 
 - MALLOC_ARENA_MAX=2: by default glibc gives the server's threads (Tornado, script runs,
   librdkafka, the lag samplers) arenas of their own, up to 8 per core, and each keeps the memory
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not is_loopback(settings.app_address):
         _log.warning(
             "serving on %s: anyone who can reach it can %s. For shared use put it behind a "
-            "reverse proxy with authentication (README.md, Serving).",
+            "reverse proxy with authentication (docs/serving.md).",
             settings.app_address,
             "read every topic"
             if settings.read_only

@@ -107,6 +107,16 @@ def group(unique: str) -> str:
 
 
 @pytest.fixture
+def forget(admin: AdminClient) -> Iterator[list[str]]:
+    """Groups to delete after the test (committed offsets outlive their test otherwise)."""
+    names: list[str] = []
+    yield names
+    if names:
+        for future in admin.delete_consumer_groups(names, request_timeout=30).values():
+            future.exception(timeout=60)  # an already-gone group is fine
+
+
+@pytest.fixture
 def index_name(es: Elasticsearch, unique: str) -> Iterator[str]:
     """An index name no other test uses; the index is deleted afterwards if the test made it."""
     name = f"test-{unique}"

@@ -1,7 +1,6 @@
-"""What the Replays page shows, computed from replay rows and offset-reset plans.
+"""What the Replays page shows, computed from replay rows.
 
-Pure functions over `pipeline.replay` and `pipeline.offsets` values (no Streamlit, no I/O), so
-the page stays a layout and the arithmetic is unit-tested.
+Pure functions over `pipeline.replay` values (no Streamlit, no I/O), so the page stays a layout and the arithmetic is unit-tested.
 """
 
 from __future__ import annotations
@@ -9,31 +8,25 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pandas as pd
 
 from pipeline.core.ratelimit import parse_speed
-from pipeline.kafka.offsets import ResetPlan, ResetSpec
 from pipeline.lag.status import rate_series
 from pipeline.replay.store import ReplayRow
 
 __all__ = [
     "DASH",
     "RATE_SAMPLES",
-    "RESET_STRATEGIES",
     "Controls",
     "add_sample",
     "controls",
-    "describe_failure",
     "duration_text",
     "partition_rows",
     "progress",
     "rate_frame",
     "replay_cli_commands",
-    "reset_cli_command",
-    "reset_rows",
-    "reset_spec_text",
     "speed_short",
     "speed_text",
 ]
@@ -41,13 +34,6 @@ __all__ = [
 DASH = "—"
 # Samples kept per replay in the session: at a 2 s refresh, the last four minutes or so.
 RATE_SAMPLES = 120
-RESET_STRATEGIES = {
-    "earliest": "Earliest (the oldest message still kept)",
-    "latest": "Latest (skip everything written so far)",
-    "time": "A time (the first message at or after it)",
-    "offsets": "Explicit offsets (PARTITION:OFFSET,…)",
-    "shift": "Shift by ±N from the committed offset",
-}
 
 
 def duration_text(seconds: float | None) -> str:
@@ -176,70 +162,6 @@ def controls(state: str, desired: str) -> Controls:
     )
 
 
-def reset_spec_text(strategy: str, value: str) -> str:
-    """The `offsets reset --to` text for a strategy of RESET_STRATEGIES and its input."""
-    value = value.strip()
-    if strategy in ("earliest", "latest"):
-        return strategy
-    if strategy == "shift":
-        sign = "" if value[:1] in "+-" else "+"
-        return f"shift:{sign}{value}"
-    return value
-
-
-def reset_rows(plan: ResetPlan) -> list[dict]:
-    """The preview table: partition, current → new, lag before → after."""
-    return [
-        {
-            "partition": r.partition,
-            "current": DASH if r.current is None else str(r.current),
-            "new": r.new,
-            "change": DASH if r.current is None else f"{r.new - r.current:+d}",
-            "lag before": DASH if r.lag_before is None else str(r.lag_before),
-            "lag after": r.lag_after,
-        }
-        for r in plan.rows
-    ]
-
-
-def _kafka_time(at: datetime) -> str:
-    """Kafka's --to-datetime format (YYYY-MM-DDTHH:mm:SS.sss), in UTC with a zone."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
-
-
-def reset_cli_command(
-    bootstrap: str, group: str, topic: str, spec: ResetSpec, offsets: dict[int, int]
-) -> str:
-    """The same reset with `kafka-consumer-groups --reset-offsets` (a dry run, then --execute)."""
-    base = ["kafka-consumer-groups", "--bootstrap-server", bootstrap, "--group", group]
-    prelude = ""
-    if spec.kind == "offsets":
-        # Different offsets per partition need a CSV file: topic,partition,offset per line.
-        lines = "".join(f"{topic},{p},{o}\\n" for p, o in sorted(offsets.items()))
-        prelude = f"printf '{lines}' > reset.csv\n"
-        option = ["--from-file", "reset.csv"]
-    else:
-        scope = ["--topic", topic]
-        option = {
-            "earliest": ["--to-earliest"],
-            "latest": ["--to-latest"],
-            "time": ["--to-datetime", _kafka_time(spec.time) if spec.time else ""],
-            "shift": ["--shift-by", str(spec.shift)],
-        }[spec.kind]
-        option = scope + option
-    command = [*base, "--reset-offsets", *option]
-    dry = shlex.join([*command, "--dry-run"])
-    execute = shlex.join([*command, "--execute"])
-    devstack = shlex.join(["python", "-m", "devstack", "kafka", *command[:1], *command[3:]])
-    return (
-        f"{prelude}# preview (what the table above shows)\n{dry}\n"
-        "# apply (the group must have no active members)\n"
-        f"{execute}\n"
-        "# on this machine, Kafka's tools from devstack's cache (--bootstrap-server is added)\n"
-        f"{devstack} --dry-run\n"
-    )
-
-
 def replay_cli_commands(name: str) -> str:
     """The card's buttons as `python -m pipeline replay …` commands."""
     quoted = shlex.quote(name)
@@ -253,19 +175,3 @@ def replay_cli_commands(name: str) -> str:
         f"python -m pipeline replay delete {quoted} --drop-index\n"
         f"# the worker's log\ntail -f .devstack/logs/replay-{name}.log\n"
     )
-
-
-def describe_failure(exc: BaseException) -> str:
-    """One line naming the service that failed (told by the exception's module) and why."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    module = type(exc).__module__.split(".")[0]
-    service = {
-        "psycopg": "PostgreSQL",
-        "psycopg_pool": "PostgreSQL",
-        "confluent_kafka": "Kafka",
-        "cimpl": "Kafka",
-        "elasticsearch": "Elasticsearch",
-        "elastic_transport": "Elasticsearch",
-    }.get(module)
-    return f"{service}: {text}" if service else f"{type(exc).__name__}: {text}"

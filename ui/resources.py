@@ -20,7 +20,7 @@ from pipeline.postgres.pool import postgres_pool
 from pipeline.postgres.store import PostgresTaskRepository, migrate
 from pipeline.replay.store import ReplayStore
 from pipeline.serve import start_memory_trimmer
-from pipeline.service.tasks import TaskService
+from pipeline.service.tasks import TaskSearchService, TaskService
 
 __all__ = [
     "admin",
@@ -28,6 +28,7 @@ __all__ = [
     "es",
     "memory_trimmer",
     "replay_store",
+    "search_service",
     "service_health",
     "settings",
     "task_index",
@@ -73,6 +74,12 @@ def es() -> Elasticsearch:
 def task_index() -> TaskIndex:
     """The task index adapter over the live index."""
     return TaskIndex(es(), settings().elasticsearch_index)
+
+
+@st.cache_resource
+def search_service() -> TaskSearchService:
+    """Search over the task indices: Elasticsearch only, so it answers while PostgreSQL is down."""
+    return TaskSearchService(task_index(), settings().elasticsearch_index)
 
 
 @st.cache_resource

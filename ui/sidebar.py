@@ -7,7 +7,7 @@ import contextlib
 
 import streamlit as st
 
-from pipeline.kafka.browse import list_topic_names
+from pipeline.kafka.topics import list_topic_names
 from ui.resources import admin, service_health, settings
 
 __all__ = ["render_sidebar", "selected_topic"]

@@ -191,7 +191,7 @@ def apply_changes(task: Task, **changes: Any) -> Task:
 
 
 def task_to_dict(task: Task) -> dict[str, Any]:
-    """The TASK shape of DESIGN.md: ids as text, priority as its name, dates as RFC 3339 or None."""
+    """The TASK shape of docs/architecture.md ("The event contract"): ids as text, priority as its name, dates as RFC 3339 or None."""
     return {
         "id": str(task.id),
         "description": task.description,

@@ -1,4 +1,4 @@
-"""taskstream's JSON codec and the event contract of topic `tasks` (see DESIGN.md).
+"""taskstream's JSON codec and the event contract of topic `tasks` (see docs/architecture.md, "The event contract").
 
 `dumps`/`loads` are the project's one way to write and read JSON. `encode_event` turns a
 `TaskEvent` into the key, value and headers a producer sends; `decode_event` reads them back and
@@ -101,7 +101,9 @@ class TaskEvent:
         if self.type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {self.type!r} (valid: {_VALID_TYPES})")
         if self.occurred_at.tzinfo is None or self.occurred_at.utcoffset() is None:
-            raise ValueError("occurred_at must be timezone-aware (use pipeline.clock.utcnow())")
+            raise ValueError(
+                "occurred_at must be timezone-aware (use pipeline.core.clock.utcnow())"
+            )
         if str(self.value.get("id")) != str(self.task_id):
             raise ValueError(
                 f"value.id {self.value.get('id')!r} does not match task_id {str(self.task_id)!r}"
@@ -153,7 +155,7 @@ def deleted_event(
 
 
 def encode_event(event: TaskEvent) -> EncodedMessage:
-    """Key, value and headers for `event`, as DESIGN.md's event contract fixes them."""
+    """Key, value and headers for `event`, as the event contract of docs/architecture.md fixes them."""
     value = dumps({"type": event.type, "value": event.value})
     if len(value) > MAX_EVENT_BYTES:
         # Consumers would dead-letter it; better to fail where the bug is.

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["PositionError", "check_offsets", "is_offset_list", "parse_offset_list"]
+__all__ = [
+    "PositionError",
+    "check_offsets",
+    "is_offset_list",
+    "parse_offset_list",
+    "partition_lag",
+]
 
 
 class PositionError(ValueError):
@@ -52,3 +58,17 @@ def check_offsets(
                 f"offset {offset} is outside partition {partition}'s range {low}..{high}: "
                 f"use an offset from {low} to {high}"
             )
+
+
+def partition_lag(committed: int | None, start: int, end: int) -> tuple[int | None, bool]:
+    """(lag, committed_below_start) for one partition, counted as
+    Kafka's tools count it: a committed offset below the low watermark (retention deleted
+    messages the group never read) counts only the messages that still exist, `end - start`.
+
+    A committed offset past the end (the log was truncated or recreated) means nothing waits: 0.
+    """
+    if committed is None:
+        return None, False
+    if committed < start:
+        return end - start, True
+    return max(end - committed, 0), False

@@ -1,7 +1,7 @@
 """taskstream's settings: one typed object, built at the edge from the environment and `.env`.
 
 Each setting carries its environment variable, type, default and description in one place
-(`SETTINGS_TABLE` renders them for README.md, and a test keeps the two in step).
+(`SETTINGS_TABLE` renders them for docs/configuration.md, and a test keeps the two in step).
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
 
 
 def settings_table() -> str:
-    """The configuration table for README.md, in Markdown."""
+    """The configuration table for docs/configuration.md, in Markdown."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         if name in _PASS_THROUGH_FIELDS:

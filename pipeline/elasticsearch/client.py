@@ -1,4 +1,4 @@
-"""The one place that builds each client: Kafka producer/consumer/admin, Elasticsearch, PostgreSQL."""
+"""The one place that builds the Elasticsearch client, with the configured authentication."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Elasticsearch adapter: the task index contract of DESIGN.md, bulk writes with external versions, search.
+"""Elasticsearch adapter: the task index contract of docs/architecture.md, bulk writes with external versions, search.
 
 Versioning: every write carries `version_type=external` with version = the event's Kafka offset.
 Offsets are per partition, but all events of one task share a key (the task id) and so a partition,

@@ -13,6 +13,7 @@ import concurrent.futures
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
@@ -23,7 +24,9 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic, OffsetSpec, TopicMetadata
 
 from pipeline.core.backoff import Backoff
-from pipeline.core.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.core.settings import Settings
 
 __all__: list[str] = []
 

@@ -1,4 +1,4 @@
-"""A bounded message browser over any topic, and a topic's per-partition overview.
+"""A bounded message browser over any topic.
 
 `browse()` reads one page of messages without joining a consumer group and without committing:
 a consumer `assign()`s explicit partitions at offsets resolved up front (earliest, latest − N,
@@ -9,8 +9,8 @@ or hex, header values as text where they are text, values as pretty JSON, else t
 a message never makes the page fail. `BrowsePage.next_offsets` is where each partition's page
 ended, so `Start.at_offsets(page.next_offsets)` reads the next page.
 
-The pure parts (`resolve_start`, `render_*`, `MessageFilter`, `console_consumer_commands`,
-`topic_rate_series`) do no I/O and are unit-tested.
+The pure parts (`resolve_start`, `render_*`, `MessageFilter`, `console_consumer_commands`) do
+no I/O and are unit-tested.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import enum
 import shlex
 import time
 import unicodedata
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,14 +31,11 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 
 from pipeline.core.events import dumps, loads
 from pipeline.core.settings import Settings
-from pipeline.kafka.admin import UnknownTopic, topic_in_metadata, topic_metadata
+from pipeline.kafka.admin import UnknownTopic, topic_in_metadata
 from pipeline.kafka.clients import KafkaAuthWatch, kafka_consumer, kafka_metadata
-from pipeline.lag.reader import LagReader
-from pipeline.lag.status import WatermarkSample, rate_series
 
 __all__ = [
     "BROWSER_GROUP",
@@ -47,21 +43,16 @@ __all__ = [
     "BrowsePage",
     "BrowsedMessage",
     "MessageFilter",
-    "PartitionOverview",
     "ResolvedStart",
     "Start",
     "StartMode",
-    "TopicOverview",
     "UnknownTopic",
     "browse",
     "console_consumer_commands",
-    "list_topic_names",
     "render_headers",
     "render_key",
     "render_value",
     "resolve_start",
-    "topic_overview",
-    "topic_rate_series",
 ]
 
 # librdkafka wants a group.id even for assign(); the browser never joins it nor commits to it.
@@ -491,77 +482,6 @@ def _batch_size(left_to_end: int, still_wanted: int, filtering: bool) -> int:
     return max(1, min(_BATCH, wanted))
 
 
-# -- topic overview ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionOverview:
-    """One partition: watermarks, how many messages it holds, its leader and replicas."""
-
-    partition: int
-    low: int
-    high: int
-    leader: int | None
-    replicas: list[int]
-    isr: list[int]
-
-    @property
-    def messages(self) -> int:
-        return self.high - self.low
-
-
-@dataclass(frozen=True, slots=True)
-class TopicOverview:
-    topic: str
-    partitions: list[PartitionOverview]
-
-    @property
-    def messages(self) -> int:
-        return sum(p.messages for p in self.partitions)
-
-
-def topic_overview(admin: AdminClient, topic: str, *, timeout: float = 5.0) -> TopicOverview:
-    """Every partition's low/high watermark, message count and leader (UnknownTopic if none)."""
-    partitions = topic_metadata(admin, topic, timeout).partitions
-    # One Metadata request (above) and the lag reader's watermark read, which batches
-    # ListOffsets and retries a moving leader.
-    watermarks = LagReader(admin, topic, timeout=timeout).watermarks(partitions)
-    return TopicOverview(
-        topic,
-        [
-            PartitionOverview(
-                w.partition,
-                w.start,
-                w.end,
-                _leader(partitions.get(w.partition)),
-                list(getattr(partitions.get(w.partition), "replicas", ())),
-                list(getattr(partitions.get(w.partition), "isrs", ())),
-            )
-            for w in watermarks
-        ],
-    )
-
-
-def _leader(partition: Any) -> int | None:
-    """The partition's leader's broker id; None while it has none (-1) or is not known."""
-    leader = getattr(partition, "leader", -1)
-    return None if leader < 0 else leader
-
-
-def topic_rate_series(samples: Iterable[WatermarkSample]) -> list[tuple[datetime, float]]:
-    """Messages per second written to the whole topic between consecutive recorded samples."""
-    totals: dict[datetime, int] = defaultdict(int)
-    counts: dict[datetime, int] = defaultdict(int)
-    partitions: set[int] = set()
-    for s in samples:
-        totals[s.taken_at] += s.end
-        counts[s.taken_at] += 1
-        partitions.add(s.partition)
-    # A sample that missed a partition would look like the topic shrank: leave it out.
-    complete = [(t, total) for t, total in totals.items() if counts[t] == len(partitions)]
-    return rate_series(complete)
-
-
 # -- the same read with Kafka's own tool -------------------------------------------------------
 
 
@@ -615,9 +535,3 @@ def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tupl
             if not retriable or time.monotonic() >= deadline:
                 raise
             time.sleep(0.1)
-
-
-def list_topic_names(admin: AdminClient, *, timeout: float = 5.0) -> list[str]:
-    """The cluster's topics, Kafka's internal ones (`__…`) left out, sorted."""
-    topics = admin.list_topics(timeout=timeout).topics
-    return sorted(name for name in topics if not name.startswith("__"))

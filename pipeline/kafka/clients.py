@@ -1,4 +1,5 @@
-"""The one place that builds each client: Kafka producer/consumer/admin, Elasticsearch, PostgreSQL."""
+"""The one place that builds each Kafka client (producer, consumer, admin), and the check that
+Kafka accepts the configured credentials."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-from pipeline.core.settings import Settings
+if TYPE_CHECKING:  # annotations only: the settings module loads pydantic
+    from pipeline.core.settings import Settings
 
 __all__ = [
     "KafkaAuthWatch",
@@ -33,7 +35,7 @@ _quiet_kafka_log.propagate = False
 _AUTH_POLL = 0.25
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
-# Same partition for a key as Kafka's Java clients and CLI tools (DESIGN.md).
+# Same partition for a key as Kafka's Java clients and CLI tools (docs/architecture.md, "The event contract").
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "partitioner": "murmur2_random",
     "enable.idempotence": True,

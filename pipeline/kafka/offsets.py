@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient
 
 from pipeline.core import positions
 from pipeline.core.domain import ValidationError, parse_time
+from pipeline.core.positions import partition_lag
 from pipeline.kafka.admin import (
     TopicNotAuthorized,
     UnknownTopic,
@@ -29,7 +30,6 @@ from pipeline.kafka.admin import (
     offsets_at,
     topic_watermarks,
 )
-from pipeline.lag.reader import partition_lag
 
 __all__ = [
     "OffsetResetRefused",

@@ -1,4 +1,4 @@
-"""Kafka adapter: the topics taskstream owns, and a publisher that waits for delivery reports."""
+"""The Kafka publisher: sends outbox events and waits for their delivery reports."""
 
 from __future__ import annotations
 

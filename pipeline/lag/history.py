@@ -6,11 +6,11 @@ Table `lag_samples`: per snapshot, one row per (group, partition) with the commi
 are kept even when no group reads the topic. Retention is by age and by a row cap.
 
 Table `group_membership`: a group's state and which member holds which partition, a row only
-when that changed since the group's previous row (`pipeline.membership`), so rebalances leave a
+when that changed since the group's previous row (`pipeline.lag.membership`), so rebalances leave a
 trail at the cost of a row each. Retention is by age, always keeping each group's newest row
 (the baseline the next change is measured against).
 
-The table has its own idempotent `migrate_lag_history()`, separate from `pipeline.postgres`'s
+The table has its own idempotent `migrate_lag_history()`, separate from `pipeline.postgres.store`'s
 numbered migrations, serialised by its own advisory lock. Everything works in the pool's
 search_path, so `postgres_pool(settings, schema=...)` puts the history in that schema.
 """
@@ -43,7 +43,7 @@ __all__ = [
 
 _log = logging.getLogger("taskstream.lag")
 
-# Advisory lock classes (first key): pipeline.postgres uses 0x7A5C for its migrations.
+# Advisory lock classes (first key): pipeline.postgres.store uses 0x7A5C for its migrations.
 _MIGRATION_LOCK_CLASS = 0x7A5D
 _RECORD_LOCK_CLASS = 0x7A5E
 

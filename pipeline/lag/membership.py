@@ -4,7 +4,7 @@ The lag sampler sees each group's state and which member holds which partition e
 seconds. The history keeps an observation only when that changes, so a group that stays Stable
 for a day costs one row, and a rebalance leaves a trail: members joining and leaving, partitions
 moving between them, the state passing through PreparingRebalance / CompletingRebalance. Pure
-(no Kafka, no database): `pipeline.lag_history` stores these, the Consumer groups page shows them.
+(no Kafka, no database): `pipeline.lag.history` stores these, the Consumer groups page shows them.
 """
 
 from __future__ import annotations

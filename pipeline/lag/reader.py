@@ -1,22 +1,16 @@
-"""Consumer-group lag: Kafka's own numbers for one topic, and what its history says about them.
+"""Consumer-group lag: Kafka's own numbers for one topic, or for every topic at once.
 
 `LagReader.snapshot()` reads, with batched admin calls, every partition's watermarks, each
 group's committed offsets and each group's description, and returns a `LagSnapshot` (the
-`lag --json` document of DESIGN.md). `cluster_lag()` reads every group on every topic it reads
-in the same three rounds (a `ClusterLagSnapshot`: one `LagSnapshot` per topic plus a row per
-group), where one `LagReader` per topic would list and fetch every group once per topic. The rest of this module is pure logic over recorded
-samples (no I/O, unit-tested with synthetic data):
-
-- `evaluate_partition` / `evaluate_group`: a Burrow-style status (OK, WARN, STALL, STOP, REWIND)
-  and the rule that fired, in words, for a window of samples;
-- `lag_seconds`: lag in seconds, by interpolating the end-offset history as kafka-lag-exporter
-  does (None when the history does not reach back to the committed offset);
-- `produce_rate`, `rate_series`, `produce_rates`: messages per second from offset history.
+`lag --json` document of docs/architecture.md, "The command line"). `cluster_lag()` reads every
+group on every topic it reads in the same three rounds (a `ClusterLagSnapshot`: one
+`LagSnapshot` per topic plus a row per group), where one `LagReader` per topic would list and
+fetch every group once per topic. What the recorded history says about the numbers (status,
+lag in seconds, rates) is `pipeline.lag.status`.
 
 Lag is never invented: a partition the group has no committed offset for has `committed` and
 `lag` None. A committed offset below the low watermark (retention deleted messages the group
 never read) counts only the messages that still exist, `end - start`, and is flagged.
-
 """
 
 from __future__ import annotations
@@ -26,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
     ConsumerGroupState,
@@ -39,9 +33,12 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from pipeline.core import clock
-from pipeline.core.settings import Settings
+from pipeline.core.positions import partition_lag
 from pipeline.kafka.admin import error_code, error_text, read_watermarks, topic_metadata
 from pipeline.kafka.clients import kafka_admin
+
+if TYPE_CHECKING:  # annotations only: the settings module loads pydantic
+    from pipeline.core.settings import Settings
 
 __all__ = [
     "ClusterLagSnapshot",
@@ -54,7 +51,6 @@ __all__ = [
     "PartitionWatermarks",
     "cluster_lag",
     "lag_report",
-    "partition_lag",
 ]
 
 # Kafka's own spelling of group states (kafka-consumer-groups --describe --state).
@@ -75,18 +71,6 @@ _TYPE_NAMES = {
 
 
 # -- the snapshot ------------------------------------------------------------------------------
-
-
-def partition_lag(committed: int | None, start: int, end: int) -> tuple[int | None, bool]:
-    """(lag, committed_below_start) for one partition, by the rules in the module docstring.
-
-    A committed offset past the end (the log was truncated or recreated) means nothing waits: 0.
-    """
-    if committed is None:
-        return None, False
-    if committed < start:
-        return end - start, True
-    return max(end - committed, 0), False
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +171,7 @@ class LagSnapshot:
         return next((g for g in self.groups if g.group == name), None)
 
     def to_json(self) -> dict[str, Any]:
-        """The `lag --json` document of DESIGN.md (plus a few extra keys), ready for a JSON codec."""
+        """The `lag --json` document of docs/architecture.md, "The command line" (plus a few extra keys), ready for a JSON codec."""
         return {
             "topic": self.topic,
             "taken_at": self.taken_at.isoformat(),

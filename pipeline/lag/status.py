@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
 
-from pipeline.lag.reader import partition_lag
+from pipeline.core.positions import partition_lag
 
 
 class Status(enum.StrEnum):
@@ -289,3 +289,17 @@ def produce_rates(samples: Iterable[WatermarkSample]) -> dict[int, float | None]
     for s in samples:
         history[s.partition].append((s.taken_at, s.end))
     return {partition: produce_rate(points) for partition, points in sorted(history.items())}
+
+
+def topic_rate_series(samples: Iterable[WatermarkSample]) -> list[tuple[datetime, float]]:
+    """Messages per second written to the whole topic between consecutive recorded samples."""
+    totals: dict[datetime, int] = defaultdict(int)
+    counts: dict[datetime, int] = defaultdict(int)
+    partitions: set[int] = set()
+    for s in samples:
+        totals[s.taken_at] += s.end
+        counts[s.taken_at] += 1
+        partitions.add(s.partition)
+    # A sample that missed a partition would look like the topic shrank: leave it out.
+    complete = [(t, total) for t, total in totals.items() if counts[t] == len(partitions)]
+    return rate_series(complete)

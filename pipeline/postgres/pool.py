@@ -1,4 +1,4 @@
-"""The one place that builds each client: Kafka producer/consumer/admin, Elasticsearch, PostgreSQL."""
+"""The one place that builds PostgreSQL connections: a psycopg pool, optionally on one schema."""
 
 from __future__ import annotations
 

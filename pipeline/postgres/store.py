@@ -1,11 +1,11 @@
 """PostgreSQL adapter (psycopg 3 + psycopg_pool): migrations, the task repository, the outbox.
 
 Every change to a task and the event describing it are written in one transaction: the task row
-and an `outbox` row holding the exact Kafka value and headers. The relay (`pipeline.relay`)
+and an `outbox` row holding the exact Kafka value and headers. The relay (`pipeline.workers.relay`)
 publishes outbox rows in `id` order and marks them published with their partition and offset.
 
 Schemas: everything here works in the connection's search_path. To run in another schema (tests
-do), build the pool with `pipeline.clients.postgres_pool(settings, schema=...)` and call
+do), build the pool with `pipeline.postgres.pool.postgres_pool(settings, schema=...)` and call
 `migrate(pool, schema=...)` once, which creates the schema if needed.
 """
 
@@ -82,7 +82,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_unpublished_by_task ON outbox (aggregate_id, id)
         WHERE published_at IS NULL;
     """,
-    # 2: replays (pipeline.replay). The CLI and app write desired_state and speed; the worker
+    # 2: replays (pipeline.replay.store). The CLI and app write desired_state and speed; the worker
     # writes state, position and heartbeat. Offsets are {"partition": offset} objects.
     """
     CREATE TABLE replays (

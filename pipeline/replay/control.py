@@ -2,7 +2,7 @@
 
 A replay is a row in the `replays` table (desired state, speed, start and target offsets,
 progress) plus a worker process (`python -m pipeline replay run NAME`) running the live
-indexer's own code (`pipeline.indexer.Indexer`, same handlers and versioning) with its own group
+indexer's own code (`pipeline.workers.indexer.Indexer`, same handlers and versioning) with its own group
 and index. The worker reads its desired state and speed from the row about once a second and
 writes its progress there in the same statement, so the CLI and the app are a remote control.
 

@@ -1,0 +1,1 @@
+"""The use cases: `TaskService` over the repository, publisher and search protocols it declares."""

@@ -2,9 +2,9 @@
 
 The service validates through the domain, turns every change into a `TaskEvent` and hands task
 and event to a `TaskRepository`, which stores both in one transaction (the outbox). Publishing to
-Kafka is the relay's job (`pipeline.relay`), so a change succeeds while Kafka is down.
+Kafka is the relay's job (`pipeline.workers.relay`), so a change succeeds while Kafka is down.
 
-The service declares the small interfaces it needs as Protocols; `pipeline.postgres` implements
+The service declares the small interfaces it needs as Protocols; `pipeline.postgres.store` implements
 `TaskRepository`, and the search adapter implements `TaskSearch`.
 """
 
@@ -31,14 +31,18 @@ from pipeline.core.settings import Settings
 __all__ = [
     "MAX_PAGE_SIZE",
     "EmittedEvent",
+    "IndexMissing",
     "NotFound",
     "PublishStatus",
     "ReadOnlyError",
+    "SearchIndex",
+    "SearchResult",
     "SearchUnavailable",
     "TaskChange",
     "TaskPage",
     "TaskRepository",
     "TaskSearch",
+    "TaskSearchService",
     "TaskService",
 ]
 
@@ -65,6 +69,14 @@ class ReadOnlyError(PermissionError):
 
 class SearchUnavailable(RuntimeError):
     """The service was built without a search adapter."""
+
+
+class IndexMissing(LookupError):
+    """The index to search does not exist (yet: the indexer creates the live one)."""
+
+    def __init__(self, index: str) -> None:
+        self.index = index
+        super().__init__(f"index {index!r} does not exist")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +110,17 @@ class TaskPage:
     total: int
     limit: int
     offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """One search: the index searched and how many documents it holds (whatever the filters),
+    the matching tasks (best first, at most the limit) and how many match in all."""
+
+    index: str
+    documents: int
+    tasks: list[Task]
+    total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +209,47 @@ class TaskSearch(Protocol):
     ) -> Any:
         """Matching tasks, best first, in the adapter's result type."""
         ...
+
+
+class SearchIndex(TaskSearch, Protocol):
+    """A search adapter that also tells whether an index exists and how many documents it holds."""
+
+    def exists(self, name: str | None = None) -> bool:
+        """True when the index (default: the adapter's own) exists."""
+        ...
+
+    def count(self, name: str | None = None) -> int:
+        """How many documents the index holds."""
+        ...
+
+
+class TaskSearchService:
+    """Searching the indexed tasks, for a reader that needs nothing else (the Search page):
+    only the search adapter, so it works while PostgreSQL is down."""
+
+    def __init__(self, search: SearchIndex, default_index: str) -> None:
+        self._search = search
+        self.default_index = default_index
+
+    def search(
+        self,
+        text: str,
+        *,
+        index: str | None = None,
+        priority: str | None = None,
+        is_done: bool | None = None,
+        limit: int = 20,
+    ) -> SearchResult:
+        """Tasks matching `text` (every task for blank text) and the filters, in `index` (default:
+        the live one), with its document count; raises IndexMissing when there is no such index."""
+        name = index or self.default_index
+        if not self._search.exists(name):
+            raise IndexMissing(name)
+        documents = self._search.count(name)
+        found = self._search.search(
+            text, index=name, priority=priority, is_done=is_done, limit=limit
+        )
+        return SearchResult(name, documents, list(found.tasks), int(found.total))
 
 
 class TaskService:

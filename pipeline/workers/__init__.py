@@ -1,0 +1,1 @@
+"""Long-running workers: the outbox relay and the indexer (with its pure batch planning and dead letters)."""

@@ -13,7 +13,7 @@ for the write in flight before deciding what to commit.
 
 Re-processing after a crash or rebalance is harmless: writes carry external versions (the
 offset), so an event applied twice, or late, never overwrites newer state (see
-`pipeline.elasticsearch_index`).
+`pipeline.elasticsearch.index`).
 
 `Indexer` takes its group, topic, index and dead-letter topic explicitly, plus hooks, so replay
 workers (group `replay-<name>`, index `scratch-<name>`) reuse it with the same handlers.

@@ -22,23 +22,20 @@ from elasticsearch import Elasticsearch
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 from psycopg import sql
 
+from pipeline.bootstrap import open_task_service
 from pipeline.core.seed import generate_tasks
 from pipeline.core.settings import Settings
-from pipeline.service.bootstrap import open_task_service
-from tests.e2e.processes import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, loopback_only
+from testkit.processes import (
     ROOT,
-    VIEWPORT,
     Worker,
     answers_health,
     app_names,
     free_port,
     log_tail,
-    loopback_only,
     start_worker,
-    wait_until,
 )
+from testkit.waiting import wait_until
 
 __all__ = ["ARTIFACTS", "ROOT", "VIEWPORT", "RunningApp"]
 

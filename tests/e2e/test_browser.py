@@ -15,8 +15,8 @@ from elasticsearch import Elasticsearch
 from playwright.sync_api import Locator, Page, expect
 
 from pipeline.core.partitioner import partition_for_key
+from testkit.browser import APP, choose
 from tests.e2e.conftest import ARTIFACTS, ROOT, VIEWPORT, RunningApp
-from tests.e2e.processes import APP, choose
 
 KNOWN_PAGES = ["Overview", "Tasks", "Search", "Topic", "Consumer groups"]
 PAGES_DIR = ARTIFACTS / "pages"

@@ -18,16 +18,16 @@ from elasticsearch import Elasticsearch
 from playwright.sync_api import Browser, Page, expect
 
 from pipeline.core.settings import Settings
-from tests.e2e.conftest import ARTIFACTS, RunningApp, fresh_page
-from tests.e2e.processes import (
+from testkit.processes import (
     AppNames,
     answers_health,
     app_names,
     free_port,
     log_tail,
     start_worker,
-    wait_until,
 )
+from testkit.waiting import wait_until
+from tests.e2e.conftest import ARTIFACTS, RunningApp, fresh_page
 from tests.e2e.test_browser import go_to, open_app
 
 BADGE = "Read-only mode"

@@ -16,9 +16,9 @@ from pipeline.kafka.browse import (
     Start,
     UnknownTopic,
     browse,
-    topic_overview,
 )
 from pipeline.kafka.clients import kafka_producer
+from pipeline.kafka.topics import topic_overview
 
 COUNT = 200
 BASE_MS = 1_700_000_000_000

@@ -3,16 +3,13 @@
 import json
 import os
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from pipeline.core.partitioner import partition_for_key
-
-ROOT = Path(__file__).resolve().parents[2]
+from testkit.processes import run_pipeline
 
 
 @pytest.fixture
@@ -25,14 +22,7 @@ def cli(settings, pg_schema, index_name):
     }
 
     def run(*args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "pipeline", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**env, **(extra_env or {})},
-        )
+        return run_pipeline(*args, env={**env, **(extra_env or {})})
 
     return run
 

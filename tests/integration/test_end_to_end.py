@@ -5,15 +5,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
+from pipeline.bootstrap import open_task_service
 from pipeline.core.domain import task_to_dict
 from pipeline.core.seed import generate_tasks
-from pipeline.service.bootstrap import open_task_service
+from testkit.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,15 +44,6 @@ def start(command: str, env: dict) -> subprocess.Popen:
         [sys.executable, "-m", "pipeline", command],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-
-
-def wait_for(condition, timeout: float = 90.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return condition()
 
 
 def index_state(es, index: str) -> dict:

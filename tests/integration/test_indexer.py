@@ -44,6 +44,7 @@ from pipeline.elasticsearch.index import INDEX_MAPPINGS, INDEX_SETTINGS
 from pipeline.kafka.clients import kafka_consumer, kafka_producer
 from pipeline.lag.reader import LagReader
 from pipeline.workers.indexer import Indexer, run_indexer
+from testkit.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 6
@@ -68,14 +69,6 @@ ENTRY = textwrap.dedent(
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = clock.monotonic() + timeout
-    while not condition():
-        if clock.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        threading.Event().wait(0.05)
 
 
 class Events:

@@ -18,8 +18,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.core import clock
 from pipeline.core.events import dumps
-from pipeline.kafka.browse import topic_overview
 from pipeline.kafka.clients import kafka_consumer
+from pipeline.kafka.topics import topic_overview
 from pipeline.lag.history import LagHistory, LagSampler, MemoryLagHistory, migrate_lag_history
 from pipeline.lag.membership import describe_changes
 from pipeline.lag.reader import (
@@ -34,6 +34,7 @@ from pipeline.lag.reader import (
 )
 from pipeline.lag.status import LagSample, WatermarkSample
 from pipeline.postgres.pool import postgres_pool
+from testkit.waiting import wait_for
 from tests.kafka_data import produce_keyed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,16 +94,6 @@ def assert_matches_kafka_cli(group: GroupLag, topic: str) -> dict:
         else:
             assert (p.committed, p.lag) == (None, None), p
     return printed
-
-
-@pytest.fixture
-def forget(admin: AdminClient) -> Iterator[list[str]]:
-    """Groups to delete after the test (committed offsets outlive their test otherwise)."""
-    names: list[str] = []
-    yield names
-    if names:
-        for future in admin.delete_consumer_groups(names, request_timeout=30).values():
-            future.exception(timeout=60)  # an already-gone group is fine
 
 
 @pytest.fixture
@@ -516,12 +507,12 @@ def test_sampler_records_a_real_rebalance(settings, admin, topic, group, history
     started = clock.utcnow()
     consumers = []
 
+    def serve() -> None:  # the members poll between checks, to join and rebalance
+        for consumer in consumers:
+            consumer.poll(0.1)
+
     def poll_until(done, what: str) -> None:
-        deadline = time.monotonic() + 60
-        while not done():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            for consumer in consumers:
-                consumer.poll(0.1)
+        wait_for(lambda: done() or serve(), what, timeout=60, interval=0)
 
     def assigned() -> list[set[int]]:
         return [{tp.partition for tp in c.assignment()} for c in consumers]

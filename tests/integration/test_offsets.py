@@ -11,6 +11,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
 from pipeline.kafka.admin import group_offsets
 from pipeline.kafka.clients import kafka_consumer, kafka_producer
+from testkit.processes import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = 2  # every partition's commit; partition p holds 3 + p messages
@@ -32,15 +33,7 @@ def committed_group(settings, admin, topic, group):
 
 
 def cli(topic, *args, extra_env=None):
-    env = {**os.environ, "KAFKA_TOPIC": topic, **(extra_env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    return run_pipeline(*args, env={**os.environ, "KAFKA_TOPIC": topic, **(extra_env or {})})
 
 
 def preview(topic, group, to):

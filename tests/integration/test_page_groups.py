@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from streamlit.testing.v1 import AppTest
 
 from pipeline.core import clock
-from pipeline.kafka.clients import kafka_consumer
+from pipeline.kafka.admin import group_offsets
+from pipeline.kafka.clients import kafka_consumer, kafka_producer
 from pipeline.lag.history import LagHistory, migrate_lag_history
 from pipeline.lag.reader import (
     GroupLag,
@@ -54,16 +54,6 @@ def no_sampler_left(app_env) -> Iterator[None]:
 def sampler_threads() -> list[threading.Thread]:
     """Live LagSampler threads in this process (they are named lag-sampler-<topic>)."""
     return [t for t in threading.enumerate() if t.name.startswith("lag-sampler-") and t.is_alive()]
-
-
-@pytest.fixture
-def forget(admin: AdminClient) -> Iterator[list[str]]:
-    """Groups to delete after the test (committed offsets outlive their test otherwise)."""
-    names: list[str] = []
-    yield names
-    if names:
-        for future in admin.delete_consumer_groups(names, request_timeout=30).values():
-            future.exception(timeout=60)
 
 
 @pytest.fixture
@@ -406,3 +396,94 @@ def test_search_filters_the_group_picker_and_the_cluster_table_shows_every_topic
     row = table.set_index("group").loc[group]
     assert row["topics"] == app_env
     assert row["total lag"] == str(sum(landed[p] - committed[p] for p in committed))
+
+
+# -- the offset reset of the chosen group ------------------------------------------------------
+
+
+@pytest.fixture
+def reset_env(app_env, monkeypatch) -> Iterator[str]:
+    """app_env with writes allowed."""
+    monkeypatch.setenv("TASKSTREAM_READ_ONLY", "false")
+    clear_caches()
+    yield app_env
+    clear_caches()
+
+
+@pytest.fixture
+def committed_group(settings, admin, reset_env, group) -> Iterator[str]:
+    """`group` with offset 2 committed on every partition; partition p holds 3 + p messages."""
+    producer = kafka_producer(settings)
+    for p in range(PARTITIONS):
+        for i in range(3 + p):
+            producer.produce(reset_env, value=f"m{i}".encode(), partition=p)
+    assert producer.flush(30) == 0
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(reset_env, p, 2) for p in range(PARTITIONS)]
+    )
+    admin.alter_consumer_group_offsets([request])[group].result(timeout=15)
+    yield group
+    admin.delete_consumer_groups([group])[group].exception(timeout=30)
+
+
+def reset_table(at: AppTest):
+    [table] = [d.value for d in at.dataframe if "lag after" in d.value.columns]
+    return table.set_index("partition")
+
+
+def test_offset_reset_of_the_chosen_group_preview_then_apply(admin, reset_env, committed_group):
+    at = open_page()
+    at.selectbox(key="group").select(committed_group).run()
+    at.radio(key="reset_strategy").set_value("shift").run()
+    at.number_input(key="reset_shift").set_value(-1).run()
+    at.button(key="reset_preview").click().run()
+    assert not at.exception, at.exception
+    table = reset_table(at)
+    for p in range(PARTITIONS):
+        end = 3 + p
+        assert table.loc[p, "current"] == "2" and table.loc[p, "new"] == 1
+        assert table.loc[p, "lag before"] == str(end - 2) and table.loc[p, "lag after"] == end - 1
+    commands = "\n".join(c.value for c in at.code)
+    assert (
+        f"--group {committed_group} --reset-offsets --topic {reset_env} --shift-by -1" in commands
+    )
+    # The preview changed nothing.
+    assert group_offsets(
+        admin, committed_group, reset_env, list(range(PARTITIONS))
+    ) == dict.fromkeys(range(PARTITIONS), 2)
+
+    at.button(key="reset_apply").click().run()
+    assert group_offsets(
+        admin, committed_group, reset_env, list(range(PARTITIONS))
+    ) == dict.fromkeys(range(PARTITIONS), 2), "applied before the confirmation"
+    at.button(key="reset_confirm").click().run()
+    assert not at.exception, at.exception
+    assert group_offsets(
+        admin, committed_group, reset_env, list(range(PARTITIONS))
+    ) == dict.fromkeys(range(PARTITIONS), 1)
+    assert any(f"Reset `{committed_group}`" in s.value for s in at.success)
+
+    # Explicit offsets: only the listed partitions.
+    at.radio(key="reset_strategy").set_value("offsets").run()
+    at.text_input(key="reset_offsets").input("0:3,5:0").run()
+    at.button(key="reset_preview").click().run()
+    table = reset_table(at)
+    assert list(table.index) == [0, 5]
+    assert (table.loc[0, "current"], table.loc[0, "new"]) == ("1", 3)
+    assert (table.loc[5, "current"], table.loc[5, "new"]) == ("1", 0)
+    at.text_input(key="reset_offsets").input("0:99").run()
+    at.button(key="reset_preview").click().run()
+    assert any("outside partition 0's range 0..3" in e.value for e in at.error)
+
+
+def test_read_only_previews_the_offset_reset_but_cannot_apply_it(
+    monkeypatch, reset_env, committed_group
+):
+    monkeypatch.setenv("TASKSTREAM_READ_ONLY", "true")
+    clear_caches()
+    at = open_page()
+    at.selectbox(key="group").select(committed_group).run()
+    at.button(key="reset_preview").click().run()
+    assert not at.exception, at.exception
+    assert list(reset_table(at)["new"]) == [0] * PARTITIONS
+    assert at.button(key="reset_apply").disabled

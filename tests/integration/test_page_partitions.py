@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pytest
-from confluent_kafka.admin import AdminClient
 from streamlit.testing.v1 import AppTest
 
 from pipeline.core import clock
@@ -31,6 +28,7 @@ from pipeline.lag.reader import (
     PartitionWatermarks,
 )
 from pipeline.postgres.pool import postgres_pool
+from testkit.waiting import wait_for as wait_until
 from tests.kafka_data import make_lagging_group, produce_keyed
 from ui.partitions_panel import NO_COMMIT
 from ui.resources import clear_caches
@@ -38,16 +36,6 @@ from ui.resources import clear_caches
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 6
 MESSAGES = 120
-
-
-@pytest.fixture
-def forget(admin: AdminClient) -> Iterator[list[str]]:
-    """Groups to delete after the test (committed offsets outlive their test otherwise)."""
-    names: list[str] = []
-    yield names
-    if names:
-        for future in admin.delete_consumer_groups(names, request_timeout=30).values():
-            future.exception(timeout=60)
 
 
 @pytest.fixture
@@ -119,13 +107,6 @@ def lanes_and_markers(at: AppTest) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     [lanes] = [d for d in datasets if "label" in d.columns]
     markers = [d for d in datasets if "committed" in d.columns]
     return lanes.set_index("partition"), markers[0] if markers else None
-
-
-def wait_until(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def test_one_lane_per_partition_with_the_groups_offsets(settings, app_env, group, lagging_group):

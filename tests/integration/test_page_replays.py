@@ -11,42 +11,28 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 from streamlit.testing.v1 import AppTest
 
-from pipeline.core import clock
 from pipeline.core.domain import new_task
 from pipeline.core.events import created_event, encode_event
 from pipeline.core.ratelimit import Speed
-from pipeline.kafka.admin import group_offsets
 from pipeline.kafka.clients import kafka_producer
 from pipeline.postgres.pool import postgres_pool
 from pipeline.postgres.store import migrate
 from pipeline.replay.control import topic_watermarks
 from pipeline.replay.spec import replay_names
 from pipeline.replay.store import ReplayStore
+from testkit.waiting import wait_for
 from ui.resources import clear_caches
 
 ROOT = Path(__file__).resolve().parents[2]
-WAIT = 90.0
 PARTITIONS = 6
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = WAIT) -> object:
-    deadline = clock.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if clock.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        threading.Event().wait(0.2)
 
 
 @pytest.fixture
@@ -267,72 +253,8 @@ def test_pause_resume_and_stop_buttons_set_the_desired_state(
     assert any(f"Deleted replay `{name}`" in s.value for s in at.success)
 
 
-@pytest.fixture
-def committed_group(settings, admin, page_env, group) -> Iterator[str]:
-    """`group` with offset 2 committed on every partition; partition p holds 3 + p messages."""
-    producer = kafka_producer(settings)
-    for p in range(PARTITIONS):
-        for i in range(3 + p):
-            producer.produce(page_env, value=f"m{i}".encode(), partition=p)
-    assert producer.flush(30) == 0
-    request = ConsumerGroupTopicPartitions(
-        group, [TopicPartition(page_env, p, 2) for p in range(PARTITIONS)]
-    )
-    admin.alter_consumer_group_offsets([request])[group].result(timeout=15)
-    yield group
-    admin.delete_consumer_groups([group])[group].exception(timeout=30)
-
-
-def reset_table(at: AppTest):
-    [table] = [d.value for d in at.dataframe if "lag after" in d.value.columns]
-    return table.set_index("partition")
-
-
-def test_offset_reset_preview_then_apply(admin, page_env, committed_group):
-    at = open_page()
-    at.selectbox(key="reset_group").select(committed_group).run()
-    at.radio(key="reset_strategy").set_value("shift").run()
-    at.number_input(key="reset_shift").set_value(-1).run()
-    at.button(key="reset_preview").click().run()
-    assert not at.exception, at.exception
-    table = reset_table(at)
-    for p in range(PARTITIONS):
-        end = 3 + p
-        assert table.loc[p, "current"] == "2" and table.loc[p, "new"] == 1
-        assert table.loc[p, "lag before"] == str(end - 2) and table.loc[p, "lag after"] == end - 1
-    commands = "\n".join(c.value for c in at.code)
-    assert f"--group {committed_group} --reset-offsets --topic {page_env} --shift-by -1" in commands
-    # The preview changed nothing.
-    assert group_offsets(
-        admin, committed_group, page_env, list(range(PARTITIONS))
-    ) == dict.fromkeys(range(PARTITIONS), 2)
-
-    at.button(key="reset_apply").click().run()
-    assert group_offsets(
-        admin, committed_group, page_env, list(range(PARTITIONS))
-    ) == dict.fromkeys(range(PARTITIONS), 2), "applied before the confirmation"
-    at.button(key="reset_confirm").click().run()
-    assert not at.exception, at.exception
-    assert group_offsets(
-        admin, committed_group, page_env, list(range(PARTITIONS))
-    ) == dict.fromkeys(range(PARTITIONS), 1)
-    assert any(f"Reset `{committed_group}`" in s.value for s in at.success)
-
-    # Explicit offsets: only the listed partitions.
-    at.radio(key="reset_strategy").set_value("offsets").run()
-    at.text_input(key="reset_offsets").input("0:3,5:0").run()
-    at.button(key="reset_preview").click().run()
-    table = reset_table(at)
-    assert list(table.index) == [0, 5]
-    assert (table.loc[0, "current"], table.loc[0, "new"]) == ("1", 3)
-    assert (table.loc[5, "current"], table.loc[5, "new"]) == ("1", 0)
-    at.text_input(key="reset_offsets").input("0:99").run()
-    at.button(key="reset_preview").click().run()
-    assert any("outside partition 0's range 0..3" in e.value for e in at.error)
-
-
 def test_read_only_disables_the_controls_and_still_shows_replays(
-    settings, page_env, monkeypatch, pg_schema, unique, committed_group
+    settings, page_env, monkeypatch, pg_schema, unique
 ):
     pool = postgres_pool(settings, schema=pg_schema, max_size=2)
     try:
@@ -364,13 +286,6 @@ def test_read_only_disables_the_controls_and_still_shows_replays(
     assert at.text_input(key=f"replay_speed_{names.name}").disabled
     assert at.checkbox(key=f"replay_drop_{names.name}").disabled
 
-    # The offset reset still previews, but cannot be applied.
-    at.selectbox(key="reset_group").select(committed_group).run()
-    at.button(key="reset_preview").click().run()
-    assert not at.exception, at.exception
-    assert list(reset_table(at)["new"]) == [0] * PARTITIONS
-    assert at.button(key="reset_apply").disabled
-
 
 def test_services_down_show_banners_not_tracebacks(monkeypatch):
     # Nothing listens on port 1 of the loopback interface.
@@ -382,8 +297,8 @@ def test_services_down_show_banners_not_tracebacks(monkeypatch):
         errors = [e.value for e in at.error]
         assert len(errors) == 2, errors
         assert "Kafka does not answer at `127.0.0.1:1`" in errors[0]
-        assert "PostgreSQL at" in errors[1] and "python -m devstack up" in errors[1]
-        assert not at.button  # no form, no card, no reset: nothing that would fail
+        assert "PostgreSQL does not answer at" in errors[1] and "python -m devstack up" in errors[1]
+        assert not at.button  # no form, no card: nothing that would fail
     finally:
         clear_caches()
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,22 +50,12 @@ from pipeline.replay.store import open_replay_store
 from pipeline.service.tasks import TaskService
 from pipeline.workers.indexer import Indexer
 from pipeline.workers.relay import OutboxRelay
+from testkit.processes import run_pipeline
+from testkit.waiting import wait_for
 from ui.resources import clear_caches
 
 ROOT = Path(__file__).resolve().parents[2]
-WAIT = 90.0
 READ_ONLY_NOTE = "TASKSTREAM_READ_ONLY=true"
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = WAIT) -> object:
-    deadline = clock.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if clock.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.3)
 
 
 @dataclass(frozen=True)
@@ -449,6 +438,15 @@ def exercise_groups(at: AppTest, world: World) -> None:
     assert history_notes and all(
         "read-only mode" in c and "PostgreSQL" not in c for c in history_notes
     )
+    # The chosen group's offset reset previews, and cannot be applied.
+    at.radio(key="reset_strategy").set_value("earliest")
+    run(at)
+    at.button(key="reset_preview").click()
+    run(at)
+    assert "Preview:" in texts(at.markdown)
+    assert READ_ONLY_NOTE in texts(at.caption)
+    refused_click(at.button(key="reset_apply"))
+    assert not at.error, texts(at.error)
     at.text_input(key="group_search").input("replay-")
     run(at)
     assert not at.error, texts(at.error)
@@ -470,16 +468,6 @@ def exercise_replays(at: AppTest, world: World) -> None:
     at.button(key=f"replay_compare_{name}").click()  # a read: allowed
     run(at)
     assert "The indices match" in texts(at.success)
-
-    at.selectbox(key="reset_group").select(world.group)
-    run(at)
-    at.radio(key="reset_strategy").set_value("earliest")
-    run(at)
-    at.button(key="reset_preview").click()
-    run(at)
-    assert "Preview:" in texts(at.markdown)
-    assert READ_ONLY_NOTE in texts(at.caption)
-    refused_click(at.button(key="reset_apply"))
     assert not at.error, texts(at.error)
 
 
@@ -527,10 +515,7 @@ def exercise_every_page(world: World) -> None:
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     """`python -m pipeline …` with the test's (read-only) environment, as from a shell."""
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ),
-    )  # fmt: skip
+    return run_pipeline(*args, env=os.environ)
 
 
 def write_commands(world: World) -> list[tuple[str, ...]]:

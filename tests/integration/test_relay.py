@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,7 @@ from pipeline.postgres.pool import postgres_pool
 from pipeline.postgres.store import OutboxStore, PostgresTaskRepository, migrate
 from pipeline.service.tasks import TaskService
 from pipeline.workers.relay import HELD_BACK, OutboxRelay, run_relay
+from testkit.waiting import wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RELAY_LOGGER = "taskstream.relay"
@@ -106,15 +107,6 @@ def outbox_rows(pool: ConnectionPool) -> list[tuple]:
             "SELECT id, event_id, aggregate_id, type, published_at, partition, kafka_offset"
             " FROM outbox ORDER BY id"
         ).fetchall()
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    """Poll until condition holds; a deadline for liveness, not a speed requirement."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {timeout:.0f}s")
-        time.sleep(0.2)
 
 
 def test_relay_publishes_each_tasks_events_in_order_on_its_partition(

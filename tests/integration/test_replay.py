@@ -10,10 +10,7 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
-from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -27,20 +24,8 @@ from pipeline.kafka.clients import kafka_producer
 from pipeline.lag.reader import LagReader
 from pipeline.replay.control import topic_watermarks
 from pipeline.workers.indexer import Indexer
-
-ROOT = Path(__file__).resolve().parents[2]
-WAIT = 90.0
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = WAIT) -> object:
-    deadline = clock.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if clock.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        threading.Event().wait(0.2)
+from testkit.processes import run_pipeline
+from testkit.waiting import wait_for
 
 
 def produce_history(settings, topic: str, count: int, seed: int = 5) -> dict[str, dict]:
@@ -87,14 +72,7 @@ def replay_cli(settings, topic, pg_schema, index_name, admin, es):
     def run(*args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
         if len(args) > 2 and args[:2] == ("replay", "start"):
             names.append(args[2])
-        return subprocess.run(
-            [sys.executable, "-m", "pipeline", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**env, **(extra_env or {})},
-        )
+        return run_pipeline(*args, env={**env, **(extra_env or {})})
 
     yield run
     for name in names:

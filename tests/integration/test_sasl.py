@@ -42,6 +42,7 @@ from pipeline.kafka.clients import KafkaAuthenticationError, kafka_admin, kafka_
 from pipeline.lag.reader import LagReader
 from pipeline.replay.control import topic_watermarks
 from pipeline.replay.spec import ReplayRefused
+from testkit.processes import run_pipeline
 from tests.kafka_data import produce_keyed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,14 +109,7 @@ def sasl_env(settings: Settings, topic: str) -> dict[str, str]:
 
 def pipeline_cli(*args: str, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    result = run_pipeline(*args, env=env, timeout=60)
     return result, time.monotonic() - started
 
 

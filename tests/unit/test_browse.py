@@ -18,9 +18,8 @@ from pipeline.kafka.browse import (
     render_key,
     render_value,
     resolve_start,
-    topic_rate_series,
 )
-from pipeline.lag.status import WatermarkSample
+from pipeline.lag.status import WatermarkSample, topic_rate_series
 
 
 def message(

@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import ConsumerGroupState, ConsumerGroupType, KafkaError, KafkaException
 
 from pipeline.core.events import dumps
+from pipeline.core.positions import partition_lag
 from pipeline.lag.history import LagSampler
 from pipeline.lag.reader import (
     GroupLag,
@@ -24,7 +25,6 @@ from pipeline.lag.reader import (
     PartitionLag,
     PartitionWatermarks,
     cluster_lag,
-    partition_lag,
 )
 from pipeline.lag.status import (
     LagSample,

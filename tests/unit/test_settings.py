@@ -1,4 +1,4 @@
-"""Settings: defaults from DESIGN.md, environment and .env, KAFKA_* pass-through, no secret shown."""
+"""Settings: defaults from docs/architecture.md (Settings), environment and .env, KAFKA_* pass-through, no secret shown."""
 
 import re
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.core.settings import Settings, load_settings, redact_url, settings_table
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 @pytest.fixture(autouse=True)
@@ -83,16 +83,25 @@ def test_redact_url_leaves_passwordless_urls_alone():
     assert redact_url("postgresql://u:p@h:1/db") == "postgresql://u:********@h:1/db"
 
 
-def test_readme_configuration_table_matches_the_settings():
+def test_configuration_table_matches_the_settings():
     readme = README.read_text()
     for name in Settings.model_fields:
         if name in {"kafka_options", "kafka_secrets"}:
             continue
-        assert f"`{name.upper()}`" in readme, f"README.md does not document {name.upper()}"
+        assert f"`{name.upper()}`" in readme, (
+            f"docs/configuration.md does not document {name.upper()}"
+        )
     assert settings_table() in readme, (
-        "regenerate README's table with pipeline.settings.settings_table()"
+        "regenerate docs/configuration.md's table with pipeline.core.settings.settings_table()"
     )
     assert re.search(r"KAFKA_<LIBRDKAFKA_KEY>|KAFKA_SASL_USERNAME", readme)
+
+
+def test_architecture_document_carries_the_same_table():
+    architecture = (README.parent / "architecture.md").read_text()
+    assert settings_table() in architecture, (
+        "regenerate docs/architecture.md's table with pipeline.core.settings.settings_table()"
+    )
 
 
 def test_display_writes_numbers_as_one_would_type_them_and_reads_back_the_same(monkeypatch):

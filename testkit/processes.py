@@ -1,7 +1,8 @@
-"""Running the real app outside a test: its processes, its own names, and Debian's chromium.
+"""Running the real app and CLI outside a test: its processes and its own names.
 
-Shared by the browser tests' fixtures (tests/e2e/conftest.py) and the app's memory benchmark
-(bench/app_memory.py), so both start the app the same way. Nothing here imports pytest.
+Shared by the integration tests, the browser tests' fixtures (tests/e2e/conftest.py) and the
+benchmarks (bench/app_memory.py), so all of them start the app the same way. Nothing here
+imports pytest or Playwright (the browser's side is testkit.browser).
 """
 
 from __future__ import annotations
@@ -10,58 +11,36 @@ import os
 import signal
 import socket
 import subprocess
-import time
+import sys
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-from urllib.parse import quote, urlsplit
-
-from playwright.sync_api import BrowserContext, Page, Route, expect
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+from urllib.parse import quote
 
 from pipeline.core.settings import Settings
 
 __all__ = [
-    "APP",
-    "CHROMIUM",
-    "CHROMIUM_ARGS",
-    "LOOPBACK",
     "ROOT",
     "STOP_TIMEOUT",
-    "VIEWPORT",
     "AppNames",
-    "SelectboxTimeout",
     "Worker",
     "answers_health",
     "app_names",
-    "choose",
     "free_port",
     "log_tail",
-    "loopback_only",
+    "run_pipeline",
     "start_worker",
-    "wait_for_run",
-    "wait_until",
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-VIEWPORT = {"width": 1400, "height": 900}
-APP = '[data-testid="stApp"]'  # Streamlit's root element: its attributes tell the session's state
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 STOP_TIMEOUT = 15.0
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 def free_port() -> int:
+    """A loopback port nobody listened on a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -73,13 +52,19 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
+def run_pipeline(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline <args>` from the repository root, as a user runs it from a shell;
+    its output captured as text. Without `env`, the current environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else dict(env),
+    )
 
 
 @dataclass
@@ -180,53 +165,3 @@ def answers_health(port: int) -> bool:
             return response.read() == b"ok"
     except OSError:
         return False
-
-
-def loopback_only(context: BrowserContext) -> None:
-    """Let the browser context reach loopback only (and data:/blob: URLs)."""
-
-    def route(route: Route) -> None:
-        host = urlsplit(route.request.url).hostname or ""
-        if route.request.url.startswith(("data:", "blob:")) or host in LOOPBACK:
-            route.continue_()
-        else:
-            route.abort()
-
-    context.route("**/*", route)
-
-
-class SelectboxTimeout(TimeoutError):
-    """A selectbox never offered the option asked for."""
-
-
-def wait_for_run(page: Page, timeout: float = 60_000) -> None:
-    """Until the session is connected and no script run is in flight."""
-    expect(page.locator(f'{APP}[data-test-connection-state="CONNECTED"]')).to_be_attached(
-        timeout=timeout
-    )
-    expect(page.locator(f'{APP}[data-test-script-state="notRunning"]')).to_be_attached(
-        timeout=timeout
-    )
-
-
-def choose(page: Page, label: str, option: str, timeout: float = 90.0) -> None:
-    """Pick `option` in the selectbox labelled `label`, as a user would; an option that is not
-    offered yet (the indexer's group before its first commit) is looked for again until
-    `timeout` seconds have passed."""
-    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
-    choice = page.get_by_role("option", name=option, exact=True)
-    deadline = time.monotonic() + timeout
-    while True:
-        box.click()
-        try:
-            choice.click(timeout=3_000)
-            break
-        except PlaywrightTimeoutError:
-            if time.monotonic() > deadline:
-                raise SelectboxTimeout(
-                    f"the {label!r} selectbox never offered {option!r}"
-                ) from None
-            page.keyboard.press("Escape")
-            page.wait_for_timeout(2_000)
-    expect(box.get_by_role("combobox")).to_have_value(option)
-    wait_for_run(page)

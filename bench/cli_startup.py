@@ -1,0 +1,150 @@
+"""Benchmark: whole-process start-to-exit time of the command line, beside Kafka's own tool.
+
+Creates a 6-partition topic holding some messages and 50 consumer groups with committed offsets
+on it (set with `alter_consumer_group_offsets`: no consumers run), then times, as whole
+processes and interleaved round by round:
+
+- `python -m pipeline --help`;
+- `python -m pipeline lag --json` on that topic (KAFKA_TOPIC set for the child process), which
+  discovers the groups itself: lists every group of the cluster, keeps the topic's;
+- Kafka's `kafka-consumer-groups --describe --all-groups`, run as the java process itself
+  (the command line `python -m devstack kafka kafka-consumer-groups` would exec, without
+  devstack's own Python start-up).
+
+Prints a table of medians and the ratios, and deletes its groups and topic, also when
+interrupted.
+
+    python -m bench.cli_startup [--groups 50] [--rounds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka.admin import NewTopic
+
+from bench.lag_snapshot import commit_groups
+from devstack.__main__ import KAFKA_TOOLS
+from devstack.config import load_config
+from devstack.services import Kafka
+from pipeline.core.settings import load_settings
+from pipeline.kafka.clients import kafka_admin, kafka_producer
+from pipeline.lag.reader import LagReader
+
+PARTITIONS = 6
+MESSAGES = 6_000
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.cli_startup", description=__doc__)
+    parser.add_argument("--groups", type=int, default=50, help="consumer groups (default 50)")
+    parser.add_argument("--rounds", type=int, default=10, help="timed runs per command")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per command first")
+    args = parser.parse_args(argv)
+    if args.groups < 1 or args.rounds < 1 or args.warmup < 0:
+        parser.error("--groups and --rounds must be positive")
+    return args
+
+
+def _run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """Wall time in ms from spawn to exit, and stdout; a failing command stops the bench."""
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    elapsed = (time.perf_counter() - started) * 1000
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[:4]}… exited {done.returncode}: {done.stderr.strip()[-500:]}")
+    return elapsed, done.stdout
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    settings = load_settings()
+    admin = kafka_admin(settings)
+    run = uuid.uuid4().hex[:8]
+    topic = f"bench-cli-{run}"
+    groups = [f"bench-cli-{run}-{i:04d}" for i in range(args.groups)]
+    committed = False
+    env = {**os.environ, "KAFKA_TOPIC": topic}
+    python = [sys.executable, "-m", "pipeline"]
+    java = Kafka(load_config(settings)).java_command(
+        KAFKA_TOOLS["kafka-consumer-groups"],
+        "--bootstrap-server",
+        settings.kafka_bootstrap_servers,
+        "--describe",
+        "--all-groups",
+    )
+    commands = {
+        "python -m pipeline --help": [*python, "--help"],
+        "python -m pipeline lag --json": [*python, "lag", "--json"],
+        "kafka-consumer-groups --describe --all-groups": java,
+    }
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[
+        topic
+    ].result(timeout=30)
+    try:
+        producer = kafka_producer(settings)
+        for i in range(MESSAGES):
+            producer.produce(topic, key=f"bench-{i}".encode(), value=b"{}")
+            if i % 1000 == 0:
+                producer.poll(0)
+        if producer.flush(60):
+            raise RuntimeError("the producer did not deliver every message")
+        ends = {w.partition: w.end for w in LagReader(admin, topic).snapshot([]).partitions}
+        committed = True
+        commit_groups(admin, topic, groups, ends)
+        listed = len(admin.list_consumer_groups(request_timeout=30).result(timeout=60).valid)
+
+        # Both tools must see every bench group, or the comparison means nothing.
+        _, out = _run(commands["python -m pipeline lag --json"], env)
+        seen = {g["group"] for g in json.loads(out)["groups"]}
+        if not set(groups) <= seen:
+            raise RuntimeError(f"lag --json shows {len(set(groups) & seen)} of the bench groups")
+        _, out = _run(java, env)
+        missing = [g for g in groups if g not in out]
+        if missing:
+            raise RuntimeError(f"kafka-consumer-groups misses {len(missing)} bench groups")
+
+        timings: dict[str, list[float]] = {name: [] for name in commands}
+        for round_ in range(args.warmup + args.rounds):
+            for name, command in commands.items():
+                elapsed, _ = _run(command, env)
+                if round_ >= args.warmup:
+                    timings[name].append(elapsed)
+    finally:
+        if committed:
+            for future in admin.delete_consumer_groups(groups, request_timeout=60).values():
+                future.exception(timeout=120)
+        admin.delete_topics([topic])[topic].result(timeout=60)
+
+    kafka = statistics.median(timings["kafka-consumer-groups --describe --all-groups"])
+    print(
+        f"whole-process wall time, median of {args.rounds} runs (after {args.warmup} warm-up); "
+        f"{args.groups} groups on a {PARTITIONS}-partition topic, {listed} groups in the cluster; "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(
+        f"| {'command':<46} | {'median ms':>9} | {'min ms':>7} | {'max ms':>7} | {'vs Kafka':>8} |"
+    )
+    print(f"|{'-' * 48}|{'-' * 10}:|{'-' * 8}:|{'-' * 8}:|{'-' * 9}:|")
+    for name, values in timings.items():
+        median = statistics.median(values)
+        ratio = f"{kafka / median:.1f}x"
+        print(
+            f"| {name:<46} | {median:>9.0f} | {min(values):>7.0f} | {max(values):>7.0f} "
+            f"| {ratio:>8} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
