@@ -32,16 +32,13 @@ from pathlib import Path
 
 from confluent_kafka.admin import NewTopic
 
-from bench.lag_snapshot import commit_groups
+from bench.lag_snapshot import PARTITIONS, commit_groups, fill_topic
 from devstack.__main__ import KAFKA_TOOLS
 from devstack.config import load_config
 from devstack.services import Kafka
 from pipeline.core.settings import load_settings
-from pipeline.kafka.clients import kafka_admin, kafka_producer
-from pipeline.lag.reader import LagReader
+from pipeline.kafka.clients import kafka_admin
 
-PARTITIONS = 6
-MESSAGES = 6_000
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -92,14 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         topic
     ].result(timeout=30)
     try:
-        producer = kafka_producer(settings)
-        for i in range(MESSAGES):
-            producer.produce(topic, key=f"bench-{i}".encode(), value=b"{}")
-            if i % 1000 == 0:
-                producer.poll(0)
-        if producer.flush(60):
-            raise RuntimeError("the producer did not deliver every message")
-        ends = {w.partition: w.end for w in LagReader(admin, topic).snapshot([]).partitions}
+        ends = fill_topic(admin, settings, topic)
         committed = True
         commit_groups(admin, topic, groups, ends)
         listed = len(admin.list_consumer_groups(request_timeout=30).result(timeout=60).valid)

@@ -22,7 +22,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.core import clock
-from pipeline.core.settings import load_settings
+from pipeline.core.settings import Settings, load_settings
 from pipeline.kafka.clients import kafka_admin, kafka_producer
 from pipeline.lag.reader import LagReader
 
@@ -54,6 +54,18 @@ def _percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def fill_topic(admin: AdminClient, settings: Settings, topic: str) -> dict[int, int]:
+    """Produce MESSAGES keyed messages to `topic`; its end offset per partition afterwards."""
+    producer = kafka_producer(settings)
+    for i in range(MESSAGES):
+        producer.produce(topic, key=f"bench-{i}".encode(), value=b"{}")
+        if i % 1000 == 0:
+            producer.poll(0)
+    if producer.flush(60):
+        raise RuntimeError("the producer did not deliver every message")
+    return {w.partition: w.end for w in LagReader(admin, topic).snapshot([]).partitions}
 
 
 def commit_groups(admin: AdminClient, topic: str, groups: list[str], ends: dict[int, int]) -> None:
@@ -95,15 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         topic
     ].result(timeout=30)
     try:
-        producer = kafka_producer(settings)
-        for i in range(MESSAGES):
-            producer.produce(topic, key=f"bench-{i}".encode(), value=b"{}")
-            if i % 1000 == 0:
-                producer.poll(0)
-        if producer.flush(60):
-            raise RuntimeError("the producer did not deliver every message")
+        ends = fill_topic(admin, settings, topic)
         reader = LagReader(admin, topic)
-        ends = {w.partition: w.end for w in reader.snapshot([]).partitions}
 
         rows = []
         for count in args.counts:
