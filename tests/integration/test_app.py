@@ -1,7 +1,6 @@
 """The Streamlit app: every page renders against the real services, and `streamlit run` answers."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from pipeline.core.settings import load_settings
+from testkit.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,12 +31,6 @@ def test_overview_shows_every_service_answering(admin, es, pg):
     for name in (config.kafka_topic, config.dlq_topic, config.elasticsearch_index,
                  config.indexer_group):  # fmt: skip
         assert name in diagram.proto.spec, name
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_streamlit_server_answers_on_its_port():

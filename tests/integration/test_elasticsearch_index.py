@@ -1,6 +1,5 @@
 """TaskIndex against the real Elasticsearch: the index contract, versioned bulk writes, search."""
 
-import socket
 import threading
 import uuid
 
@@ -15,6 +14,7 @@ from pipeline.elasticsearch.index import (
     ItemOutcome,
     TaskIndex,
 )
+from testkit.processes import free_port
 
 
 @pytest.fixture
@@ -135,9 +135,7 @@ def test_a_document_the_mapping_refuses_is_permanent_and_does_not_fail_the_other
 
 
 def test_an_unreachable_elasticsearch_makes_every_item_retryable(settings, index_name):
-    with socket.socket() as probe:  # a loopback port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a loopback port nothing listens on
     dead = settings.model_copy(update={"elasticsearch_url": f"http://127.0.0.1:{port}"})
     client = elasticsearch_client(dead, max_retries=0, request_timeout=5)
     try:

@@ -8,7 +8,6 @@ stopped (and the caches cleared) at the end of each test.
 from __future__ import annotations
 
 import itertools
-import socket
 import threading
 import time
 from collections import Counter
@@ -34,6 +33,7 @@ from pipeline.lag.reader import (
     lag_report,
 )
 from pipeline.postgres.pool import postgres_pool
+from testkit.processes import free_port
 from tests.kafka_data import make_lagging_group
 from ui.lag_panel import NO_COMMIT
 from ui.resources import clear_caches
@@ -333,9 +333,7 @@ def test_missing_topic_shows_a_banner_not_a_traceback(monkeypatch, app_env, uniq
 
 
 def test_kafka_down_shows_a_banner_not_a_traceback(monkeypatch, app_env):
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a loopback port nothing listens on
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
     clear_caches()
     at = open_page()

@@ -6,7 +6,6 @@ offsets on it, and reads the page's text table, the chart's data and the assignm
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -28,6 +27,7 @@ from pipeline.lag.reader import (
     PartitionWatermarks,
 )
 from pipeline.postgres.pool import postgres_pool
+from testkit.processes import free_port
 from testkit.waiting import wait_for as wait_until
 from tests.kafka_data import make_lagging_group, produce_keyed
 from ui.partitions_panel import NO_COMMIT
@@ -262,9 +262,7 @@ def test_missing_topic_shows_a_message_not_a_traceback(monkeypatch, app_env, uni
 
 
 def test_kafka_down_shows_a_banner_not_a_traceback(monkeypatch, app_env):
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a loopback port nothing listens on
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
     clear_caches()
     at = open_page()

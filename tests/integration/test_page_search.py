@@ -1,6 +1,5 @@
 """The Search page against a real Elasticsearch index: text, filters, counts, a missing index."""
 
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from pipeline.core.domain import new_task
 from pipeline.elasticsearch.index import BulkAction, TaskIndex, task_document
+from testkit.processes import free_port
 from ui.resources import clear_caches
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,9 +98,7 @@ def test_a_missing_index_says_so_without_an_error(search_env: str):
 
 
 def test_elasticsearch_down_shows_a_banner(monkeypatch: pytest.MonkeyPatch):
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a loopback port nothing listens on
     monkeypatch.setenv("ELASTICSEARCH_URL", f"http://127.0.0.1:{port}")
     clear_caches()
     try:

@@ -6,7 +6,6 @@ before the app builds its settings), so tests never see each other's tasks.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
@@ -25,6 +24,7 @@ from pipeline.core.settings import Settings
 from pipeline.postgres.store import OutboxStore, PostgresTaskRepository
 from pipeline.service.tasks import TaskService
 from pipeline.workers.relay import OutboxRelay
+from testkit.processes import free_port
 from ui.resources import clear_caches
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -285,9 +285,7 @@ def test_read_only_mode_disables_every_write(
 
 
 def test_postgres_down_shows_a_banner_with_the_start_command(monkeypatch: pytest.MonkeyPatch):
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a loopback port nothing listens on
     monkeypatch.setenv("DATABASE_URL", f"postgresql://taskstream@127.0.0.1:{port}/taskstream")
     monkeypatch.setenv("KAFKA_TOPIC", f"test-down-{uuid.uuid4().hex[:8]}")
     clear_caches()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from pipeline.core import clock
 from pipeline.kafka.clients import kafka_producer
 from pipeline.lag.reader import LagSnapshot, PartitionWatermarks
+from testkit.processes import free_port
 from ui.resources import clear_caches
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,9 +156,7 @@ def test_missing_dead_letter_topic_shows_a_banner(app_env, landed):
 
 
 def test_kafka_down_shows_a_banner_not_a_traceback(monkeypatch, app_env):
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a loopback port nothing listens on
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
     clear_caches()
     at = open_page()
