@@ -562,6 +562,13 @@ class FlakyProxy:
             except (TimeoutError, OSError):
                 continue
             client.settimeout(None)
+            with self._lock:
+                # The mode as it is now: `answer()` may have come while accept() waited, and a
+                # connection forwarded after it would outlive its `_drop_connections()`.
+                mode = self.mode
+            if mode == "cut":
+                client.close()
+                continue
             if isinstance(mode, int):
                 threading.Thread(target=self._refuse, args=(client, mode), daemon=True).start()
                 continue
@@ -571,7 +578,13 @@ class FlakyProxy:
                 client.close()
                 continue
             with self._lock:
-                self._live.update((client, server))
+                forwarding = self.mode == "forward"
+                if forwarding:
+                    self._live.update((client, server))
+            if not forwarding:  # the outage began while connecting upstream
+                client.close()
+                server.close()
+                continue
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
