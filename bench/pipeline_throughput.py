@@ -67,7 +67,7 @@ def main() -> int:
     base = load_settings()
     run = uuid.uuid4().hex[:8]
     schema, topic = f"bench_{run}", f"bench-{run}"
-    settings = base.model_copy(update={"kafka_topic": topic})
+    settings = base.replace(kafka_topic=topic)
     partitions = settings.kafka_topic_partitions
     admin = kafka_admin(settings)
     es = elasticsearch_client(settings, request_timeout=120)

@@ -182,7 +182,7 @@ def main() -> int:
     base = load_settings()
     run = uuid.uuid4().hex[:8]
     schema, topic = f"bench_replay_{run}", f"bench-replay-{run}"
-    settings = base.model_copy(update={"kafka_topic": topic})
+    settings = base.replace(kafka_topic=topic)
     # The workers read the same settings from their environment: this run's topic and schema.
     env = {
         **os.environ,

@@ -13,10 +13,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import SecretStr
 
 from devstack.processes import DevstackError
-from pipeline.core.settings import Settings, load_settings
+from pipeline.core.settings import SecretStr, Settings, load_settings
 
 __all__ = ["SASL_MECHANISMS", "DevstackConfig", "load_config"]
 
@@ -77,17 +76,15 @@ class DevstackConfig:
                 f"unknown SASL mechanism {mechanism!r}; the listener offers {', '.join(SASL_MECHANISMS)}"
             )
         secret = SecretStr(password) if password is not None else self.kafka_sasl_password
-        return self.settings.model_copy(
-            update={
-                "kafka_bootstrap_servers": address,
-                "kafka_options": {
-                    **self.settings.kafka_options,
-                    "security.protocol": "SASL_PLAINTEXT",
-                    "sasl.mechanism": mechanism,
-                    "sasl.username": username if username is not None else self.kafka_sasl_user,
-                },
-                "kafka_secrets": {**self.settings.kafka_secrets, "sasl.password": secret},
-            }
+        return self.settings.replace(
+            kafka_bootstrap_servers=address,
+            kafka_options={
+                **self.settings.kafka_options,
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": mechanism,
+                "sasl.username": username if username is not None else self.kafka_sasl_user,
+            },
+            kafka_secrets={**self.settings.kafka_secrets, "sasl.password": secret},
         )
 
     @property

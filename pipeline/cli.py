@@ -4,7 +4,7 @@ Invalid arguments or a refused request: one line on stderr, exit code 2, no trac
 that does not answer: one line naming it, exit code 1. With --json, stdout holds only JSON.
 
 It starts at once: this module imports only the standard library, and each command imports what
-it needs when it runs, so `--help` or a mistyped option never loads the settings (pydantic), a
+it needs when it runs, so `--help` or a mistyped option never loads the settings, a
 driver or the domain (tests/unit/test_cli_imports.py keeps it so).
 """
 

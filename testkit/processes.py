@@ -140,9 +140,9 @@ def app_names(base: Settings, prefix: str) -> AppNames:
     group = f"{name}-indexer"
     url = f"{base.database_url}{'&' if '?' in base.database_url else '?'}"
     url += f"options={quote('-c search_path=' + schema)}"
-    own = base.model_copy(
-        update={"database_url": url, "kafka_topic": name, "elasticsearch_index": name,
-                "indexer_group": group, "read_only": False}
+    own = base.replace(
+        database_url=url, kafka_topic=name, elasticsearch_index=name, indexer_group=group,
+        taskstream_read_only=False,
     )  # fmt: skip
     env = {
         **os.environ,

@@ -1,22 +1,30 @@
 """taskstream's settings: one typed object, built at the edge from the environment and `.env`.
 
 Each setting carries its environment variable, type, default and description in one place
-(`SETTINGS_TABLE` renders them for docs/configuration.md, and a test keeps the two in step).
+(`settings_table()` renders them for docs/configuration.md, and a test keeps the two in step).
+
+The standard library only (a frozen dataclass): every command that reads the settings, `lag
+--json` among them, starts without importing a validation framework (docs/cli-startup.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from dotenv import dotenv_values
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-__all__ = ["Settings", "load_settings", "redact_url", "settings_table"]
+__all__ = [
+    "SecretStr",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "redact_url",
+    "settings_table",
+]
 
 # Names under KAFKA_ that are taskstream's own, not librdkafka pass-through keys.
 _OWN_KAFKA_VARIABLES = {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_TOPIC_PARTITIONS"}
@@ -30,62 +38,113 @@ _SECRET_KAFKA_KEYS = {
 }
 REDACTED = "********"
 _PASS_THROUGH_FIELDS = {"kafka_options", "kafka_secrets"}
+_TRUE = {"1", "true", "yes", "on", "t", "y"}
+_FALSE = {"0", "false", "no", "off", "f", "n"}
 
 
-class Settings(BaseSettings):
+class SecretStr:
+    """A secret value: shown as asterisks by str() and repr(), read with get_secret_value()."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretStr) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __str__(self) -> str:
+        return REDACTED
+
+    def __repr__(self) -> str:
+        return f"SecretStr('{REDACTED}')"
+
+    def __reduce__(self):  # worker processes receive the settings pickled
+        return (SecretStr, (self._value,))
+
+
+class SettingsError(ValueError):
+    """A setting whose value cannot be used; the message names the variable and what to fix."""
+
+
+def _setting(default: Any, description: str, **bounds: float) -> Any:
+    """A dataclass field carrying its description and numeric bounds (ge, gt, le)."""
+    return field(default=default, metadata={"description": description, **bounds})
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
     """Everything taskstream can be configured with; see `settings_table()`.
 
-    Build it with `load_settings()`, which also collects the KAFKA_* pass-through options.
+    Build it from the environment with `load_settings()`, which also collects the KAFKA_*
+    pass-through options; `Settings(**values)` takes values as given (strings are read the way
+    the environment's are) and refuses a wrong one with `SettingsError` naming the setting.
     """
 
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
-    )
-
-    database_url: str = Field(
+    database_url: str = _setting(
         "postgresql://taskstream@127.0.0.1:5432/taskstream",
-        description="PostgreSQL connection URL (tasks, outbox, replays, lag history).",
+        "PostgreSQL connection URL (tasks, outbox, replays, lag history).",
     )
-    kafka_bootstrap_servers: str = Field(
-        "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port."
+    kafka_bootstrap_servers: str = _setting(
+        "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated host:port."
     )
-    kafka_topic: str = Field("tasks", description="Topic the task events are published to.")
-    kafka_topic_partitions: int = Field(
-        6, ge=1, description="Partitions of the topic when taskstream creates it."
+    kafka_topic: str = _setting("tasks", "Topic the task events are published to.")
+    kafka_topic_partitions: int = _setting(
+        6, "Partitions of the topic when taskstream creates it.", ge=1
     )
-    elasticsearch_url: str = Field("http://127.0.0.1:9200", description="Elasticsearch URL.")
-    elasticsearch_index: str = Field("tasks", description="The live index the indexer writes.")
-    elasticsearch_api_key: SecretStr | None = Field(
-        None, description="Elasticsearch API key (secret)."
+    elasticsearch_url: str = _setting("http://127.0.0.1:9200", "Elasticsearch URL.")
+    elasticsearch_index: str = _setting("tasks", "The live index the indexer writes.")
+    elasticsearch_api_key: SecretStr | None = _setting(None, "Elasticsearch API key (secret).")
+    elasticsearch_username: str | None = _setting(None, "Elasticsearch user name.")
+    elasticsearch_password: SecretStr | None = _setting(None, "Elasticsearch password (secret).")
+    indexer_group: str = _setting("elasticsearch-indexer", "Consumer group of the live indexer.")
+    taskstream_read_only: bool = _setting(
+        False, "Refuse every write: tasks, topics, replays, offset resets, indices."
     )
-    elasticsearch_username: str | None = Field(None, description="Elasticsearch user name.")
-    elasticsearch_password: SecretStr | None = Field(
-        None, description="Elasticsearch password (secret)."
-    )
-    indexer_group: str = Field(
-        "elasticsearch-indexer", description="Consumer group of the live indexer."
-    )
-    taskstream_read_only: bool = Field(
-        False, description="Refuse every write: tasks, topics, replays, offset resets, indices."
-    )
-    app_address: str = Field(
+    app_address: str = _setting(
         "127.0.0.1",
-        description="Address the Streamlit app listens on; loopback by default (see "
+        "Address the Streamlit app listens on; loopback by default (see "
         "Serving for a shared setup behind a reverse proxy).",
     )
-    app_port: int = Field(8501, ge=1, le=65535, description="Port the Streamlit app listens on.")
-    lag_history_hours: float = Field(
-        24, gt=0, description="Hours of lag history the app keeps in PostgreSQL."
+    app_port: int = _setting(8501, "Port the Streamlit app listens on.", ge=1, le=65535)
+    lag_history_hours: float = _setting(
+        24.0, "Hours of lag history the app keeps in PostgreSQL.", gt=0
     )
-    lag_history_max_rows: int = Field(
+    lag_history_max_rows: int = _setting(
         2_000_000,
-        ge=10_000,
-        description="Row cap of the lag history (all topics; a row per group and partition per "
+        "Row cap of the lag history (all topics; a row per group and partition per "
         "sample, every 5 s): the oldest samples go first when it is reached.",
+        ge=10_000,
     )
     # Filled from every other KAFKA_<LIBRDKAFKA_KEY> variable (see `load_settings`).
-    kafka_options: dict[str, str] = Field(default_factory=dict, exclude=True)
-    kafka_secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
+    kafka_options: dict[str, str] = field(default_factory=dict)
+    kafka_secrets: dict[str, SecretStr] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        for spec in dataclasses.fields(self):
+            if spec.name in _PASS_THROUGH_FIELDS:
+                continue
+            try:
+                value = _convert(spec, getattr(self, spec.name))
+            except ValueError as exc:
+                problems.append(f"{spec.name} ({spec.name.upper()}): {exc}")
+                continue
+            object.__setattr__(self, spec.name, value)
+        secrets = {
+            key: value if isinstance(value, SecretStr) else SecretStr(str(value))
+            for key, value in self.kafka_secrets.items()
+        }
+        object.__setattr__(self, "kafka_secrets", secrets)
+        object.__setattr__(self, "kafka_options", dict(self.kafka_options))
+        if problems:
+            raise SettingsError("invalid settings: " + "; ".join(problems))
 
     @property
     def read_only(self) -> bool:
@@ -96,6 +155,10 @@ class Settings(BaseSettings):
     def dlq_topic(self) -> str:
         """The dead-letter topic beside the events topic."""
         return f"{self.kafka_topic}.dlq"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` applied (and checked like any other value)."""
+        return dataclasses.replace(self, **changes)
 
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka configuration for any client: bootstrap servers plus the pass-through keys."""
@@ -121,23 +184,18 @@ class Settings(BaseSettings):
     def display(self) -> dict[str, str]:
         """The settings as shown to people: every secret replaced by asterisks."""
         shown: dict[str, str] = {}
-        for name in type(self).model_fields:
-            if name in _PASS_THROUGH_FIELDS:
+        for spec in dataclasses.fields(self):
+            if spec.name in _PASS_THROUGH_FIELDS:
                 continue
-            value = getattr(self, name)
+            value = getattr(self, spec.name)
+            if value is None:
+                continue
             if isinstance(value, SecretStr):
-                shown[name.upper()] = REDACTED
-            elif value is None:
-                continue
-            elif name == "database_url":
-                shown[name.upper()] = redact_url(value)
-            elif isinstance(value, bool):
-                shown[name.upper()] = str(value).lower()
-            elif isinstance(value, float):
-                # 24, not 24.0, as one would write it; never rounded
-                shown[name.upper()] = str(int(value)) if value.is_integer() else repr(value)
+                shown[spec.name.upper()] = REDACTED
+            elif spec.name == "database_url":
+                shown[spec.name.upper()] = redact_url(value)
             else:
-                shown[name.upper()] = str(value)
+                shown[spec.name.upper()] = _written(value)
         for key in sorted({*self.kafka_options, *self.kafka_secrets}):
             env = "KAFKA_" + key.replace(".", "_").upper()
             shown[env] = REDACTED if key in self.kafka_secrets else self.kafka_options[key]
@@ -157,14 +215,99 @@ class Settings(BaseSettings):
             text = text.replace(secret, REDACTED)
         return text
 
-    def __repr_args__(self):  # keep secrets out of repr() and therefore out of logs
-        for name, value in super().__repr_args__():
-            if name == "database_url" and isinstance(value, str):
-                yield name, redact_url(value)
-            elif name == "kafka_secrets":
-                yield name, {key: REDACTED for key in value}
-            else:
-                yield name, value
+    def __repr__(self) -> str:  # keep secrets out of repr() and therefore out of logs
+        parts = []
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if spec.name == "database_url":
+                value = redact_url(value)
+            elif spec.name == "kafka_secrets":
+                value = {key: REDACTED for key in value}
+            parts.append(f"{spec.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
+    __str__ = __repr__
+
+
+def _convert(spec: dataclasses.Field[Any], value: Any) -> Any:
+    """The field's value in its type, read from text the way the environment gives it."""
+    kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "")
+    optional = kind.endswith("| None")
+    kind = kind.removesuffix(" | None")
+    if value is None or (optional and value == ""):
+        if optional:
+            return None
+        raise ValueError("is required")
+    if kind == "SecretStr":
+        return value if isinstance(value, SecretStr) else SecretStr(str(value))
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"must be text, got {value!r}")
+        return value
+    if kind == "bool":
+        return _boolean(value)
+    if kind == "int":
+        number: float = _integer(value)
+    elif kind == "float":
+        number = _float(value)
+    else:  # pragma: no cover - a field of a type this function does not know
+        raise TypeError(f"{spec.name}: no reader for {kind}")
+    _check_bounds(number, spec.metadata)
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"must be a whole number, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    try:
+        return int(str(value).strip().replace("_", ""))
+    except ValueError:
+        raise ValueError(f"must be a whole number, got {value!r}") from None
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, got {value!r}")
+    try:
+        number = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a number, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    return number
+
+
+def _check_bounds(number: float, bounds: Mapping[str, Any]) -> None:
+    if "ge" in bounds and number < bounds["ge"]:
+        raise ValueError(f"must be at least {_written(bounds['ge'])}, got {_written(number)}")
+    if "gt" in bounds and number <= bounds["gt"]:
+        raise ValueError(f"must be more than {_written(bounds['gt'])}, got {_written(number)}")
+    if "le" in bounds and number > bounds["le"]:
+        raise ValueError(f"must be at most {_written(bounds['le'])}, got {_written(number)}")
+
+
+def _written(value: Any) -> str:
+    """A value as one would type it: true/false, 24 rather than 24.0 (never rounded)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
 
 
 def redact_url(url: str) -> str:
@@ -195,28 +338,48 @@ def _kafka_pass_through(
     return options, secrets
 
 
-def load_settings(env_file: str | Path | None = ".env") -> Settings:
-    """Build the settings from the environment, which wins over the `.env` file if there is one."""
+def _read_env_file(path: Path) -> dict[str, str | None]:
+    from dotenv import dotenv_values  # only when there is a file to read
+
+    return dict(dotenv_values(path, encoding="utf-8"))
+
+
+def load_settings(
+    env_file: str | Path | None = ".env", environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings from the environment, which wins over the `.env` file if there is one.
+
+    Variable names are matched without regard to case, as the shells' habits differ.
+    """
     file_values: dict[str, str | None] = {}
     if env_file is not None and Path(env_file).is_file():
-        file_values = dict(dotenv_values(env_file))
-    options, secrets = _kafka_pass_through({**file_values, **os.environ})
-    return Settings(_env_file=env_file, kafka_options=options, kafka_secrets=secrets)  # type: ignore[call-arg]
+        file_values = _read_env_file(Path(env_file))
+    environment = os.environ if environ is None else environ
+    variables = {
+        name.upper(): value for name, value in [*file_values.items(), *environment.items()]
+    }
+    options, secrets = _kafka_pass_through(variables)
+    values: dict[str, Any] = {
+        spec.name: variables[spec.name.upper()]
+        for spec in dataclasses.fields(Settings)
+        if spec.name not in _PASS_THROUGH_FIELDS and variables.get(spec.name.upper()) is not None
+    }
+    return Settings(**values, kafka_options=options, kafka_secrets=secrets)
+
+
+def settings_fields() -> list[tuple[str, Any, str]]:
+    """(name, default, description) of each setting, in order (the pass-through maps left out)."""
+    return [
+        (spec.name, spec.default, spec.metadata["description"])
+        for spec in dataclasses.fields(Settings)
+        if spec.name not in _PASS_THROUGH_FIELDS
+    ]
 
 
 def settings_table() -> str:
     """The configuration table for docs/configuration.md, in Markdown."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for name, field in Settings.model_fields.items():
-        if name in _PASS_THROUGH_FIELDS:
-            continue
-        default = field.default
-        shown = (
-            ""
-            if default is None
-            else str(default).lower()
-            if isinstance(default, bool)
-            else str(default)
-        )
-        rows.append(f"| `{name.upper()}` | `{shown}` | {field.description} |")
+    for name, default, description in settings_fields():
+        shown = "" if default is None else _written(default)
+        rows.append(f"| `{name.upper()}` | `{shown}` | {description} |")
     return "\n".join(rows)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-if TYPE_CHECKING:  # annotations only: the settings module loads pydantic
+if TYPE_CHECKING:  # annotations only
     from pipeline.core.settings import Settings
 
 __all__ = [

@@ -37,7 +37,7 @@ from pipeline.core.positions import partition_lag
 from pipeline.kafka.admin import error_code, error_text, read_watermarks, topic_metadata
 from pipeline.kafka.clients import kafka_admin
 
-if TYPE_CHECKING:  # annotations only: the settings module loads pydantic
+if TYPE_CHECKING:  # annotations only
     from pipeline.core.settings import Settings
 
 __all__ = [

@@ -136,7 +136,7 @@ def test_a_document_the_mapping_refuses_is_permanent_and_does_not_fail_the_other
 
 def test_an_unreachable_elasticsearch_makes_every_item_retryable(settings, index_name):
     port = free_port()  # a loopback port nothing listens on
-    dead = settings.model_copy(update={"elasticsearch_url": f"http://127.0.0.1:{port}"})
+    dead = settings.replace(elasticsearch_url=f"http://127.0.0.1:{port}")
     client = elasticsearch_client(dead, max_retries=0, request_timeout=5)
     try:
         results = TaskIndex(client, index_name).bulk(

@@ -32,9 +32,8 @@ def flow(settings, pg_schema, topic, index_name, group, admin):
         # A killed member leaves the group in seconds, not the default 45.
         "KAFKA_SESSION_TIMEOUT_MS": "6000",
     }
-    yield settings.model_copy(
-        update={"database_url": url, "kafka_topic": topic, "elasticsearch_index": index_name,
-                "indexer_group": group}
+    yield settings.replace(
+        database_url=url, kafka_topic=topic, elasticsearch_index=index_name, indexer_group=group
     ), env  # fmt: skip
     admin.delete_topics([dlq])
 

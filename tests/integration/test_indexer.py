@@ -220,9 +220,7 @@ class IndexerProcess:
 @pytest.fixture
 def indexer_settings(settings, topic, group, index_name):
     """Settings pointing the live indexer at this test's topic, group and index."""
-    return settings.model_copy(
-        update={"kafka_topic": topic, "indexer_group": group, "elasticsearch_index": index_name}
-    )
+    return settings.replace(kafka_topic=topic, indexer_group=group, elasticsearch_index=index_name)
 
 
 @pytest.fixture
@@ -639,9 +637,7 @@ def test_elasticsearch_unavailable_for_a_while_then_the_index_converges(
 ):
     proxy = FlakyProxy(("127.0.0.1", 9200))
     try:
-        via_proxy = indexer_settings.model_copy(
-            update={"elasticsearch_url": f"http://127.0.0.1:{proxy.port}"}
-        )
+        via_proxy = indexer_settings.replace(elasticsearch_url=f"http://127.0.0.1:{proxy.port}")
         before = [new_task(f"before the outage {i}") for i in range(100)]
         during = [new_task(f"during the outage {i}") for i in range(100)]
         expected = {str(t.id): task_to_dict(t) for t in before}
@@ -815,9 +811,7 @@ def test_stopping_during_an_outage_commits_nothing_unindexed_and_a_restart_conve
 ):
     proxy = FlakyProxy(("127.0.0.1", 9200))
     try:
-        via_proxy = indexer_settings.model_copy(
-            update={"elasticsearch_url": f"http://127.0.0.1:{proxy.port}"}
-        )
+        via_proxy = indexer_settings.replace(elasticsearch_url=f"http://127.0.0.1:{proxy.port}")
         first = [new_task(f"indexed before {i}") for i in range(50)]
         stuck = [new_task(f"stuck in the outage {i}") for i in range(50)]
         events = Events(settings, topic)

@@ -114,7 +114,7 @@ def chart_lines(at: AppTest) -> dict[str, list[float]]:
 def test_table_shows_the_group_with_kafkas_numbers(settings, app_env, group, lagging_group):
     landed, committed = lagging_group
     expected = sum(landed[p] - committed[p] for p in committed)
-    report = lag_report(settings.model_copy(update={"kafka_topic": app_env}), [group])
+    report = lag_report(settings.replace(kafka_topic=app_env), [group])
     assert report.group(group).total_lag == expected
 
     at = open_page()

@@ -121,7 +121,7 @@ def test_create_task_through_the_form_shows_its_event_and_offset(
     assert at.text_input(key="create_description").value == ""
 
     # Publish with a relay on this test's schema and topic: the page then shows the offset.
-    relay_settings = settings.model_copy(update={"kafka_topic": f"test-{unique}"})
+    relay_settings = settings.replace(kafka_topic=f"test-{unique}")
     relay = OutboxRelay(relay_settings, OutboxStore(pool), admin=admin)
     try:
         assert relay.run_once() == 1

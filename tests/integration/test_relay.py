@@ -41,7 +41,7 @@ RELAY_LOGGER = "taskstream.relay"
 @pytest.fixture
 def relay_settings(settings, topic, admin) -> Iterator[Settings]:
     """Settings whose events topic is the test's own; the relay also creates its .dlq topic."""
-    relay_settings = settings.model_copy(update={"kafka_topic": topic})
+    relay_settings = settings.replace(kafka_topic=topic)
     yield relay_settings
     _delete_topics(admin, [relay_settings.dlq_topic])
 
@@ -321,7 +321,7 @@ def test_sigterm_stops_the_relay_after_its_batch_and_restores_the_handler(
 
 
 def test_run_relay_refuses_to_start_in_read_only_mode(relay_settings, caplog):
-    read_only = relay_settings.model_copy(update={"taskstream_read_only": True})
+    read_only = relay_settings.replace(taskstream_read_only=True)
     assert run_relay(read_only) == 2
     assert "read-only mode" in caplog.text
 
@@ -394,11 +394,8 @@ def test_relay_rides_out_kafka_outages_without_losing_events(
     dedicated_kafka, settings, pg_schema, unique, caplog
 ):
     caplog.set_level(logging.INFO, logger=RELAY_LOGGER)
-    kafka_settings = settings.model_copy(
-        update={
-            "kafka_bootstrap_servers": dedicated_kafka.address,
-            "kafka_topic": f"outage-{unique}",
-        }
+    kafka_settings = settings.replace(
+        kafka_bootstrap_servers=dedicated_kafka.address, kafka_topic=f"outage-{unique}"
     )
     pool = postgres_pool(settings, schema=pg_schema, max_size=4)
     migrate(pool)

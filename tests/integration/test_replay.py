@@ -373,7 +373,7 @@ def test_concurrent_replays_keep_their_own_rates_and_leave_the_live_indexer_alon
     live_group = f"live-{unique}"
     request.addfinalizer(lambda: admin.delete_consumer_groups([live_group]))
     end = {p: high for p, (_, high) in topic_watermarks(admin, topic).items()}
-    live_settings = settings.model_copy(update={"kafka_topic": topic})
+    live_settings = settings.replace(kafka_topic=topic)
     Indexer(
         live_settings, group=live_group, topic=topic, index=index_name, dlq_topic=None,
         create_topics=False, until=end,

@@ -9,7 +9,7 @@ from pipeline.core.settings import Settings
 
 
 def config_for(**fields):
-    return load_config(Settings(_env_file=None, **fields))
+    return load_config(Settings(**fields))
 
 
 def test_addresses_follow_the_settings():

@@ -3,9 +3,8 @@ naming the user and never the password, and a waiting call notices them at once.
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from pydantic import SecretStr
 
-from pipeline.core.settings import Settings
+from pipeline.core.settings import SecretStr, Settings
 from pipeline.kafka import clients
 from pipeline.kafka.clients import (
     KafkaAuthenticationError,
@@ -21,7 +20,6 @@ PASSWORD = "pa55-w0rd-never-shown"
 
 def sasl_settings(**options: str) -> Settings:
     return Settings(
-        _env_file=None,
         kafka_bootstrap_servers="127.0.0.1:9094",
         kafka_options={
             "security.protocol": "SASL_PLAINTEXT",
@@ -77,7 +75,6 @@ def test_the_authentication_error_names_user_mechanism_and_address(options, expe
 
 def test_the_authentication_error_without_sasl_names_the_protocol():
     settings = Settings(
-        _env_file=None,
         kafka_bootstrap_servers="127.0.0.1:9092",
         kafka_options={"security.protocol": "ssl"},
     )
@@ -133,11 +130,9 @@ def test_metadata_without_an_authentication_error_raises_kafkas_own_after_the_ti
 
 
 def test_configured_secrets_are_redacted_from_any_text():
-    settings = sasl_settings().model_copy(
-        update={
-            "database_url": "postgresql://u:db-pw-1@127.0.0.1/x",
-            "elasticsearch_password": SecretStr("es-pw-2"),
-        }
+    settings = sasl_settings().replace(
+        database_url="postgresql://u:db-pw-1@127.0.0.1/x",
+        elasticsearch_password=SecretStr("es-pw-2"),
     )
     text = f"failed with {PASSWORD}, db-pw-1 and es-pw-2 inside"
     assert settings.redact_secrets(text) == "failed with ********, ******** and ******** inside"

@@ -61,7 +61,7 @@ class MemoryRepository:
 
 
 def make_settings(**values) -> Settings:
-    return Settings(_env_file=None, **{"kafka_topic_partitions": 6, **values})
+    return Settings(**{"kafka_topic_partitions": 6, **values})
 
 
 @pytest.fixture

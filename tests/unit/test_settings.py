@@ -1,11 +1,19 @@
 """Settings: defaults from docs/architecture.md (Settings), environment and .env, KAFKA_* pass-through, no secret shown."""
 
+import pickle
 import re
 from pathlib import Path
 
 import pytest
 
-from pipeline.core.settings import Settings, load_settings, redact_url, settings_table
+from pipeline.core.settings import (
+    SecretStr,
+    Settings,
+    load_settings,
+    redact_url,
+    settings_fields,
+    settings_table,
+)
 
 README = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -85,9 +93,7 @@ def test_redact_url_leaves_passwordless_urls_alone():
 
 def test_configuration_table_matches_the_settings():
     readme = README.read_text()
-    for name in Settings.model_fields:
-        if name in {"kafka_options", "kafka_secrets"}:
-            continue
+    for name, _default, _description in settings_fields():
         assert f"`{name.upper()}`" in readme, (
             f"docs/configuration.md does not document {name.upper()}"
         )
@@ -112,3 +118,48 @@ def test_display_writes_numbers_as_one_would_type_them_and_reads_back_the_same(m
     assert shown == "1234567.25"
     monkeypatch.setenv("LAG_HISTORY_HOURS", shown)
     assert load_settings().lag_history_hours == 1234567.25
+
+
+def test_every_wrong_value_is_named_with_what_to_fix(monkeypatch):
+    monkeypatch.setenv("APP_PORT", "70000")
+    monkeypatch.setenv("LAG_HISTORY_HOURS", "0")
+    monkeypatch.setenv("TASKSTREAM_READ_ONLY", "maybe")
+    with pytest.raises(ValueError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "app_port (APP_PORT): must be at most 65535, got 70000" in message
+    assert "lag_history_hours (LAG_HISTORY_HOURS): must be more than 0, got 0" in message
+    assert "taskstream_read_only (TASKSTREAM_READ_ONLY): must be true or false" in message
+
+
+def test_values_given_in_code_are_read_and_checked_like_the_environment():
+    s = Settings(kafka_topic_partitions="3", taskstream_read_only="yes", lag_history_hours=2)
+    assert (s.kafka_topic_partitions, s.read_only, s.lag_history_hours) == (3, True, 2.0)
+    assert s.replace(kafka_topic="other").kafka_topic == "other"
+    with pytest.raises(ValueError, match="kafka_topic_partitions"):
+        s.replace(kafka_topic_partitions=0)
+    with pytest.raises(TypeError):
+        s.replace(no_such_setting=1)
+    with pytest.raises(AttributeError):
+        s.kafka_topic = "changed"  # type: ignore[misc]
+
+
+def test_names_match_without_regard_to_case_and_empty_optionals_are_unset(monkeypatch):
+    monkeypatch.setenv("kafka_topic", "lower")
+    monkeypatch.setenv("ELASTICSEARCH_API_KEY", "")
+    monkeypatch.setenv("ELASTICSEARCH_USERNAME", "")
+    s = load_settings()
+    assert s.kafka_topic == "lower"
+    assert (s.elasticsearch_api_key, s.elasticsearch_username) == (None, None)
+    assert s.elasticsearch_auth() == {}
+
+
+def test_settings_travel_to_worker_processes_with_their_secrets(monkeypatch):
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "s3cret-pw")
+    monkeypatch.setenv("ELASTICSEARCH_PASSWORD", "es-pw")
+    s = load_settings()
+    copy = pickle.loads(pickle.dumps(s))
+    assert copy == s
+    assert copy.kafka_config()["sasl.password"] == "s3cret-pw"
+    assert copy.elasticsearch_password == SecretStr("es-pw")
+    assert "es-pw" not in repr(copy.elasticsearch_password)
