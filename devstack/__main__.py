@@ -13,7 +13,7 @@ from pathlib import Path
 from devstack.config import load_config
 from devstack.processes import DevstackError
 from devstack.services import Kafka
-from devstack.stack import ServiceStatus, down, status, up
+from devstack.stack import ServiceStatus, down, quorum_report, status, up
 
 KAFKA_TOOLS = {
     "kafka-consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
@@ -27,6 +27,11 @@ KAFKA_TOOLS = {
     "kafka-producer-perf-test": "org.apache.kafka.tools.ProducerPerformance",
     "kafka-consumer-perf-test": "org.apache.kafka.tools.ConsumerPerformance",
 }
+
+
+SERVICES_HELP = (
+    "elasticsearch, kafka (every broker), kafka-0, kafka-1, … (one broker), postgres (default: all)"
+)
 
 
 def _print_table(rows: list[ServiceStatus]) -> None:
@@ -52,14 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("up", "start (or reuse) the services and wait until they answer"),
                        ("status", "show each service, its address, pid and health")):  # fmt: skip
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("services", nargs="*", help="kafka, elasticsearch, postgres (default: all)")
+        p.add_argument("services", nargs="*", help=SERVICES_HELP)
         p.add_argument("--json", action="store_true", help="print JSON only")
     p = sub.add_parser("down", help="stop the services devstack started (others are left alone)")
-    p.add_argument("services", nargs="*", help="kafka, elasticsearch, postgres (default: all)")
+    p.add_argument("services", nargs="*", help=SERVICES_HELP)
     p.add_argument("--wipe", action="store_true", help="also delete their data under .devstack/")
     sub.add_parser("env", help="print the settings as export lines (secrets masked)")
     p = sub.add_parser("logs", help="show a service's log")
-    p.add_argument("service", choices=["kafka", "elasticsearch", "postgres"])
+    p.add_argument("service", help="kafka-0, kafka-1, …, elasticsearch or postgres")
     p.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p = sub.add_parser(
@@ -104,10 +109,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
         elif args.command == "status":
             rows = status(config, args.services)
+            brokers = [r for r in rows if r.name.startswith("kafka-")]
+            quorum = quorum_report(config) if brokers else None
             if args.json:
                 print(json.dumps([r.as_dict() for r in rows], indent=2))
             else:
                 _print_table(rows)
+                if quorum is not None:
+                    print(quorum)
             return 0 if all(r.answering for r in rows) else 1
         elif args.command == "down":
             for line in down(config, args.services, wipe=args.wipe):
@@ -116,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, value in config.settings.display().items():
                 print(f"export {name}={shlex.quote(value)}")
         elif args.command == "logs":
-            _logs(config.state_dir / "logs" / f"{args.service}.log", args.lines, args.follow)
+            service = "kafka-0" if args.service == "kafka" else args.service
+            _logs(config.state_dir / "logs" / f"{service}.log", args.lines, args.follow)
         elif args.command == "kafka":
             tool_args = [a for a in args.args if a != "--"]
             if "--bootstrap-server" not in tool_args:
@@ -125,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                     config.settings.kafka_bootstrap_servers,
                     *tool_args,
                 ]
-            argv_java = Kafka(config).java_command(KAFKA_TOOLS[args.tool], *tool_args)
+            argv_java = Kafka(config, 0).java_command(KAFKA_TOOLS[args.tool], *tool_args)
             sys.stdout.flush()
             os.execv(argv_java[0], argv_java)
     except DevstackError as exc:

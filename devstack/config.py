@@ -26,6 +26,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 SASL_USER = "taskstream"
 SASL_PASSWORD = "taskstream-dev-password"
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256")
+DEFAULT_BROKERS = 3
 _OFF = {"", "0", "off", "no", "false"}
 # Written into a JAAS config and a SCRAM credential: no quotes, backslashes, ';' or blanks.
 _SASL_USER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -39,6 +40,8 @@ class DevstackConfig:
     settings: Settings
     state_dir: Path
     kafka_host: str
+    # Broker n (0-based) listens on kafka_port + 10n, its controller on kafka_controller_port +
+    # 10n and its SASL listener on kafka_sasl_port + 10n: 9092, 9102, 9112 for three.
     kafka_port: int
     kafka_controller_port: int
     kafka_heap: str
@@ -56,13 +59,38 @@ class DevstackConfig:
     pg_user: str
     pg_database: str
     start_timeout: float
+    kafka_brokers: int = 1
+
+    @property
+    def kafka_nodes(self) -> range:
+        """The node ids of devstack's Kafka brokers (each also a controller and quorum voter)."""
+        return range(self.kafka_brokers)
+
+    @property
+    def replication_factor(self) -> int:
+        """The replication factor devstack's cluster gives topics: 3 from three brokers, else 1."""
+        return 3 if self.kafka_brokers >= 3 else 1
+
+    def kafka_address(self, node: int) -> str:
+        """host:port of broker `node`'s PLAINTEXT listener."""
+        return f"{self.kafka_host}:{self.kafka_port + 10 * node}"
+
+    def kafka_bootstrap(self) -> str:
+        """Every broker's PLAINTEXT address, comma-separated."""
+        return ",".join(self.kafka_address(n) for n in self.kafka_nodes)
+
+    def kafka_sasl_node_address(self, node: int) -> str | None:
+        """host:port of broker `node`'s SASL_PLAINTEXT listener, or None when it is off."""
+        if self.kafka_sasl_port is None:
+            return None
+        return f"{self.kafka_host}:{self.kafka_sasl_port + 10 * node}"
 
     @property
     def kafka_sasl_address(self) -> str | None:
-        """host:port of the SASL_PLAINTEXT listener, or None when it is off."""
+        """Every broker's SASL_PLAINTEXT listener, comma-separated, or None when it is off."""
         if self.kafka_sasl_port is None:
             return None
-        return f"{self.kafka_host}:{self.kafka_sasl_port}"
+        return ",".join(str(self.kafka_sasl_node_address(n)) for n in self.kafka_nodes)
 
     def kafka_sasl_settings(
         self, mechanism: str = "PLAIN", *, username: str | None = None, password: str | None = None
@@ -164,6 +192,16 @@ def _sasl_port(text: str | None, kafka_port: int) -> int | None:
     return int(text)
 
 
+def _broker_count(text: str | None) -> int:
+    """DEVSTACK_KAFKA_BROKERS: how many KRaft nodes (each broker and controller), 1 to 5; 3 unset."""
+    if text is None or not text.strip():
+        return DEFAULT_BROKERS
+    count = int(text)
+    if not 1 <= count <= 5:
+        raise ValueError(f"DEVSTACK_KAFKA_BROKERS must be 1 to 5, got {count}")
+    return count
+
+
 def _sasl_credentials(env: os._Environ[str] | dict[str, str]) -> tuple[str, SecretStr]:
     user = env.get("DEVSTACK_KAFKA_SASL_USER", SASL_USER)
     password = env.get("DEVSTACK_KAFKA_SASL_PASSWORD", SASL_PASSWORD)
@@ -209,6 +247,7 @@ def load_config(settings: Settings | None = None) -> DevstackConfig:
             pg_user=str(pg.get("user") or "taskstream"),
             pg_database=str(pg.get("dbname") or "taskstream"),
             start_timeout=float(env.get("DEVSTACK_START_TIMEOUT", "180")),
+            kafka_brokers=_broker_count(env.get("DEVSTACK_KAFKA_BROKERS")),
         )
     except ValueError as exc:
         raise DevstackError(f"invalid devstack setting: {exc}") from exc

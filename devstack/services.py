@@ -103,11 +103,16 @@ class Service:
 
 
 class Kafka(Service):
-    """Apache Kafka in KRaft mode: one node that is both broker and controller."""
+    """One Apache Kafka node in KRaft mode, both broker and controller: node `node` of the
+    cluster's `config.kafka_brokers`, every one of them a voter of the one controller quorum."""
 
-    name = "kafka"
     version = KAFKA_VERSION
     default_port_variable = "KAFKA_BOOTSTRAP_SERVERS"
+
+    def __init__(self, config: DevstackConfig, node: int = 0) -> None:
+        super().__init__(config)
+        self.node = node
+        self.name = f"kafka-{node}"
 
     @property
     def host(self) -> str:
@@ -115,31 +120,46 @@ class Kafka(Service):
 
     @property
     def port(self) -> int:
-        return self.config.kafka_port
+        return self.config.kafka_port + 10 * self.node
+
+    @property
+    def controller_port(self) -> int:
+        return self.config.kafka_controller_port + 10 * self.node
+
+    @property
+    def sasl_port(self) -> int | None:
+        base = self.config.kafka_sasl_port
+        return None if base is None else base + 10 * self.node
 
     @property
     def home(self) -> Path:
-        return self.config.state_dir / "kafka"
+        return self.config.state_dir / self.name
 
     def probe(self) -> Probe:
-        health = kafka_health(self.config.settings)
+        """This node answers and the cluster's metadata lists it (registered, not fenced)."""
+        own = self.config.settings.replace(kafka_bootstrap_servers=self.address)
+        health = kafka_health(own)
         if not health.ok:
             return Probe(False, health.detail)
-        return Probe(True, f"{health.detail}; {self.sasl_detail()}")
+        if health.broker_ids is not None and self.node not in health.broker_ids:
+            return Probe(False, f"answers, but the cluster does not list broker {self.node} yet")
+        return Probe(True, f"broker {self.node}; {health.detail}; {self.sasl_detail()}")
 
     def sasl_detail(self) -> str:
         """The SASL listener in a few words: where, which mechanisms, which user (never the password)."""
         c = self.config
-        address = c.kafka_sasl_address
+        address = c.kafka_sasl_node_address(self.node)
         if address is None:
             return "SASL listener off"
         where = f"SASL_PLAINTEXT {address}"
-        if not port_accepts(c.kafka_host, c.kafka_sasl_port or 0):
+        if not port_accepts(c.kafka_host, self.sasl_port or 0):
             return (
                 f"{where} not listening (a broker started before devstack had it: "
                 "`python -m devstack down kafka && python -m devstack up kafka`)"
             )
-        health = kafka_health(c.kafka_sasl_settings("PLAIN"))
+        health = kafka_health(
+            c.kafka_sasl_settings("PLAIN").replace(kafka_bootstrap_servers=address)
+        )
         if health.authentication_failed:
             return (
                 f"{where} refuses user '{c.kafka_sasl_user}' (DEVSTACK_KAFKA_SASL_USER or "
@@ -154,9 +174,10 @@ class Kafka(Service):
         """A java command line running main_class from Kafka's jars."""
         jdk = find_jdk(JAVA_MIN_KAFKA)
         libs = kafka_libs()
-        log4j = self.home / "tools-log4j2.properties"
+        tools = self.config.state_dir / "kafka-tools"
+        log4j = tools / "log4j2.properties"
         if not log4j.is_file():
-            self.home.mkdir(parents=True, exist_ok=True)
+            tools.mkdir(parents=True, exist_ok=True)
             log4j.write_text(_LOG4J_TOOLS)
         return [
             str(jdk.java), f"-Xmx{heap}", f"-Dlog4j2.configurationFile={log4j}",
@@ -166,9 +187,9 @@ class Kafka(Service):
     def prepare(self) -> Launch:
         self.check_startable()
         c = self.config
-        if c.kafka_sasl_port is not None and port_accepts(c.kafka_host, c.kafka_sasl_port):
+        if self.sasl_port is not None and port_accepts(c.kafka_host, self.sasl_port):
             raise DevstackError(
-                f"port {c.kafka_sasl_port} on {c.kafka_host}, for Kafka's SASL listener, is taken. "
+                f"port {self.sasl_port} on {c.kafka_host}, for Kafka's SASL listener, is taken. "
                 "Stop that program, or set DEVSTACK_KAFKA_SASL_PORT to a free port (or to off)."
             )
         jdk = find_jdk(JAVA_MIN_KAFKA)
@@ -182,10 +203,10 @@ class Kafka(Service):
         properties.write_text(self._server_properties(data))
         (self.home / "log4j2.properties").write_text(_LOG4J_BROKER)
         if not (data / "meta.properties").is_file():
-            # KRaft needs formatted storage with a cluster id before its first start.
-            cluster_id = kafka_cluster_id()
+            # KRaft needs formatted storage with the cluster's id before a node's first start.
             result = subprocess.run(
-                self.java_command("kafka.tools.StorageTool", "format", "--cluster-id", cluster_id,
+                self.java_command("kafka.tools.StorageTool", "format",
+                                  "--cluster-id", shared_cluster_id(c),
                                   "--config", str(properties)),
                 capture_output=True, text=True, timeout=120,
             )  # fmt: skip
@@ -207,7 +228,7 @@ class Kafka(Service):
             return
         try:
             ensure_scram_user(
-                self.config.settings,
+                self.config.settings.replace(kafka_bootstrap_servers=self.address),
                 self.config.kafka_sasl_user,
                 self.config.kafka_sasl_password.get_secret_value(),
             )
@@ -217,16 +238,17 @@ class Kafka(Service):
 
     def _server_properties(self, data: Path) -> str:
         c = self.config
+        host = c.kafka_host
         listeners = [
-            f"PLAINTEXT://{c.kafka_host}:{c.kafka_port}",
-            f"CONTROLLER://{c.kafka_host}:{c.kafka_controller_port}",
+            f"PLAINTEXT://{host}:{self.port}",
+            f"CONTROLLER://{host}:{self.controller_port}",
         ]
-        advertised = [f"PLAINTEXT://{c.kafka_host}:{c.kafka_port}"]
+        advertised = [f"PLAINTEXT://{host}:{self.port}"]
         protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
         sasl = ""
-        if c.kafka_sasl_port is not None:
-            listeners.append(f"SASL_PLAINTEXT://{c.kafka_host}:{c.kafka_sasl_port}")
-            advertised.append(f"SASL_PLAINTEXT://{c.kafka_host}:{c.kafka_sasl_port}")
+        if self.sasl_port is not None:
+            listeners.append(f"SASL_PLAINTEXT://{host}:{self.sasl_port}")
+            advertised.append(f"SASL_PLAINTEXT://{host}:{self.sasl_port}")
             protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
             password = c.kafka_sasl_password.get_secret_value()
             # Clients authenticate here; brokers and the controller keep talking PLAINTEXT.
@@ -237,10 +259,14 @@ listener.name.sasl_plaintext.sasl.enabled.mechanisms={",".join(SASL_MECHANISMS)}
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{c.kafka_sasl_user}="{password}";
 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 """
+        voters = ",".join(f"{n}@{host}:{c.kafka_controller_port + 10 * n}" for n in c.kafka_nodes)
+        rf = c.replication_factor
+        min_isr = 2 if rf >= 3 else 1
         return f"""# written by devstack on every start; edit devstack/services.py instead
+# Node {self.node} of {c.kafka_brokers}: broker and controller, a voter of the one quorum.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@{c.kafka_host}:{c.kafka_controller_port}
+node.id={self.node}
+controller.quorum.voters={voters}
 listeners={",".join(listeners)}
 advertised.listeners={",".join(advertised)}
 controller.listener.names=CONTROLLER
@@ -248,19 +274,19 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map={",".join(protocols)}
 {sasl}log.dirs={data}
 num.partitions=1
-default.replication.factor=1
-offsets.topic.replication.factor=1
+default.replication.factor={rf}
+offsets.topic.replication.factor={rf}
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-# A single-node dev cluster: no reason to wait for more members before the first rebalance.
+transaction.state.log.replication.factor={rf}
+transaction.state.log.min.isr={min_isr}
+share.coordinator.state.topic.replication.factor={rf}
+share.coordinator.state.topic.min.isr={min_isr}
+# A dev cluster: no reason to wait for more members before the first rebalance.
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
 # ACLs are enforced, as on real clusters, but a resource without any ACL is open to everyone and
-# anonymous PLAINTEXT clients (the controller, the broker itself, devstack) are super users, so
+# anonymous PLAINTEXT clients (the controller, the brokers, devstack) are super users, so
 # nothing changes until an ACL is added: tests add them to see what a refused client sees.
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=true
@@ -466,6 +492,24 @@ def ensure_scram_user(
         ) from None
 
 
+def shared_cluster_id(config: DevstackConfig) -> str:
+    """The cluster id every node is formatted with: read from a node already formatted, else
+    made once and kept in .devstack/kafka-cluster-id."""
+    for node in config.kafka_nodes:
+        meta = config.state_dir / f"kafka-{node}" / "data" / "meta.properties"
+        if meta.is_file():
+            for line in meta.read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+    kept = config.state_dir / "kafka-cluster-id"
+    if kept.is_file() and kept.read_text().strip():
+        return kept.read_text().strip()
+    cluster_id = kafka_cluster_id()
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    kept.write_text(cluster_id + "\n")
+    return cluster_id
+
+
 def kafka_cluster_id() -> str:
     """A random cluster id as Kafka's Uuid.randomUuid() makes one: URL-safe base64 of 16 bytes.
 
@@ -479,7 +523,8 @@ def kafka_cluster_id() -> str:
 
 def all_services(config: DevstackConfig) -> list[Service]:
     """The services in start order (slowest first, so they start in parallel)."""
-    return [Elasticsearch(config), Kafka(config), Postgres(config)]
+    brokers = [Kafka(config, node) for node in config.kafka_nodes]
+    return [Elasticsearch(config), *brokers, Postgres(config)]
 
 
 _LOG4J_BROKER = """# written by devstack

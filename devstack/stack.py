@@ -19,9 +19,9 @@ from devstack.processes import (
     stop_process,
     wait_until,
 )
-from devstack.services import Postgres, Service, all_services
+from devstack.services import Kafka, Postgres, Service, all_services
 
-__all__ = ["ServiceStatus", "down", "select", "status", "up"]
+__all__ = ["ServiceStatus", "down", "quorum_report", "select", "status", "up"]
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,22 @@ class ServiceStatus:
 
 
 def select(config: DevstackConfig, names: list[str] | None) -> list[Service]:
-    """The services named (all when none), refusing unknown names."""
+    """The services named (all when none; `kafka` is every broker), refusing unknown names."""
     services = all_services(config)
     if not names:
         return services
     known = {s.name: s for s in services}
-    unknown = [n for n in names if n not in known]
+    brokers = [s for s in services if isinstance(s, Kafka)]
+    unknown = [n for n in names if n not in known and n != "kafka"]
     if unknown:
-        raise DevstackError(f"unknown service {', '.join(unknown)}; choose from {', '.join(known)}")
-    return [known[n] for n in names]
+        choices = ", ".join(["kafka", *known])
+        raise DevstackError(f"unknown service {', '.join(unknown)}; choose from {choices}")
+    chosen: list[Service] = []
+    for name in names:
+        for service in brokers if name == "kafka" else [known[name]]:
+            if service not in chosen:
+                chosen.append(service)
+    return chosen
 
 
 def _tail(path: str, lines: int = 25) -> str:
@@ -204,7 +211,15 @@ def _down(config: DevstackConfig, names: list[str] | None, wipe: bool) -> list[s
     state = StateFile(config.state_dir / "state.json")
     recorded = state.load()
     lines = []
-    for service in select(config, names):
+    selected = select(config, names)
+    if any(isinstance(s, Kafka) for s in selected) and "kafka" in recorded:
+        # A broker from before the cluster had several nodes (its data in .devstack/kafka).
+        old = recorded["kafka"]
+        lines.append(
+            f"kafka (single node): {'stopped' if stop_process(old) else 'was not running'}"
+        )
+        state.forget("kafka")
+    for service in selected:
         proc = recorded.get(service.name)
         if proc is None:
             lines.append(f"{service.name}: not started by devstack, left alone")
@@ -220,4 +235,33 @@ def _down(config: DevstackConfig, names: list[str] | None, wipe: bool) -> list[s
                 target.unlink()
             shutil.rmtree(real, ignore_errors=True)
             lines.append(f"{service.name}: data deleted ({real})")
+    every_broker = {s.name for s in all_services(config) if isinstance(s, Kafka)}
+    if wipe and every_broker <= {s.name for s in selected}:
+        for leftover in ("kafka-cluster-id", "kafka"):  # a new cluster gets a new id
+            path = config.state_dir / leftover
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink()
     return lines
+
+
+def quorum_report(config: DevstackConfig) -> str:
+    """The controller quorum in a few lines: the active controller, each voter's lag."""
+    from pipeline.kafka.quorum import QuorumUnavailable, describe_quorum
+
+    try:
+        quorum = describe_quorum(
+            config.settings.replace(kafka_bootstrap_servers=config.kafka_bootstrap()), timeout=5.0
+        )
+    except QuorumUnavailable as exc:
+        return f"controller quorum: not readable ({exc})"
+    voters = ", ".join(
+        f"{v.id}{' (leader)' if v.id == quorum.leader_id else ''} lag {v.lag}"
+        for v in quorum.voters
+    )
+    leader = "none" if quorum.leader_id is None else f"broker {quorum.leader_id}"
+    return (
+        f"controller quorum: active controller {leader}, epoch {quorum.leader_epoch}, "
+        f"high watermark {quorum.high_watermark}; voters {voters}"
+    )

@@ -2,8 +2,9 @@
 
 A teaching page: producing tasks grows the lanes, a running indexer chases their ends, a second
 indexer joining moves partitions between members (a rebalance). The numbers are the same
-snapshot the consumer-groups page reads. Each part of the picture is its own function, given
-what it draws: the settings, the topic, the inputs, the snapshot.
+snapshot the consumer-groups page reads; each lane also says where its partition lives (leader,
+replicas, in-sync replicas, from one Metadata request). Each part of the picture is its own
+function, given what it draws: the settings, the topic, the inputs, the snapshot, the placements.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from datetime import datetime, timedelta
 
 import streamlit as st
 
+from pipeline.core.failures import first_line
 from pipeline.core.partitioner import partition_for_key
 from pipeline.core.settings import Settings
+from pipeline.kafka.topics import topic_overview
 from pipeline.lag.reader import GroupLag, LagSnapshot, PartitionWatermarks
 from ui.banners import kafka_answers, kafka_read_failed
 from ui.lag_panel import last_change_text
@@ -23,6 +26,7 @@ from ui.partitions_panel import (
     KIND_INDEXER,
     KIND_REPLAY,
     NO_COMMIT,
+    Placements,
     assignment_rows,
     chart_height,
     group_kind,
@@ -32,8 +36,9 @@ from ui.partitions_panel import (
     markers_frame,
     offsets_cli_commands,
     pick_groups,
+    replication_summary,
 )
-from ui.resources import settings
+from ui.resources import admin, settings
 from ui.sidebar import selected_topic
 
 INTERVALS = {"1 s": 1, "2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30}
@@ -78,7 +83,30 @@ def introduction(topic: str) -> None:
             f"(“{NO_COMMIT}”), not zero.\n"
             "- **Rebalance** — when a member joins, leaves or stops sending heartbeats, the group "
             "reassigns its partitions among the members that remain; while it does, nobody in "
-            "that group consumes."
+            "that group consumes.\n"
+            "- **Replica**, **leader**, **in sync** — see *Replication* below."
+        )
+    with st.expander("Replication: leaders, in-sync replicas and acks"):
+        st.markdown(
+            "- **Replicas** — each partition is stored on *replication factor* brokers. A lane "
+            "label `P3 · leader 1 · replicas 1,2,0` says partition 3 lives on brokers 1, 2 "
+            "and 0.\n"
+            "- **Leader** — one replica takes every write (and, here, every read); the others, "
+            "the **followers**, keep fetching from it.\n"
+            "- **In-sync replicas (ISR)** — the replicas that have everything the leader "
+            "acknowledged. A follower that stops fetching (its broker died) or falls too far "
+            "behind drops out (`· 2 out of sync`) and rejoins once it caught up.\n"
+            "- **Leader election** — when a leader's broker fails, the controller makes another "
+            "*in-sync* replica leader; producers and consumers follow within seconds. With no "
+            "in-sync replica left, the partition is **offline** until one comes back.\n"
+            "- **acks** — what a producer waits for: `acks=0` nothing (fast, may lose "
+            "messages), `acks=1` the leader only (lost if the leader dies before a follower "
+            "copied it), `acks=all` every in-sync replica (taskstream's relay uses it, with an "
+            "idempotent producer).\n"
+            "- **min.insync.replicas=2** with **replication factor 3** — an `acks=all` write "
+            "needs at least 2 in-sync copies. One broker may fail without stopping writes; with "
+            "two down the partition still serves reads, but refuses writes rather than keep a "
+            "single copy."
         )
 
 
@@ -137,6 +165,16 @@ def read_snapshot(topic: str) -> LagSnapshot | None:
     return None
 
 
+def read_placements(topic: str) -> tuple[Placements | None, str | None]:
+    """Each partition's leader, replicas and in-sync replicas, or None and why not: the lanes
+    do not need them."""
+    try:
+        overview = topic_overview(admin(), topic, timeout=5.0)
+    except Exception as exc:  # the snapshot answered a moment ago: say it, draw without
+        return None, first_line(exc)
+    return {p.partition: p for p in overview.partitions}, None
+
+
 def highlighted_partition(key: str, partitions: list[PartitionWatermarks]) -> int | None:
     """The partition `key` hashes to, or None without a key (or partitions)."""
     if not key or not partitions:
@@ -176,11 +214,13 @@ def lanes_picture(
     drawn: list[GroupLag],
     highlight: int | None,
     run_every: float | None,
+    placements: Placements | None,
 ) -> None:
-    """The lanes with every drawn group's committed offsets as ticks."""
+    """The lanes, each labelled with its leader and replicas, with every drawn group's
+    committed offsets as ticks."""
     partitions = snapshot.partitions
-    lanes = lanes_frame(partitions, drawn, highlight)
-    markers = markers_frame(drawn, indexer)
+    lanes = lanes_frame(partitions, drawn, highlight, placements)
+    markers = markers_frame(drawn, indexer, placements)
     height = chart_height(len(partitions), len(drawn))
     st.altair_chart(lanes_chart(lanes, markers, height=height), width="stretch", height=height)
     st.caption(
@@ -191,6 +231,22 @@ def lanes_picture(
         "(`python -m pipeline indexer`) and its ticks chase the ends. "
         f"Updated {snapshot.taken_at:%H:%M:%S} UTC" + ("." if run_every else " (paused).")
     )
+
+
+def replication_note(placements: Placements | None, placement_error: str | None) -> None:
+    """The topic's replication in words, or why the leaders and replicas are not shown."""
+    if placements is None:
+        st.caption(
+            f"Leaders and replicas are not shown: the metadata read failed ({placement_error})."
+        )
+        return
+    text = replication_summary(placements)
+    if any(p.offline or p.under_replicated for p in placements.values()):
+        st.warning(text + " The Topic page says why.", icon=":material/dns:")
+    else:
+        st.caption(
+            text + " Each lane's label names its leader and replicas (see *Replication* above)."
+        )
 
 
 def groups_note(
@@ -212,11 +268,15 @@ def groups_note(
 
 
 def numbers_table(
-    indexer: str, partitions: list[PartitionWatermarks], drawn: list[GroupLag]
+    indexer: str,
+    partitions: list[PartitionWatermarks],
+    drawn: list[GroupLag],
+    placements: Placements | None,
 ) -> None:
-    """The picture in numbers: per lane its watermarks and each drawn group's offset and lag."""
+    """The picture in numbers: per lane its watermarks, leader, replicas and in-sync replicas,
+    and each drawn group's offset and lag."""
     st.markdown("**The picture in numbers**")
-    rows = lane_rows(partitions, drawn)
+    rows = lane_rows(partitions, drawn, placements)
     st.dataframe(
         rows,
         hide_index=True,
@@ -228,6 +288,15 @@ def numbers_table(
                 "high", help="High watermark: the offset the next message gets."
             ),
             "messages": st.column_config.NumberColumn("messages", help="high − low"),
+            "leader": st.column_config.TextColumn(
+                "leader", help="The broker that takes the partition's writes."
+            ),
+            "replicas": st.column_config.TextColumn(
+                "replicas", help="The brokers that store a copy of the partition."
+            ),
+            "in sync": st.column_config.TextColumn(
+                "in sync", help="The replicas that have every acknowledged message (ISR)."
+            ),
         }
         | {
             g.group: st.column_config.TextColumn(
@@ -327,12 +396,14 @@ def partitions_panel(config: Settings, topic: str, given: Inputs) -> None:
     partitions = snapshot.partitions
     drawn, hidden = pick_groups(snapshot.groups, indexer, given.search)
     highlight = highlighted_partition(given.key, partitions)
+    placements, placement_error = read_placements(topic)
 
     summary(topic, indexer, snapshot)
     key_note(given.key, highlight, len(partitions))
-    lanes_picture(indexer, snapshot, drawn, highlight, given.run_every)
+    lanes_picture(indexer, snapshot, drawn, highlight, given.run_every, placements)
+    replication_note(placements, placement_error)
     groups_note(topic, indexer, snapshot, drawn, given.search, hidden)
-    numbers_table(indexer, partitions, drawn)
+    numbers_table(indexer, partitions, drawn, placements)
     commit_notes(partitions, drawn)
     assignment(config, topic, snapshot, drawn)
     cli_section(config, topic, drawn)

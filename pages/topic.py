@@ -1,4 +1,5 @@
-"""Topic: each partition's watermarks, leader and write rate, and a bounded message browser."""
+"""Topic: each partition's watermarks, leader, replicas and write rate, the brokers and the
+metadata quorum behind them, and a bounded message browser."""
 
 from __future__ import annotations
 
@@ -17,9 +18,25 @@ from pipeline.kafka.browse import (
     browse,
     console_consumer_commands,
 )
+from pipeline.kafka.quorum import QuorumStatus, QuorumUnavailable, describe_quorum
 from pipeline.kafka.topics import TopicOverview, topic_overview
 from pipeline.lag.status import produce_rates, topic_rate_series
 from ui.banners import kafka_answers, kafka_read_failed
+from ui.brokers_panel import (
+    MIN_INSYNC,
+    broker_rows,
+    brokers_cli_text,
+    bullets,
+    controller_text,
+    expected_brokers,
+    offline_texts,
+    outage_texts,
+    partition_status,
+    preferred_leader_text,
+    quorum_rows,
+    quorum_summary,
+    under_replicated_texts,
+)
 from ui.charts import time_chart
 from ui.lag_resources import lag_history, lag_sampler
 from ui.resources import admin, settings
@@ -35,6 +52,10 @@ START_MODES = {
 ANY_TYPE = "any type"
 # Expanders beyond this many make the page slow; the table still has every message.
 MAX_EXPANDERS = 50
+# The quorum is read at most this often across all sessions, each read waiting at most
+# QUORUM_TIMEOUT seconds: a dead controller costs the page a few seconds, never a hang.
+QUORUM_TTL = 5
+QUORUM_TIMEOUT = 3.0
 
 config = settings()
 
@@ -43,8 +64,9 @@ st.caption(
     "A **topic** is split into **partitions**, each an append-only log. A message's **offset** is "
     "its position in its partition. The **low watermark** is the first offset still stored "
     "(older ones were removed by retention), the **high watermark** the offset the next message "
-    "will get; the partition holds high − low messages. Each partition has one **leader** "
-    "broker that serves its reads and writes."
+    "will get; the partition holds high − low messages. Each partition is stored on one or more "
+    "brokers, its **replicas**; one of them, the **leader**, serves its reads and writes, and "
+    "the others copy it. The replicas that have copied everything are **in sync** (the ISR)."
 )
 
 
@@ -54,6 +76,19 @@ def read_overview(topic: str) -> TopicOverview | None:
     except Exception as exc:  # missing, an ACL refusal, any broker failure: a banner
         kafka_read_failed(f"topic `{topic}`", exc)
     return None
+
+
+@st.cache_resource(ttl=QUORUM_TTL, show_spinner=False)
+def read_quorum() -> tuple[QuorumStatus | None, str | None]:
+    """The KRaft metadata quorum, or None and the one-line reason it could not be read. Shared
+    by every session for QUORUM_TTL seconds (read-only), failures too, so a controller that does
+    not answer is asked once per TTL, not once per page run."""
+    try:
+        return describe_quorum(config, timeout=QUORUM_TIMEOUT), None
+    except QuorumUnavailable as exc:
+        return None, str(exc)
+    except Exception as exc:  # anything else a broker or the wire throws: said, not raised
+        return None, describe_failure(exc)
 
 
 def rate_history(topic: str):
@@ -84,21 +119,56 @@ def overview_panel() -> None:
         [
             {
                 "partition": p.partition,
-                "low watermark": p.low,
-                "high watermark": p.high,
-                "messages": p.messages,
+                # Unknown (None, an empty cell) while the partition has no leader to ask.
+                "low watermark": p.low if p.watermarks_known else None,
+                "high watermark": p.high if p.watermarks_known else None,
+                "messages": p.messages if p.watermarks_known else None,
                 "leader": "none" if p.leader is None else f"broker {p.leader}",
                 "replicas": ", ".join(map(str, p.replicas)),
                 "in sync": ", ".join(map(str, p.isr)),
+                "not in sync": ", ".join(map(str, p.missing_replicas)) or "—",
+                "status": partition_status(p),
                 "msg/s": None if rates.get(p.partition) is None else round(rates[p.partition], 2),
             }
             for p in overview.partitions
         ]
     )
+    unknown = [p.partition for p in overview.partitions if not p.watermarks_known]
     st.subheader(
         f"`{topic}`: {len(overview.partitions)} partitions, {overview.messages:,} messages"
+        + (
+            f" (not counting offline partition(s) {', '.join(map(str, unknown))})"
+            if unknown
+            else ""
+        )
     )
-    st.dataframe(frame, hide_index=True, key="partitions", width="stretch")
+    st.dataframe(
+        frame,
+        hide_index=True,
+        key="partitions",
+        width="stretch",
+        column_config={
+            "leader": st.column_config.TextColumn(
+                "leader", help="The broker that serves the partition's reads and writes."
+            ),
+            "replicas": st.column_config.TextColumn(
+                "replicas",
+                help="The brokers that store a copy of the partition, leader first "
+                "when it was assigned (the preferred leader).",
+            ),
+            "in sync": st.column_config.TextColumn(
+                "in sync",
+                help="The in-sync replicas (ISR): the ones that have every message "
+                "the leader has acknowledged. Only these can become leader.",
+            ),
+            "status": st.column_config.TextColumn(
+                "status",
+                help="ok; under-replicated: fewer replicas in sync than assigned; "
+                "offline: no leader, nobody can read or write it.",
+            ),
+        },
+    )
+    partition_problems(overview)
 
     left, right = st.columns(2)
     left.markdown("**Messages per partition** (high − low watermark)")
@@ -125,6 +195,104 @@ def overview_panel() -> None:
             icon=":material/hourglass_empty:",
         )
     st.session_state["partition_numbers"] = [p.partition for p in overview.partitions]
+    brokers_section(overview)
+
+
+def partition_problems(overview: TopicOverview) -> None:
+    """Offline and under-replicated partitions, each said in words, and what that means."""
+    offline = offline_texts(overview)
+    if offline:
+        st.error(
+            bullets(offline)
+            + "\n\n**Offline** means nobody can read or write the partition until one of its "
+            "in-sync replicas is back and elected leader.",
+            icon=":material/error:",
+        )
+    under = under_replicated_texts(overview)
+    if under:
+        st.warning(
+            bullets(under)
+            + "\n\n**Under-replicated** means the partition still has a leader, so it can be "
+            f"read, and written while at least {MIN_INSYNC} replicas are in sync "
+            f"(min.insync.replicas={MIN_INSYNC}, acks=all); but it has fewer copies, so another "
+            "failure could take it offline. A replica that is behind catches up by itself; one "
+            "on a dead broker rejoins the in-sync set once its broker is back.",
+            icon=":material/warning:",
+        )
+
+
+def brokers_section(overview: TopicOverview) -> None:
+    """Each broker, what it leads and holds of the topic, the controller and the quorum."""
+    quorum, quorum_error = read_quorum()
+    expected = expected_brokers(overview, quorum)
+    st.subheader("Brokers")
+    st.caption(
+        "A Kafka cluster is a set of **brokers**. Each partition is copied to "
+        "*replication factor* brokers (its **replicas**); the **leader** takes the writes and "
+        "the **followers** fetch from it. The **controller** decides who leads each partition "
+        "and moves leadership to an in-sync follower when a leader's broker fails."
+    )
+    for text in outage_texts(overview, expected):
+        st.warning(text, icon=":material/dns:")
+    st.dataframe(
+        broker_rows(overview, quorum, expected),
+        hide_index=True,
+        key="brokers",
+        width="stretch",
+        column_config={
+            "answers": st.column_config.TextColumn(
+                "answers", help="Listed in the cluster's metadata: registered and reachable."
+            ),
+            "leads": st.column_config.NumberColumn(
+                "leads", help=f"Partitions of `{overview.topic}` this broker is the leader of."
+            ),
+            "holds": st.column_config.NumberColumn(
+                "holds", help=f"Partitions of `{overview.topic}` with a replica on this broker."
+            ),
+            "in sync": st.column_config.NumberColumn(
+                "in sync", help="Of those, the partitions where its replica is in sync."
+            ),
+            "quorum": st.column_config.TextColumn(
+                "quorum", help="Its part in the KRaft metadata quorum, when it is a controller."
+            ),
+        },
+    )
+    preferred = preferred_leader_text(overview)
+    if preferred:
+        st.caption(preferred)
+    if quorum is None:
+        st.info(controller_text(overview, quorum, quorum_error), icon=":material/help:")
+    else:
+        st.markdown(controller_text(overview, quorum, quorum_error))
+        st.markdown("**The metadata quorum** (KRaft)")
+        st.caption(
+            quorum_summary(quorum) + " The voters elect a leader, the active controller, and "
+            "copy its metadata log; **observers** (brokers that are not voters) only read it. "
+            "A voter's lag is how many records of that log it has not copied yet."
+        )
+        st.dataframe(quorum_rows(quorum), hide_index=True, key="quorum", width="stretch")
+    with st.expander("Replicas, in-sync replicas and acks"):
+        st.markdown(
+            "- **Replica** — a copy of a partition on one broker. The replication factor is how "
+            "many there are.\n"
+            "- **In-sync replica (ISR)** — a replica that has copied everything the leader "
+            "acknowledged and keeps fetching. One that falls too far behind (or whose broker "
+            "dies) drops out, and rejoins once it has caught up.\n"
+            "- **Leader** — the one replica that serves writes (and, here, reads). When its "
+            "broker dies, the controller makes another in-sync replica leader.\n"
+            "- **Under-replicated** — fewer replicas in sync than assigned: still working, less "
+            "safe.\n"
+            "- **Offline** — no leader at all: none of its in-sync replicas answers.\n"
+            f"- **acks=all** with **min.insync.replicas={MIN_INSYNC}** — a write is acknowledged "
+            f"once {MIN_INSYNC} in-sync replicas have it. With replication factor 3, one broker "
+            "can fail and writes go on; with two down, writes are refused but nothing "
+            "acknowledged is lost."
+        )
+    with st.expander("The same with Kafka's own tools"):
+        st.code(
+            brokers_cli_text(config.kafka_bootstrap_servers, overview, quorum, quorum_error),
+            language=None,
+        )
 
 
 overview_panel()

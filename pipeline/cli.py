@@ -111,7 +111,20 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--limit", type=int, default=20)
     _replay_parser(commands, common)
     _offsets_parser(commands, common)
+    _topic_parser(commands, common)
     return parser
+
+
+def _topic_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    topic = commands.add_parser("topic", help="a topic's partitions, brokers and controller")
+    actions = topic.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    describe = actions.add_parser(
+        "describe",
+        parents=[common],
+        help="each partition's leader, replicas, in-sync replicas and watermarks; the live "
+        "brokers and the active controller (like kafka-topics --describe)",
+    )
+    describe.add_argument("--topic", help="the topic (default: KAFKA_TOPIC)")
 
 
 def _offsets_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -164,6 +177,125 @@ def _offsets(args: argparse.Namespace, settings: Settings) -> Any:
     else:
         print("preview only: add --execute to apply (the group must have no active members)")
     return None
+
+
+def _topic(args: argparse.Namespace, settings: Settings) -> Any:
+    from pipeline.kafka.clients import kafka_admin
+    from pipeline.kafka.quorum import QuorumUnavailable, describe_quorum
+    from pipeline.kafka.topics import topic_overview
+
+    name = args.topic or settings.kafka_topic
+    overview = topic_overview(kafka_admin(settings), name, timeout=10.0)
+    quorum, quorum_error = None, None
+    try:
+        quorum = describe_quorum(settings, timeout=5.0)
+    except QuorumUnavailable as exc:
+        quorum_error = str(exc)
+    # The active controller is the quorum's leader; the metadata's controller id is only a
+    # broker that forwards to it, so it stands in only when the quorum cannot be read.
+    controller = quorum.leader_id if quorum is not None else overview.controller
+    if args.json:
+        result = {
+            "topic": overview.topic,
+            "brokers": [{"id": b.id, "host": b.host, "port": b.port} for b in overview.brokers],
+            "controller": controller,
+            "partitions": [
+                {
+                    "partition": p.partition,
+                    "leader": p.leader,
+                    "replicas": p.replicas,
+                    "isr": p.isr,
+                    # null: an offline partition has no leader to tell its watermarks
+                    "low": p.low if p.watermarks_known else None,
+                    "high": p.high if p.watermarks_known else None,
+                }
+                for p in overview.partitions
+            ],
+            "quorum": None if quorum is None else quorum.to_json(),
+        }
+        if quorum_error is not None:
+            result["quorum_error"] = quorum_error
+        return result
+    print(_topic_text(overview, quorum, quorum_error))
+    return None
+
+
+def _topic_text(overview: Any, quorum: Any = None, quorum_error: str | None = None) -> str:
+    """`topic describe` for people: the topic, its brokers and controller, then a table like
+    `kafka-topics --describe` with offline and under-replicated partitions marked."""
+    parts = overview.partitions
+    factor = max((len(p.replicas) for p in parts), default=0)
+    lines = [
+        f"topic {overview.topic}: {len(parts)} partition(s), replication factor {factor}, "
+        f"{overview.messages} message(s)"
+    ]
+    live = {b.id for b in overview.brokers}
+    brokers = ", ".join(f"{b.id} at {b.host}:{b.port}" for b in overview.brokers) or "none"
+    lines.append(f"brokers: {brokers}")
+    down = sorted({r for p in parts for r in p.replicas} - live)
+    if down:
+        lines.append(
+            f"not answering: {', '.join(map(str, down))} (named as replicas, missing from the "
+            "metadata)"
+        )
+    if quorum is not None and quorum.leader_id is not None:
+        controller = f"{quorum.leader_id} (the KRaft quorum's leader, epoch {quorum.leader_epoch})"
+    elif quorum is not None:
+        controller = "none (the KRaft quorum has no leader: an election is under way)"
+    else:
+        said = "none" if overview.controller is None else str(overview.controller)
+        controller = (
+            f"{said} (as the metadata says; the quorum could not be read: "
+            f"{quorum_error or 'no answer'})"
+        )
+    lines.append(f"controller: {controller}")
+    lines.append("")
+
+    def ids(values: list[int]) -> str:
+        return ",".join(map(str, values)) or "-"
+
+    header = ("PARTITION", "LEADER", "REPLICAS", "ISR", "LOW", "HIGH")
+    rows = [
+        (
+            str(p.partition),
+            "none" if p.leader is None else str(p.leader),
+            ids(p.replicas),
+            ids(p.isr),
+            str(p.low) if p.watermarks_known else "-",
+            str(p.high) if p.watermarks_known else "-",
+        )
+        for p in parts
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    right = {0, 4, 5}  # numbers line up on the right
+
+    def line(cells: tuple[str, ...], mark: str = "") -> str:
+        shown = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(["", *shown, mark]).rstrip()
+
+    lines.append(line(header))
+    lines.extend(line(row, _partition_mark(p)) for row, p in zip(rows, parts, strict=True))
+    offline, under = len(overview.offline), len(overview.under_replicated)
+    lines.append("")
+    if offline or under:
+        lines.append(
+            f"{offline} partition(s) offline, {under} under-replicated "
+            "(fewer replicas in sync than assigned)"
+        )
+    else:
+        lines.append("every partition has a leader and all its replicas in sync")
+    return "\n".join(lines)
+
+
+def _partition_mark(p: Any) -> str:
+    if p.offline:
+        return "OFFLINE: no leader"
+    if p.under_replicated:
+        return f"UNDER-REPLICATED: {','.join(map(str, p.missing_replicas))} not in sync"
+    return ""
 
 
 def _replay_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -478,11 +610,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "search": _search,
     "replay": _replay,
     "offsets": _offsets,
+    "topic": _topic,
 }
 LONG_RUNNING = {"relay", "indexer", ("replay", "run")}
 # Commands that talk to Kafka: its credentials are checked first, so a refused password is one
 # clear line within a second rather than a timeout (`check_kafka_access`).
-USES_KAFKA = {"lag", "offsets", "relay", "indexer"} | {
+USES_KAFKA = {"lag", "offsets", "relay", "indexer", ("topic", "describe")} | {
     ("replay", action) for action in ("start", "delete", "run")
 }
 # Commands that change something: refused in read-only mode.

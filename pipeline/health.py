@@ -33,6 +33,8 @@ class ServiceHealth:
     ok: bool
     detail: str
     brokers: int | None = None
+    # Kafka: the ids of the brokers the cluster's metadata lists (registered and not fenced).
+    broker_ids: frozenset[int] | None = None
     # It answers, but refused the configured credentials: `detail` says which settings to check.
     authentication_failed: bool = False
 
@@ -53,7 +55,9 @@ def kafka_health(settings: Settings, timeout: float = TIMEOUT) -> ServiceHealth:
     brokers = len(metadata.brokers)
     topics = len([t for t in metadata.topics if not t.startswith("__")])
     detail = f"{brokers} broker(s), {topics} topic(s), cluster {metadata.cluster_id}"
-    return ServiceHealth("Kafka", address, True, detail, brokers=brokers)
+    return ServiceHealth(
+        "Kafka", address, True, detail, brokers=brokers, broker_ids=frozenset(metadata.brokers)
+    )
 
 
 def elasticsearch_health(settings: Settings, timeout: float = TIMEOUT) -> ServiceHealth:

@@ -3,17 +3,20 @@
 Pure functions over `pipeline.lag` values (no Streamlit, no I/O), so the page stays a layout.
 A lane is one partition's log from its low to its high watermark; a marker is one group's
 committed offset on it. A partition where a group has committed nothing gets no marker, and
-the text says "no commit": a marker at 0 would be fake lag.
+the text says "no commit": a marker at 0 would be fake lag. Given each partition's placement
+(`PartitionOverview`: leader, replicas, in-sync replicas), a lane's label says where it lives:
+`P3 · leader 1 · replicas 1,2,0`.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import altair as alt
 import pandas as pd
 
+from pipeline.kafka.topics import PartitionOverview
 from pipeline.lag.reader import GroupLag, PartitionWatermarks
 from ui.lag_panel import DASH, cli_commands
 
@@ -23,6 +26,7 @@ __all__ = [
     "KIND_REPLAY",
     "MAX_GROUPS",
     "NO_COMMIT",
+    "Placements",
     "assignment_rows",
     "chart_height",
     "group_kind",
@@ -33,8 +37,13 @@ __all__ = [
     "markers_frame",
     "offsets_cli_commands",
     "pick_groups",
+    "placement_cells",
+    "replication_summary",
     "unassigned_partitions",
 ]
+
+# Each partition's leader, replicas and in-sync replicas, by partition number.
+Placements = Mapping[int, PartitionOverview]
 
 NO_COMMIT = "no commit"
 KIND_INDEXER = "live indexer"
@@ -71,9 +80,58 @@ def pick_groups(
     return matching[:limit], max(len(matching) - limit, 0)
 
 
-def lane_label(partition: int) -> str:
-    """The y-axis name of a partition's lane."""
-    return f"partition {partition}"
+def lane_label(partition: int, placement: PartitionOverview | None = None) -> str:
+    """The y-axis name of a partition's lane: `partition 3`, or with its placement
+    `P3 · leader 1 · replicas 1,2,0` (`· 2 out of sync` when a replica is not in sync,
+    `no leader` when it is offline)."""
+    if placement is None:
+        return f"partition {partition}"
+    leader = "no leader" if placement.leader is None else f"leader {placement.leader}"
+    label = f"P{partition} · {leader} · replicas {','.join(map(str, placement.replicas))}"
+    missing = placement.missing_replicas
+    if missing:
+        label += f" · {','.join(map(str, missing))} out of sync"
+    return label
+
+
+def placement_cells(placement: PartitionOverview | None) -> dict[str, str]:
+    """A partition's leader, replicas and in-sync replicas as text cells (— when unknown)."""
+    if placement is None:
+        return {"leader": DASH, "replicas": DASH, "in sync": DASH}
+    return {
+        "leader": "none (offline)" if placement.leader is None else str(placement.leader),
+        "replicas": ", ".join(map(str, placement.replicas)) or DASH,
+        "in sync": ", ".join(map(str, placement.isr)) or "none",
+    }
+
+
+def replication_summary(placements: Placements) -> str:
+    """The topic's replication in one or two sentences: the factor, where the leaders are, and
+    which partitions are under-replicated or offline."""
+    if not placements:
+        return ""
+    factors = sorted({len(p.replicas) for p in placements.values()})
+    factor = str(factors[0]) if len(factors) == 1 else f"{factors[0]}–{factors[-1]}"
+    leaders: dict[int, int] = {}
+    for p in placements.values():
+        if p.leader is not None:
+            leaders[p.leader] = leaders.get(p.leader, 0) + 1
+    led = "; ".join(f"broker {b} leads {n}" for b, n in sorted(leaders.items()))
+    text = f"Replication factor {factor}: each partition is stored on {factor} broker(s)"
+    text += f" ({led})." if led else "."
+    if factors[-1] == 1:
+        text += " With one replica there is no copy: if its broker stops, so does the partition."
+    offline = sorted(n for n, p in placements.items() if p.offline)
+    under = sorted(n for n, p in placements.items() if p.under_replicated and not p.offline)
+    if offline:
+        text += f" Offline (no leader): partition(s) {', '.join(map(str, offline))}."
+    if under:
+        text += (
+            f" Under-replicated (a replica out of sync): partition(s) {', '.join(map(str, under))}."
+        )
+    if not offline and not under:
+        text += " Every replica is in sync."
+    return text
 
 
 def _no_commit_groups(groups: Sequence[GroupLag], partition: int) -> list[str]:
@@ -89,16 +147,20 @@ def lanes_frame(
     partitions: Sequence[PartitionWatermarks],
     groups: Sequence[GroupLag] = (),
     highlight: int | None = None,
+    placements: Placements | None = None,
 ) -> pd.DataFrame:
     """One row per partition: its lane, watermarks, message count, what to write at its end,
-    which drawn groups have committed nothing there, and whether it is the highlighted lane."""
+    which drawn groups have committed nothing there, whether it is the highlighted lane, and
+    its leader, replicas and in-sync replicas when `placements` has them."""
+    placements = placements or {}
     rows = []
     for w in partitions:
         missing = _no_commit_groups(groups, w.partition)
+        placement = placements.get(w.partition)
         rows.append(
             {
                 "partition": w.partition,
-                "lane": lane_label(w.partition),
+                "lane": lane_label(w.partition, placement),
                 "zero": 0,
                 "low": w.start,
                 "high": w.end,
@@ -107,6 +169,7 @@ def lanes_frame(
                 "label": "empty" if w.messages == 0 else f"{w.messages:,} messages",
                 "no commit": ", ".join(missing) if missing else DASH,
                 "highlight": w.partition == highlight,
+                **placement_cells(placement),
             }
         )
     columns = [
@@ -120,14 +183,20 @@ def lanes_frame(
         "label",
         "no commit",
         "highlight",
+        "leader",
+        "replicas",
+        "in sync",
     ]
     return pd.DataFrame(rows, columns=columns)
 
 
-def markers_frame(groups: Sequence[GroupLag], indexer_group: str) -> pd.DataFrame:
-    """One row per (group, partition) with a committed offset: where to draw its marker and
-    what its tooltip says. Partitions without a commit and groups Kafka did not answer for
-    have no row."""
+def markers_frame(
+    groups: Sequence[GroupLag], indexer_group: str, placements: Placements | None = None
+) -> pd.DataFrame:
+    """One row per (group, partition) with a committed offset: where to draw its marker (the
+    lane named as `lanes_frame` names it, given the same `placements`) and what its tooltip
+    says. Partitions without a commit and groups Kafka did not answer for have no row."""
+    placements = placements or {}
     rows = []
     for g in groups:
         if g.error is not None:
@@ -147,7 +216,7 @@ def markers_frame(groups: Sequence[GroupLag], indexer_group: str) -> pd.DataFram
                     "group": g.group,
                     "kind": group_kind(g.group, indexer_group),
                     "partition": p.partition,
-                    "lane": lane_label(p.partition),
+                    "lane": lane_label(p.partition, placements.get(p.partition)),
                     "committed": p.committed,
                     "high": p.end,
                     "lag": p.lag,
@@ -173,10 +242,15 @@ def _cell(group: GroupLag, partition: int) -> str:
     return f"at {p.committed} · lag {p.lag}"
 
 
-def lane_rows(partitions: Sequence[PartitionWatermarks], groups: Sequence[GroupLag]) -> list[dict]:
-    """The picture as text: per partition low, high, messages, and for each group its
-    committed offset and lag ("at 40 · lag 12"), or "no commit"; a committed offset below the
-    low watermark also says how many messages retention deleted before the group read them."""
+def lane_rows(
+    partitions: Sequence[PartitionWatermarks],
+    groups: Sequence[GroupLag],
+    placements: Placements | None = None,
+) -> list[dict]:
+    """The picture as text: per partition low, high, messages, with `placements` its leader,
+    replicas and in-sync replicas, and for each group its committed offset and lag
+    ("at 40 · lag 12"), or "no commit"; a committed offset below the low watermark also says
+    how many messages retention deleted before the group read them."""
     rows = []
     for w in partitions:
         row: dict = {
@@ -185,6 +259,8 @@ def lane_rows(partitions: Sequence[PartitionWatermarks], groups: Sequence[GroupL
             "high": w.end,
             "messages": w.messages,
         }
+        if placements is not None:
+            row |= placement_cells(placements.get(w.partition))
         for g in groups:
             row[g.group] = _cell(g, w.partition)
         rows.append(row)
@@ -254,7 +330,10 @@ def lanes_chart(lanes: pd.DataFrame, markers: pd.DataFrame, *, height: int) -> a
     order = lanes["lane"].tolist()
     top = max([1, *lanes["high"].tolist(), *markers["committed"].tolist()])
     x_scale = alt.Scale(domain=[0, top], nice=False, zero=True)
-    y = alt.Y("lane:N", sort=order, title=None, axis=alt.Axis(labelFontWeight="bold"))
+    # Labels with a placement (`P3 · leader 1 · replicas 1,2,0 · 2 out of sync`) need room.
+    y = alt.Y(
+        "lane:N", sort=order, title=None, axis=alt.Axis(labelFontWeight="bold", labelLimit=360)
+    )
     base = alt.Chart(lanes)
 
     deleted = (
@@ -283,6 +362,9 @@ def lanes_chart(lanes: pd.DataFrame, markers: pd.DataFrame, *, height: int) -> a
             alt.Tooltip("high:Q", title="high watermark (next to write)"),
             alt.Tooltip("messages:Q", title="messages"),
             alt.Tooltip("no commit:N", title="groups with no commit"),
+            alt.Tooltip("leader:N", title="leader (broker)"),
+            alt.Tooltip("replicas:N", title="replicas (brokers)"),
+            alt.Tooltip("in sync:N", title="in-sync replicas"),
         ],
     )
     labels = base.mark_text(align="left", dx=5, color="gray").encode(

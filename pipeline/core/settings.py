@@ -92,7 +92,9 @@ class Settings:
         "PostgreSQL connection URL (tasks, outbox, replays, lag history).",
     )
     kafka_bootstrap_servers: str = _setting(
-        "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated host:port."
+        "127.0.0.1:9092,127.0.0.1:9102,127.0.0.1:9112",
+        "Kafka bootstrap servers, comma-separated host:port (the default lists the devstack's "
+        "three brokers, so a client starts while one is down).",
     )
     kafka_topic: str = _setting("tasks", "Topic the task events are published to.")
     kafka_topic_partitions: int = _setting(

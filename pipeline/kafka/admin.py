@@ -220,13 +220,21 @@ def delete_group(admin: AdminClient, group: str) -> None:
 # -- errors ---------------------------------------------------------------------------------
 
 
+# A leader that moved (a broker stopped or back, a topic just created): the next request, once
+# the client has the new metadata, goes to the right broker with the right epoch.
+_LEADER_MOVED = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.OFFSET_NOT_AVAILABLE,  # a new leader whose high watermark is not known yet
+)
+
+
 def is_retriable(exc: KafkaException) -> bool:
     """Whether the request may succeed if sent again (a moving leader counts)."""
     error = exc.args[0] if exc.args else None
-    return isinstance(error, KafkaError) and (
-        error.retriable()
-        or error.code() in (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
-    )
+    return isinstance(error, KafkaError) and (error.retriable() or error.code() in _LEADER_MOVED)
 
 
 def error_code(exc: BaseException) -> int | None:
@@ -248,12 +256,25 @@ def error_text(error: object) -> str:
 # -- topics taskstream owns -----------------------------------------------------------------
 
 
+def replication_for(brokers: int) -> tuple[int, dict[str, str]]:
+    """The replication factor and topic configuration taskstream creates topics with on a
+    cluster of `brokers`: from three brokers on, three replicas of which two must have a write
+    (`min.insync.replicas=2`), so one broker may fail without stopping `acks=all` writes; on
+    fewer, the cluster's default replication factor (-1)."""
+    if brokers >= 3:
+        return 3, {"min.insync.replicas": "2"}
+    return -1, {}
+
+
 def ensure_topic(admin: AdminClient, name: str, partitions: int, timeout: float = 30.0) -> bool:
-    """Create the topic when missing; True if this call created it. Another creator racing us is fine."""
-    if _exists(admin, name, timeout):
+    """Create the topic when missing (replicated as `replication_for` says); True if this call
+    created it. Another creator racing us is fine."""
+    metadata = admin.list_topics(topic=name, timeout=timeout)  # no broker answering raises
+    if _exists(metadata, name):
         return False
+    factor, config = replication_for(len(metadata.brokers))
     future = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=-1)],
+        [NewTopic(name, num_partitions=partitions, replication_factor=factor, config=config)],
         operation_timeout=timeout,
         request_timeout=timeout,
     )[name]
@@ -266,10 +287,9 @@ def ensure_topic(admin: AdminClient, name: str, partitions: int, timeout: float 
     return True
 
 
-def _exists(admin: AdminClient, name: str, timeout: float) -> bool:
+def _exists(metadata: ClusterMetadata, name: str) -> bool:
     """False also for a topic with a transient error (no leader yet): creating it then answers
     TOPIC_ALREADY_EXISTS. An ACL refusal raises TopicNotAuthorized: waiting would not help."""
-    metadata = admin.list_topics(topic=name, timeout=timeout)  # no broker answering raises
     try:
         topic_in_metadata(metadata, name)
     except (UnknownTopic, KafkaException):

@@ -300,7 +300,7 @@ class OutboxRelay:
         while not self._topics_ready and not self._stop.is_set():
             try:
                 self.ensure_topics()
-            except KafkaException as exc:
+            except (KafkaException, TimeoutError) as exc:  # refused, or no answer in time
                 self.failed_attempts += 1
                 self._kafka.failed(f"cannot create topics ({_one_line(exc)})", self._retry_note())
                 self._pause(self._backoff.next_delay())

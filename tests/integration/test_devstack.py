@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from devstack.config import load_config
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -26,9 +28,14 @@ def test_status_reports_every_service_answering():
     result = devstack("status", "--json")
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert set(rows) == {"kafka", "elasticsearch", "postgres"}
+    config = load_config()
+    brokers = [f"kafka-{n}" for n in config.kafka_nodes]
+    assert set(rows) == {*brokers, "elasticsearch", "postgres"}
     assert all(row["answering"] for row in rows.values())
-    assert rows["kafka"]["address"] == "127.0.0.1:9092"
+    assert [rows[name]["address"] for name in brokers] == [
+        f"127.0.0.1:{9092 + 10 * n}" for n in config.kafka_nodes
+    ]
+    assert all(rows[name]["detail"].startswith(f"broker {n};") for n, name in enumerate(brokers))
     assert rows["elasticsearch"]["detail"].startswith("Elasticsearch 9.")
 
 
@@ -49,10 +56,13 @@ def test_up_refuses_a_port_taken_by_something_else():
         squatter.listen()
         port = squatter.getsockname()[1]
         result = devstack(
-            "up", "kafka", env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}, timeout=60
+            "up",
+            "kafka",
+            env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}", "DEVSTACK_KAFKA_BROKERS": "1"},
+            timeout=60,
         )
     assert result.returncode == 1
-    assert f"port {port} on 127.0.0.1 is taken by something that is not a working kafka" in (
+    assert f"port {port} on 127.0.0.1 is taken by something that is not a working kafka-0" in (
         result.stderr
     )
     assert "Traceback" not in result.stderr
@@ -74,4 +84,5 @@ def test_kafka_cli_tools_run_against_the_local_broker(topic):
 def test_env_prints_export_lines():
     result = devstack("env")
     assert result.returncode == 0
-    assert "export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092" in result.stdout.splitlines()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", load_config().kafka_bootstrap())
+    assert f"export KAFKA_BOOTSTRAP_SERVERS={bootstrap}" in result.stdout.splitlines()

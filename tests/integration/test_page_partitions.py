@@ -149,7 +149,7 @@ def test_topic_without_groups_shows_empty_lanes_that_grow(settings, app_env):
     at = open_page()
     assert not at.error, [e.value for e in at.error]
     table = numbers_table(at)
-    assert list(table.columns) == ["low", "high", "messages"]
+    assert list(table.columns) == ["low", "high", "messages", "leader", "replicas", "in sync"]
     assert (table["messages"] == 0).all() and (table["low"] == table["high"]).all()
     lanes, markers = lanes_and_markers(at)
     assert set(lanes["label"]) == {"empty"} and markers is None
@@ -269,3 +269,24 @@ def test_kafka_down_shows_a_banner_not_a_traceback(monkeypatch, app_env):
     assert not at.exception
     assert any("Kafka does not answer" in e.value and str(port) in e.value for e in at.error)
     assert not at.dataframe
+
+
+def test_lanes_say_where_each_partition_lives(admin, app_env):
+    """Each lane's label, tooltip and row name its leader, replicas and in-sync replicas, as the
+    cluster's metadata has them (1 broker or N)."""
+    metadata = admin.list_topics(topic=app_env, timeout=10).topics[app_env].partitions
+    at = open_page()
+    assert not at.error, [e.value for e in at.error]
+    table = numbers_table(at)
+    lanes, _ = lanes_and_markers(at)
+    for p in range(PARTITIONS):
+        leader, replicas, isr = metadata[p].leader, metadata[p].replicas, metadata[p].isrs
+        assert table.loc[p, "leader"] == str(leader)
+        assert table.loc[p, "replicas"] == ", ".join(map(str, replicas))
+        assert table.loc[p, "in sync"] == ", ".join(map(str, isr))
+        label = f"P{p} · leader {leader} · replicas {','.join(map(str, replicas))}"
+        assert lanes.loc[p, "lane"].startswith(label), lanes.loc[p, "lane"]
+        assert lanes.loc[p, "leader"] == str(leader)
+    # The replication in words, and the words on replication, acks and min.insync.replicas.
+    assert any(c.value.startswith("Replication factor ") for c in at.caption)
+    assert any("min.insync.replicas=2" in m.value and "acks=all" in m.value for m in at.markdown)

@@ -341,6 +341,7 @@ class DedicatedKafka:
             "KAFKA_BOOTSTRAP_SERVERS": self.address,
             "DEVSTACK_KAFKA_CONTROLLER_PORT": str(controller_port),
             "DEVSTACK_KAFKA_HEAP": "256m",
+            "DEVSTACK_KAFKA_BROKERS": "1",
             # Its port + 2 is not known to be free, and this broker needs no SASL listener.
             "DEVSTACK_KAFKA_SASL_PORT": "off",
         }

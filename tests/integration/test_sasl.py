@@ -203,7 +203,11 @@ def test_health_tells_refused_credentials_from_a_broker_that_is_down(devstack):
     assert health.detail.startswith("Kafka authentication failed for user")
     assert wrong not in health.detail
     good = kafka_health(devstack.kafka_sasl_settings("PLAIN"))
-    assert (good.ok, good.authentication_failed, good.brokers) == (True, False, 1)
+    assert (good.ok, good.authentication_failed, good.brokers) == (
+        True,
+        False,
+        devstack.kafka_brokers,
+    )
 
 
 def test_the_devstack_user_also_has_its_scram_credential(devstack):
@@ -222,13 +226,15 @@ def test_devstack_status_shows_the_listener_and_never_the_password(devstack):
     )
     password = devstack.kafka_sasl_password.get_secret_value()
     assert result.returncode == 0, result.stderr
-    [row] = json.loads(result.stdout)
-    assert f"SASL_PLAINTEXT {devstack.kafka_sasl_address}" in row["detail"]
-    assert f"user '{devstack.kafka_sasl_user}'" in row["detail"]
+    rows = json.loads(result.stdout)
+    assert [row["name"] for row in rows] == [f"kafka-{n}" for n in devstack.kafka_nodes]
+    for node, row in zip(devstack.kafka_nodes, rows, strict=True):
+        assert f"SASL_PLAINTEXT {devstack.kafka_sasl_node_address(node)}" in row["detail"]
+        assert f"user '{devstack.kafka_sasl_user}'" in row["detail"]
+        log = devstack.state_dir / "logs" / f"kafka-{node}.log"
+        if log.is_file():  # a broker devstack started: Kafka hides JAAS passwords in its log too
+            assert password not in log.read_text(errors="replace")
     assert password not in result.stdout + result.stderr
-    log = devstack.state_dir / "logs" / "kafka.log"
-    if log.is_file():  # a broker devstack started: Kafka hides JAAS passwords in its log too
-        assert password not in log.read_text(errors="replace")
 
 
 # -- the app, through the SASL listener --------------------------------------------------------

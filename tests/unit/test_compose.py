@@ -11,6 +11,7 @@ from devstack.versions import ELASTICSEARCH_VERSION, KAFKA_VERSION, POSTGRES_MAJ
 from pipeline.core.settings import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+BROKERS = range(3)
 
 
 def load() -> dict:
@@ -19,7 +20,8 @@ def load() -> dict:
 
 def test_images_match_devstack_versions():
     services = load()["services"]
-    assert services["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    for node in BROKERS:
+        assert services[f"kafka-{node}"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
     assert services["elasticsearch"]["image"] == (
         f"docker.elastic.co/elasticsearch/elasticsearch:{ELASTICSEARCH_VERSION}"
     )
@@ -28,15 +30,17 @@ def test_images_match_devstack_versions():
 
 def test_ports_and_settings_follow_design():
     services = load()["services"]
-    assert "127.0.0.1:9092:9092" in services["kafka"]["ports"]
+    for node in BROKERS:
+        port = 9092 + 10 * node
+        assert f"127.0.0.1:{port}:{port}" in services[f"kafka-{node}"]["ports"]
     assert "127.0.0.1:9200:9200" in services["elasticsearch"]["ports"]
     assert "127.0.0.1:5432:5432" in services["postgres"]["ports"]
     assert services["elasticsearch"]["environment"]["xpack.security.enabled"] == "false"
-    assert services["kafka"]["environment"]["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == 0
+    assert services["kafka-0"]["environment"]["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == 0
     assert services["postgres"]["environment"]["POSTGRES_DB"] == "taskstream"
     app_env = services["app"]["environment"]
     assert set(app_env) >= {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "ELASTICSEARCH_URL"}
-    for dependency in ("kafka", "elasticsearch", "postgres"):
+    for dependency in ("kafka-0", "kafka-1", "kafka-2", "elasticsearch", "postgres"):
         assert services["app"]["depends_on"][dependency]["condition"] == "service_healthy"
 
 
@@ -74,15 +78,16 @@ def image_properties(environment: dict) -> dict[str, str]:
     return found
 
 
-def devstack_kafka_properties(tmp_path, monkeypatch) -> dict[str, str]:
+def devstack_kafka_properties(tmp_path, monkeypatch, node: int = 0) -> dict[str, str]:
     for name in (
+        "DEVSTACK_KAFKA_BROKERS",
         "DEVSTACK_KAFKA_SASL_PORT",
         "DEVSTACK_KAFKA_SASL_USER",
         "DEVSTACK_KAFKA_SASL_PASSWORD",
     ):
         monkeypatch.delenv(name, raising=False)
     config = load_config(Settings(kafka_bootstrap_servers="127.0.0.1:9092"))
-    lines = Kafka(config)._server_properties(tmp_path).splitlines()
+    lines = Kafka(config, node)._server_properties(tmp_path).splitlines()
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
@@ -101,7 +106,7 @@ def test_the_image_property_rule_is_the_upstream_one():
 
 
 def test_kafka_has_devstacks_sasl_listener_and_acl_settings(tmp_path, monkeypatch):
-    kafka = load()["services"]["kafka"]
+    kafka = load()["services"]["kafka-0"]
     ours = image_properties(kafka["environment"])
     devstack = devstack_kafka_properties(tmp_path, monkeypatch)
     assert "127.0.0.1:9094:9094" in kafka["ports"]
@@ -137,9 +142,39 @@ def test_kafka_has_devstacks_sasl_listener_and_acl_settings(tmp_path, monkeypatc
 def test_the_sasl_user_gets_its_scram_credential_once_kafka_answers():
     services = load()["services"]
     setup = services["kafka-scram-user"]
-    assert setup["image"] == services["kafka"]["image"]
-    assert setup["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert setup["image"] == services["kafka-0"]["image"]
+    for node in BROKERS:
+        assert setup["depends_on"][f"kafka-{node}"]["condition"] == "service_healthy"
     argv = setup["entrypoint"] + setup["command"]
     assert argv[0].endswith("/kafka-configs.sh")
     assert argv[argv.index("--entity-name") + 1] == SASL_USER
     assert f"SCRAM-SHA-256=[iterations=4096,password={SASL_PASSWORD}]" in argv
+
+
+def test_three_nodes_form_the_same_cluster_as_devstacks(tmp_path, monkeypatch):
+    services = load()["services"]
+    cluster_ids = set()
+    for node in BROKERS:
+        environment = services[f"kafka-{node}"]["environment"]
+        ours = image_properties(environment)
+        devstack = devstack_kafka_properties(tmp_path, monkeypatch, node)
+        cluster_ids.add(environment["CLUSTER_ID"])
+        assert ours["node.id"] == devstack["node.id"] == str(node)
+        assert ours["process.roles"] == devstack["process.roles"]
+        # The same voters, by container name instead of loopback ports.
+        voters = [v.split("@")[0] for v in ours["controller.quorum.voters"].split(",")]
+        assert voters == [v.split("@")[0] for v in devstack["controller.quorum.voters"].split(",")]
+        for name in (
+            "default.replication.factor",
+            "offsets.topic.replication.factor",
+            "transaction.state.log.replication.factor",
+            "transaction.state.log.min.isr",
+            "share.coordinator.state.topic.replication.factor",
+            "share.coordinator.state.topic.min.isr",
+        ):
+            assert ours[name] == devstack[name], (node, name)
+        port = 9092 + 10 * node
+        assert f"PLAINTEXT://127.0.0.1:{port}" in ours["advertised.listeners"].split(",")
+    assert len(cluster_ids) == 1
+    bootstrap = services["app"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"].split(",")
+    assert bootstrap == [f"kafka-{node}:19092" for node in BROKERS]

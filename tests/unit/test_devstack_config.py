@@ -4,7 +4,8 @@ import pytest
 
 from devstack.config import load_config
 from devstack.processes import DevstackError
-from devstack.services import Elasticsearch, Kafka, Postgres
+from devstack.services import Elasticsearch, Kafka, Postgres, all_services
+from devstack.stack import select
 from pipeline.core.settings import Settings
 
 
@@ -62,6 +63,7 @@ def test_kafka_cluster_ids_never_start_with_a_dash():
 
 def sasl_config(monkeypatch, **variables):
     for name in (
+        "DEVSTACK_KAFKA_BROKERS",
         "DEVSTACK_KAFKA_SASL_PORT",
         "DEVSTACK_KAFKA_SASL_USER",
         "DEVSTACK_KAFKA_SASL_PASSWORD",
@@ -75,7 +77,8 @@ def sasl_config(monkeypatch, **variables):
 def test_sasl_listener_is_on_by_default_two_ports_above_kafka(monkeypatch):
     config = sasl_config(monkeypatch)
     assert config.kafka_sasl_port == 19094
-    assert config.kafka_sasl_address == "127.0.0.1:19094"
+    assert config.kafka_sasl_address == "127.0.0.1:19094,127.0.0.1:19104,127.0.0.1:19114"
+    assert config.kafka_sasl_node_address(1) == "127.0.0.1:19104"
     assert config.kafka_sasl_user == "taskstream"
 
 
@@ -153,7 +156,7 @@ def test_sasl_settings_are_what_a_user_would_export(monkeypatch, mechanism):
     config = sasl_config(monkeypatch, DEVSTACK_KAFKA_SASL_PASSWORD="the-dev-pw")
     settings = config.kafka_sasl_settings(mechanism)
     assert settings.kafka_config() == {
-        "bootstrap.servers": "127.0.0.1:19094",
+        "bootstrap.servers": "127.0.0.1:19094,127.0.0.1:19104,127.0.0.1:19114",
         "security.protocol": "SASL_PLAINTEXT",
         "sasl.mechanism": mechanism,
         "sasl.username": "taskstream",
@@ -169,3 +172,62 @@ def test_sasl_settings_refuse_an_unknown_mechanism_or_a_listener_that_is_off(mon
         sasl_config(monkeypatch).kafka_sasl_settings("GSSAPI")
     with pytest.raises(DevstackError, match="off"):
         sasl_config(monkeypatch, DEVSTACK_KAFKA_SASL_PORT="off").kafka_sasl_settings()
+
+
+# -- several brokers ----------------------------------------------------------------------------
+
+
+def test_three_brokers_by_default_ten_ports_apart(monkeypatch):
+    config = sasl_config(monkeypatch)
+    assert config.kafka_brokers == 3
+    assert config.kafka_bootstrap() == "127.0.0.1:19092,127.0.0.1:19102,127.0.0.1:19112"
+    brokers = [s for s in all_services(config) if isinstance(s, Kafka)]
+    assert [(b.name, b.port, b.controller_port, b.sasl_port) for b in brokers] == [
+        ("kafka-0", 19092, 19093, 19094),
+        ("kafka-1", 19102, 19103, 19104),
+        ("kafka-2", 19112, 19113, 19114),
+    ]
+    assert [b.home.name for b in brokers] == ["kafka-0", "kafka-1", "kafka-2"]
+
+
+def test_every_node_is_a_voter_and_topics_get_three_replicas(monkeypatch, tmp_path):
+    config = sasl_config(monkeypatch)
+    lines = Kafka(config, 2)._server_properties(tmp_path).splitlines()
+    assert "node.id=2" in lines
+    assert "process.roles=broker,controller" in lines
+    assert (
+        "controller.quorum.voters=0@127.0.0.1:19093,1@127.0.0.1:19103,2@127.0.0.1:19113"
+    ) in lines
+    assert (
+        "listeners=PLAINTEXT://127.0.0.1:19112,CONTROLLER://127.0.0.1:19113,SASL_PLAINTEXT://127.0.0.1:19114"
+        in lines
+    )
+    for line in (
+        "default.replication.factor=3",
+        "offsets.topic.replication.factor=3",
+        "transaction.state.log.min.isr=2",
+    ):
+        assert line in lines
+
+
+def test_one_broker_keeps_one_replica(monkeypatch, tmp_path):
+    config = sasl_config(monkeypatch, DEVSTACK_KAFKA_BROKERS="1")
+    assert config.kafka_sasl_address == "127.0.0.1:19094"
+    lines = Kafka(config)._server_properties(tmp_path).splitlines()
+    assert "controller.quorum.voters=0@127.0.0.1:19093" in lines
+    assert "offsets.topic.replication.factor=1" in lines
+    assert [s.name for s in all_services(config)] == ["elasticsearch", "kafka-0", "postgres"]
+
+
+@pytest.mark.parametrize("value", ["0", "6", "three"])
+def test_a_broker_count_outside_one_to_five_is_refused(monkeypatch, value):
+    with pytest.raises(DevstackError, match=r"DEVSTACK_KAFKA_BROKERS|invalid literal"):
+        sasl_config(monkeypatch, DEVSTACK_KAFKA_BROKERS=value)
+
+
+def test_kafka_names_every_broker_and_kafka_n_one(monkeypatch):
+    config = sasl_config(monkeypatch)
+    assert [s.name for s in select(config, ["kafka"])] == ["kafka-0", "kafka-1", "kafka-2"]
+    assert [s.name for s in select(config, ["kafka-1", "postgres"])] == ["kafka-1", "postgres"]
+    with pytest.raises(DevstackError, match="unknown service kafka-7"):
+        select(config, ["kafka-7"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.kafka.topics import PartitionOverview
 from pipeline.lag.reader import GroupLag, GroupMember, PartitionLag, PartitionWatermarks
 from ui.partitions_panel import (
     KIND_INDEXER,
@@ -11,18 +12,27 @@ from ui.partitions_panel import (
     assignment_rows,
     chart_height,
     group_kind,
+    lane_label,
     lane_rows,
     lanes_chart,
     lanes_frame,
     markers_frame,
     offsets_cli_commands,
     pick_groups,
+    placement_cells,
+    replication_summary,
     unassigned_partitions,
 )
 
 INDEXER = "elasticsearch-indexer"
 # Partition 0 lost its first 5 messages to retention, 1 is empty, 2 never had anything deleted.
 MARKS = [PartitionWatermarks(0, 5, 20), PartitionWatermarks(1, 7, 7), PartitionWatermarks(2, 0, 9)]
+# Where they live on three brokers: 0 healthy, 1 with broker 2 out of sync, 2 offline.
+PLACEMENTS = {
+    0: PartitionOverview(0, 5, 20, 1, [1, 2, 0], [1, 2, 0]),
+    1: PartitionOverview(1, 7, 7, 1, [1, 2, 0], [1, 0]),
+    2: PartitionOverview(2, 0, 9, None, [2], [2]),
+}
 
 
 def group(name: str, committed: dict[int, int | None], members=(), state="Empty") -> GroupLag:
@@ -196,3 +206,66 @@ def test_cli_commands_for_watermarks_and_groups():
     one = offsets_cli_commands("127.0.0.1:9092", "tasks", [INDEXER])
     assert f"--group {INDEXER} --members --verbose" in one
     assert "--all-groups" in offsets_cli_commands("127.0.0.1:9092", "tasks", [])
+
+
+def test_lane_labels_say_leader_replicas_and_who_is_out_of_sync():
+    assert lane_label(3) == "partition 3"
+    assert lane_label(0, PLACEMENTS[0]) == "P0 · leader 1 · replicas 1,2,0"
+    assert lane_label(1, PLACEMENTS[1]) == "P1 · leader 1 · replicas 1,2,0 · 2 out of sync"
+    assert lane_label(2, PLACEMENTS[2]) == "P2 · no leader · replicas 2"
+
+
+def test_placements_label_lanes_and_markers_alike_and_fill_the_tooltips():
+    groups = [group(INDEXER, {0: 12, 2: 9})]
+    lanes = lanes_frame(MARKS, groups, placements=PLACEMENTS)
+    assert lanes["lane"].tolist() == [lane_label(p, PLACEMENTS[p]) for p in range(3)]
+    assert lanes["leader"].tolist() == ["1", "1", "none (offline)"]
+    assert lanes["replicas"].tolist() == ["1, 2, 0", "1, 2, 0", "2"]
+    assert lanes["in sync"].tolist() == ["1, 2, 0", "1, 0", "2"]
+    markers = markers_frame(groups, INDEXER, PLACEMENTS)
+    # A marker sits on its own lane: the same label as the lane it belongs to.
+    assert set(markers["lane"]) <= set(lanes["lane"])
+    assert markers.set_index("partition").loc[2, "lane"] == "P2 · no leader · replicas 2"
+    # Without placements: the plain labels and — in the tooltips.
+    plain = lanes_frame(MARKS, groups)
+    assert plain["lane"].tolist() == ["partition 0", "partition 1", "partition 2"]
+    assert set(plain["leader"]) == {"—"}
+    spec = lanes_chart(lanes, markers, height=300).to_dict()
+    tooltips = {t["field"] for t in spec["layer"][1]["encoding"]["tooltip"]}
+    assert {"leader", "replicas", "in sync"} <= tooltips
+
+
+def test_lane_rows_with_placements_have_leader_replicas_and_isr():
+    rows = lane_rows(MARKS, [], PLACEMENTS)
+    assert rows[1] == {
+        "partition": 1,
+        "low": 7,
+        "high": 7,
+        "messages": 0,
+        "leader": "1",
+        "replicas": "1, 2, 0",
+        "in sync": "1, 0",
+    }
+    # A partition the metadata did not describe (it appeared in between): — not a guess.
+    assert lane_rows(MARKS, [], {0: PLACEMENTS[0]})[2]["leader"] == "—"
+    assert placement_cells(None) == {"leader": "—", "replicas": "—", "in sync": "—"}
+
+
+def test_replication_summary_in_words():
+    text = replication_summary(PLACEMENTS)
+    assert text.startswith("Replication factor 1–3: each partition is stored on 1–3 broker(s)")
+    assert "(broker 1 leads 2)" in text
+    assert "Offline (no leader): partition(s) 2." in text
+    assert "Under-replicated (a replica out of sync): partition(s) 1." in text
+    healthy = {
+        p: PartitionOverview(p, 0, 0, p, r, r)
+        for p in range(3)
+        for r in [[p, (p + 1) % 3, (p + 2) % 3]]
+    }
+    assert replication_summary(healthy) == (
+        "Replication factor 3: each partition is stored on 3 broker(s) (broker 0 leads 1; "
+        "broker 1 leads 1; broker 2 leads 1). Every replica is in sync."
+    )
+    single = {0: PartitionOverview(0, 0, 0, 1, [1], [1])}
+    assert "With one replica there is no copy" in replication_summary(single)
+    assert replication_summary({}) == ""

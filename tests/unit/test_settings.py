@@ -29,7 +29,7 @@ def clean_environment(monkeypatch, tmp_path):
 def test_defaults_are_the_design_table():
     s = load_settings()
     assert s.database_url == "postgresql://taskstream@127.0.0.1:5432/taskstream"
-    assert s.kafka_bootstrap_servers == "127.0.0.1:9092"
+    assert s.kafka_bootstrap_servers == "127.0.0.1:9092,127.0.0.1:9102,127.0.0.1:9112"
     assert (s.kafka_topic, s.kafka_topic_partitions, s.dlq_topic) == ("tasks", 6, "tasks.dlq")
     assert (s.elasticsearch_url, s.elasticsearch_index) == ("http://127.0.0.1:9200", "tasks")
     assert s.indexer_group == "elasticsearch-indexer"
@@ -57,7 +57,7 @@ def test_kafka_pass_through_reaches_client_config(monkeypatch, tmp_path):
     monkeypatch.setenv("KAFKA_SASL_PASSWORD", "s3cret-pw")
     config = load_settings().kafka_config(**{"group.id": "g"})
     assert config == {
-        "bootstrap.servers": "127.0.0.1:9092",
+        "bootstrap.servers": "127.0.0.1:9092,127.0.0.1:9102,127.0.0.1:9112",
         "security.protocol": "SASL_PLAINTEXT",
         "sasl.mechanism": "PLAIN",
         "sasl.username": "alice",
