@@ -137,6 +137,9 @@ class Kafka(Service):
 
     def probe(self) -> Probe:
         """This node answers and the cluster's metadata lists it (registered, not fenced)."""
+        if not port_accepts(self.host, self.port):
+            # At once: a metadata request to a closed port would wait out its whole timeout.
+            return Probe(False, f"nothing listens on {self.address}")
         own = self.config.settings.replace(kafka_bootstrap_servers=self.address)
         health = kafka_health(own)
         if not health.ok:

@@ -662,8 +662,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # One INFO line per HTTP request (a bulk per batch) would drown the progress lines.
             logging.getLogger("elastic_transport.transport").setLevel(logging.WARNING)
         if not running:
-            # The pool logs every failed connection attempt; the one-line error says it all.
+            # The pool logs every failed connection attempt, librdkafka every broker it cannot
+            # reach (one of three down, say): the answer or the one-line error says it all.
             logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+            logging.getLogger("taskstream.kafka").setLevel(logging.CRITICAL)
         settings = load_settings()
         if settings.read_only and (args.command, getattr(args, "action", None)) in WRITES:
             from pipeline.service.tasks import ReadOnlyError

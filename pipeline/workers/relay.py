@@ -23,7 +23,7 @@ import logging
 import signal
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
@@ -286,6 +286,8 @@ class OutboxRelay:
             )
             if client_error:
                 detail += f"; last client error: {client_error}"
+            if not self._kafka.active:  # the one warning of this outage says what the cluster shows
+                detail += self._replication_note()
             self._kafka.failed(detail, self._retry_note())
             self._pause(self._backoff.next_delay())
             return
@@ -295,6 +297,18 @@ class OutboxRelay:
         if result.published < self._batch_size:
             # Nothing (or not a full batch) was waiting: poll again shortly.
             self._pause(self._idle_wait)
+
+    def _replication_note(self) -> str:
+        """What the topic's metadata says about the failed writes (leaderless partitions, too
+        few replicas in sync for acks=all), or nothing when it cannot be read quickly."""
+        if self._admin is None:
+            return ""
+        try:
+            metadata = self._admin.list_topics(self.topic, timeout=min(self._admin_timeout, 3.0))
+            partitions = metadata.topics[self.topic].partitions.values()
+        except (KafkaException, KeyError):
+            return ""
+        return replication_note(list(metadata.brokers), partitions)
 
     def _ensure_topics_until_ready(self) -> None:
         while not self._topics_ready and not self._stop.is_set():
@@ -362,6 +376,33 @@ def run_relay(settings: Settings, **options: Any) -> int:
     finally:
         pool.close()
     return 0
+
+
+def replication_note(live_brokers: Iterable[int], partitions: Iterable[Any]) -> str:
+    """`; brokers 1, 2 down; partitions 0, 3 without a leader; partitions 1, 2 with 1 of 3
+    replicas in sync` from a topic's metadata (empty when every replica is in sync)."""
+    live = set(live_brokers)
+    parts = list(partitions)
+    down = sorted({r for p in parts for r in p.replicas} - live)
+    leaderless = sorted(p.id for p in parts if p.leader < 0)
+    short = sorted(
+        (p.id, len(p.isrs), len(p.replicas))
+        for p in parts
+        if p.leader >= 0 and len(p.isrs) < len(p.replicas)
+    )
+    notes = []
+    if down:
+        notes.append(f"broker{'s' if len(down) > 1 else ''} {', '.join(map(str, down))} down")
+    if leaderless:
+        notes.append(f"partitions {', '.join(map(str, leaderless))} without a leader")
+    if short:
+        ids = ", ".join(str(p) for p, _, _ in short)
+        isr, replicas = short[0][1], short[0][2]
+        notes.append(
+            f"partitions {ids} with {isr} of {replicas} replicas in sync (acks=all needs "
+            "min.insync.replicas of them)"
+        )
+    return "; " + "; ".join(notes) if notes else ""
 
 
 def _one_line(exc: BaseException) -> str:

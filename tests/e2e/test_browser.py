@@ -5,6 +5,8 @@ way in tests/e2e/artifacts/flow/ (`make screenshots` copies them to docs/screens
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,7 +16,9 @@ from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 from playwright.sync_api import Locator, Page, expect
 
+from devstack.config import load_config
 from pipeline.core.partitioner import partition_for_key
+from pipeline.kafka.topics import topic_overview
 from testkit.browser import APP, choose
 from tests.e2e.conftest import ARTIFACTS, ROOT, VIEWPORT, RunningApp
 
@@ -261,6 +265,52 @@ def test_a_chosen_group_shows_its_partitions_and_lag_chart(page: Page, app: Runn
     wait_for_app(page)
     assert_no_exception(page, "the Consumer groups page with a group chosen")
     screenshot(page, FLOW_DIR / "group-detail.png")
+
+
+def test_a_broker_stopped_shows_on_the_topic_page_until_it_returns(
+    page: Page, app: RunningApp, admin: AdminClient
+) -> None:
+    """Broker 2 stopped as an operator would: the Topic page marks the partitions it held
+    under-replicated and names it; started again, the page shows every replica in sync."""
+    config = load_config(app.settings)
+    if config.kafka_brokers < 3:
+        return  # one broker: nothing to replicate (docs/devstack.md)
+    victim = config.kafka_brokers - 1
+    entries = {e.label: e for e in open_app(page, app)}
+    devstack("down", f"kafka-{victim}")
+    try:
+        go_to(page, entries["Topic"])
+        main = page.locator('[data-testid="stMain"]')
+        # The page refreshes its overview every few seconds; the ISR shrinks within a few more.
+        expect(main.get_by_text(re.compile(rf"broker {victim} is down"))).to_be_visible(
+            timeout=60_000
+        )
+        expect(main.get_by_text(re.compile("under-replicated", re.I)).first).to_be_visible()
+        wait_for_app(page)
+        assert_no_exception(page, "the Topic page with a broker down")
+        screenshot(page, FLOW_DIR / "broker-down.png")
+    finally:
+        devstack("up", f"kafka-{victim}")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        overview = topic_overview(admin, app.topic)
+        if not overview.under_replicated:
+            break
+        time.sleep(1)
+    assert not topic_overview(admin, app.topic).under_replicated
+    page.reload()
+    wait_for_app(page)
+    expect(
+        page.locator('[data-testid="stMain"]').get_by_text(f"broker {victim} is down")
+    ).to_have_count(0, timeout=30_000)
+
+
+def devstack(*args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "devstack", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, f"devstack {' '.join(args)}:\n{done.stdout}{done.stderr}"
 
 
 def test_readme_shows_a_screenshot_of_every_page(page: Page, app: RunningApp) -> None:

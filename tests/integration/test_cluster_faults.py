@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 from streamlit.testing.v1 import AppTest
@@ -27,7 +28,7 @@ from devstack.config import DevstackConfig, load_config
 from pipeline.core.backoff import Backoff
 from pipeline.core.domain import task_to_dict
 from pipeline.core.settings import Settings
-from pipeline.kafka.clients import kafka_consumer
+from pipeline.kafka.clients import kafka_consumer, kafka_producer
 from pipeline.kafka.quorum import QuorumUnavailable, describe_quorum
 from pipeline.kafka.topics import topic_overview
 from pipeline.postgres.pool import postgres_pool
@@ -340,10 +341,14 @@ def test_one_broker_down_loses_nothing_and_the_app_shows_it(
 
         # The CLI and the app say which broker is missing, without a traceback.
         described = run_pipeline("topic", "describe", "--json", env=pipeline.env)
-        assert described.returncode == 0, described.stderr
+        assert (described.returncode, described.stderr) == (0, ""), described.stderr
         document = json.loads(described.stdout)
         assert victim not in [b["id"] for b in document["brokers"]]
         assert all(p["leader"] != victim for p in document["partitions"])
+        lag = run_pipeline("lag", "--json", env=pipeline.env)
+        assert (lag.returncode, lag.stderr) == (0, ""), lag.stderr
+        [indexer_lag] = json.loads(lag.stdout)["groups"]
+        assert indexer_lag["total_lag"] == 0
         text = page_text(topic_page(pipeline.env, monkeypatch))
         assert "under-replicated" in text.lower()
         assert f"broker {victim}" in text
@@ -385,6 +390,19 @@ def test_two_brokers_down_keep_the_events_in_the_outbox_until_they_return(
         new = pipeline.log.warnings()[warnings_before:]
         assert len(new) == 1, new
         assert "Kafka unavailable" in new[0]
+        # The last broker refuses acks=all with one replica in sync, or (the quorum gone with
+        # the second node) lets the request time out: either way the relay says why.
+        assert re.search(r"Not enough in-sync replicas|timed out", new[0]), new[0]
+        assert f"brokers {', '.join(map(str, sorted(victims)))} down" in new[0], new[0]
+        # What the broker answers underneath the relay's retries: one produce, not retried.
+        probe = kafka_producer(
+            pipeline.settings,
+            **{"enable.idempotence": False, "retries": 0, "message.timeout.ms": 10_000},
+        )
+        answers: list = []
+        probe.produce(topic, key=b"probe", value=b"{}", on_delivery=lambda e, m: answers.append(e))
+        probe.flush(15)
+        assert [e.code() if e else None for e in answers] == [KafkaError.NOT_ENOUGH_REPLICAS]
     finally:
         for victim in victims:
             devstack("up", f"kafka-{victim}")
@@ -407,14 +425,14 @@ def test_a_new_controller_is_elected_when_the_active_one_stops(cluster, pipeline
     devstack("down", f"kafka-{before.leader_id}")
     try:
 
-        def new_leader() -> int | None:
+        def new_leader() -> tuple[int] | None:  # a tuple: broker 0 is a leader, not falsy
             try:
                 leader = describe_quorum(pipeline.settings, timeout=3.0).leader_id
             except QuorumUnavailable:
                 return None
-            return leader if leader not in (None, before.leader_id) else None
+            return (leader,) if leader not in (None, before.leader_id) else None
 
-        elected = wait_for(new_leader, "a new active controller", CLUSTER_WAIT)
+        [elected] = wait_for(new_leader, "a new active controller", CLUSTER_WAIT)
         described = run_pipeline("topic", "describe", "--json", env=pipeline.env)
         assert described.returncode == 0, described.stderr
         assert json.loads(described.stdout)["controller"] == elected

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 from pipeline.kafka.publisher import Delivery
 from pipeline.postgres.store import OutboxRow
-from pipeline.workers.relay import settle
+from pipeline.workers.relay import replication_note, settle
 
 TASK_A = uuid.uuid4()
 TASK_B = uuid.uuid4()
@@ -55,3 +56,29 @@ def test_earlier_rows_of_a_task_stay_confirmed_when_a_later_one_fails():
     assert outcome.confirmed == [(1, 2, 0)]
     assert outcome.failed == [2]
     assert outcome.held_back == [3]
+
+
+# -- what the relay's outage warning says about the cluster -----------------------------------
+
+
+def partition(pid: int, leader: int, replicas: list[int], isrs: list[int]) -> SimpleNamespace:
+    return SimpleNamespace(id=pid, leader=leader, replicas=replicas, isrs=isrs)
+
+
+def test_the_warning_names_brokers_down_and_partitions_short_of_replicas():
+    parts = [
+        partition(0, 2, [0, 1, 2], [2]),
+        partition(1, -1, [0, 1, 2], [0]),
+        partition(2, 2, [2, 0, 1], [2]),
+    ]
+    assert replication_note([2], parts) == (
+        "; brokers 0, 1 down; partitions 1 without a leader; partitions 0, 2 with 1 of 3 "
+        "replicas in sync (acks=all needs min.insync.replicas of them)"
+    )
+    assert replication_note([0, 1], [partition(0, 0, [0, 1, 2], [0, 1])]).startswith(
+        "; broker 2 down;"
+    )
+
+
+def test_a_whole_cluster_adds_nothing_to_the_warning():
+    assert replication_note([0, 1, 2], [partition(0, 1, [1, 2, 0], [1, 2, 0])]) == ""
