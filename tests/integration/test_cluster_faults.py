@@ -51,6 +51,11 @@ def cluster(settings: Settings, admin) -> Iterator[DevstackConfig]:
     config = load_config(settings)
     if config.kafka_brokers < 3:
         pytest.skip(f"needs three brokers; DEVSTACK_KAFKA_BROKERS={config.kafka_brokers}")
+    rows = json.loads(devstack("status", "kafka", "--json", codes=(0, 1)))
+    if not all(row["managed"] for row in rows):
+        # A cluster devstack did not start (docker compose, another checkout's .devstack):
+        # `down kafka-N` leaves it alone, so no broker can be stopped from here.
+        pytest.skip("the brokers were not started by this devstack, which cannot stop them")
     wait_all_brokers(admin, config)
     yield config
     # Whatever happened, the tests after these find every broker running and in sync.
