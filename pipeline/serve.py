@@ -26,8 +26,11 @@ import ctypes.util
 import ipaddress
 import logging
 import os
+import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 
 from pipeline.core.settings import Settings, load_settings
@@ -39,6 +42,7 @@ __all__ = [
     "server_environment",
     "start_memory_trimmer",
     "streamlit_argv",
+    "supervise",
 ]
 
 ALLOCATOR_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
@@ -110,7 +114,8 @@ def start_memory_trimmer(interval: float = 60.0) -> threading.Event | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Replace this process with Streamlit serving the app; extra arguments go to Streamlit."""
+    """Serve the app with Streamlit as a child process, restarted if it crashes; extra
+    arguments go to Streamlit. SIGINT/SIGTERM stop it; its exit code is the server's."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = load_settings()
     if not is_loopback(settings.app_address):
@@ -126,8 +131,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = streamlit_argv(settings, sys.argv[1:] if argv is None else argv)
     _log.info("serving the app on http://%s:%d", settings.app_address, settings.app_port)
     sys.stdout.flush()
-    os.execve(command[0], command, server_environment(os.environ))
-    return 0  # not reached
+    return supervise(command, server_environment(os.environ))
+
+
+# A crash is a death by one of these signals; a restart budget keeps a server that cannot start
+# from looping.
+_CRASH_SIGNALS = {signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
+MAX_RESTARTS = 5
+RESTART_WINDOW = 300.0
+
+
+def supervise(command: Sequence[str], env: Mapping[str, str]) -> int:
+    """Run `command` until it exits on its own or is told to stop; start it again when it
+    crashes, at most MAX_RESTARTS times in RESTART_WINDOW seconds.
+
+    Why: librdkafka 2.16 can abort the whole process when an admin request times out while a
+    broker goes down or comes back (`rd_kafka_enq_once_del_source_return: Assertion
+    eonce->refcnt > 0`, confluentinc/librdkafka#4605). The server runs such requests for every
+    open page; a restart costs the sessions their widget state, and the browser reconnects by
+    itself.
+    """
+    stopping = threading.Event()
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        stopping.set()
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    restarts: list[float] = []
+    try:
+        while True:
+            child = subprocess.Popen(list(command), env=dict(env))
+            code = child.wait()
+            crashed = -code in {int(s) for s in _CRASH_SIGNALS}
+            if stopping.is_set() or not crashed:
+                return code if code >= 0 else 128 - code
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
+            if len(restarts) > MAX_RESTARTS:
+                _log.error(
+                    "the app crashed %d times in %.0f s (%s); not restarting it again",
+                    len(restarts), RESTART_WINDOW, signal.Signals(-code).name,
+                )  # fmt: skip
+                return 128 - code
+            _log.warning(
+                "the app crashed (%s, most likely librdkafka while a Kafka broker went down or "
+                "came back); restarting it, the browser reconnects by itself",
+                signal.Signals(-code).name,
+            )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

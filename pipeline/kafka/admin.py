@@ -228,6 +228,9 @@ _LEADER_MOVED = (
     KafkaError.FENCED_LEADER_EPOCH,
     KafkaError.UNKNOWN_LEADER_EPOCH,
     KafkaError.OFFSET_NOT_AVAILABLE,  # a new leader whose high watermark is not known yet
+    # A topic created a moment ago, before every broker has its metadata (callers learn that a
+    # topic is really missing from the metadata first: UnknownTopic).
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
 )
 
 

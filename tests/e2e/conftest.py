@@ -113,10 +113,10 @@ def app(
         py = sys.executable
         workers.append(start_worker("relay", [py, "-m", "pipeline", "relay"], env, logs))
         workers.append(start_worker("indexer", [py, "-m", "pipeline", "indexer"], env, logs))
-        serve = [py, "-m", "streamlit", "run", "app.py",
-                 "--server.address", "127.0.0.1", "--server.port", str(port),
-                 "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
-        workers.append(start_worker("streamlit", serve, env, logs))
+        # As `make run` serves it: pipeline.serve, which restarts a crashed server.
+        serve = [py, "-m", "pipeline.serve"]
+        serve_env = {**env, "APP_ADDRESS": "127.0.0.1", "APP_PORT": str(port)}
+        workers.append(start_worker("streamlit", serve, serve_env, logs))
 
         def healthy() -> bool:
             for worker in workers:

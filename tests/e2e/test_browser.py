@@ -22,6 +22,7 @@ from devstack.config import load_config
 from pipeline.core.partitioner import partition_for_key
 from pipeline.kafka.topics import topic_overview
 from testkit.browser import APP, choose
+from testkit.processes import answers_health
 from tests.e2e.conftest import ARTIFACTS, ROOT, VIEWPORT, RunningApp
 
 KNOWN_PAGES = ["Overview", "Tasks", "Search", "Topic", "Consumer groups"]
@@ -302,6 +303,11 @@ def test_a_broker_stopped_shows_on_the_topic_page_until_it_returns(
             break
         time.sleep(1)
     assert not topic_overview(admin, app.topic).under_replicated
+    # pipeline.serve starts the server again should librdkafka have aborted it meanwhile.
+    port = int(app.url.rstrip("/").rsplit(":", 1)[1])
+    deadline = time.monotonic() + 60
+    while not answers_health(port) and time.monotonic() < deadline:
+        time.sleep(0.5)
     page.reload()
     wait_for_app(page)
     expect(

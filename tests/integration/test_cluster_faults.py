@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 from streamlit.testing.v1 import AppTest
@@ -28,7 +29,7 @@ from devstack.config import DevstackConfig, load_config
 from pipeline.core.backoff import Backoff
 from pipeline.core.domain import task_to_dict
 from pipeline.core.settings import Settings
-from pipeline.kafka.clients import kafka_consumer, kafka_producer
+from pipeline.kafka.clients import kafka_admin, kafka_consumer, kafka_producer
 from pipeline.kafka.quorum import QuorumUnavailable, describe_quorum
 from pipeline.kafka.topics import topic_overview
 from pipeline.postgres.pool import postgres_pool
@@ -44,6 +45,17 @@ pytestmark = pytest.mark.slow
 RELAY_LOGGER = "taskstream.relay"
 # Long enough for a broker to stop or start and its replicas to catch up on this machine.
 CLUSTER_WAIT = 120.0
+
+
+@pytest.fixture(scope="module")
+def admin(settings: Settings) -> Iterator[AdminClient]:
+    """This module's own admin client, in place of the session's: requests in flight while a
+    broker stops have aborted a process inside librdkafka 2.16 (`rd_kafka_enq_once_del_source_
+    return: Assertion eonce->refcnt > 0`), so the clients that live through the outages here are
+    dropped with the module and the rest of the suite never reuses them."""
+    client = kafka_admin(settings)
+    yield client
+    del client
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,14 @@
 """The app launcher: loopback by default, the configured address and port, no usage statistics."""
 
+import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.core.settings import Settings
-from pipeline.serve import is_loopback, server_environment, streamlit_argv
+from pipeline.serve import MAX_RESTARTS, is_loopback, server_environment, streamlit_argv, supervise
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost"])
@@ -86,3 +89,37 @@ def test_the_trimmer_runs_in_a_daemon_thread_until_stopped() -> None:
     stop.set()
     thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+# -- the supervisor: a crashed server is started again -------------------------------------------
+
+CRASH_ONCE = """
+import os, pathlib, sys
+marker = pathlib.Path(sys.argv[1])
+runs = int(marker.read_text()) if marker.exists() else 0
+marker.write_text(str(runs + 1))
+if runs == 0:
+    os.abort()  # as librdkafka's failed assertion does
+sys.exit(0)
+"""
+
+
+def test_a_server_that_crashes_is_started_again(tmp_path) -> None:
+    marker = tmp_path / "runs"
+    assert supervise([sys.executable, "-c", CRASH_ONCE, str(marker)], dict(os.environ)) == 0
+    assert marker.read_text() == "2"
+
+
+def test_a_server_that_exits_by_itself_is_not_restarted(tmp_path) -> None:
+    script = "import sys; open(sys.argv[1], 'a').write('x'); sys.exit(3)"
+    marker = tmp_path / "runs"
+    assert supervise([sys.executable, "-c", script, str(marker)], dict(os.environ)) == 3
+    assert marker.read_text() == "x"
+
+
+def test_a_server_that_keeps_crashing_is_given_up(tmp_path) -> None:
+    script = "import os, sys; open(sys.argv[1], 'a').write('x'); os.abort()"
+    marker = tmp_path / "runs"
+    code = supervise([sys.executable, "-c", script, str(marker)], dict(os.environ))
+    assert code == 128 + signal.SIGABRT
+    assert marker.read_text() == "x" * (MAX_RESTARTS + 1)
