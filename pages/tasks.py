@@ -131,9 +131,13 @@ def publish_statuses(service: TaskService, changes: list[TaskChange]) -> dict[An
     return statuses
 
 
-def offset_text(status: PublishStatus | None) -> str:
+def offset_text(status: PublishStatus | None, outbox_read: bool = True) -> str:
     if status is None:
-        return "unknown (the event is no longer in the outbox)"
+        if not outbox_read:
+            return "unknown (the outbox could not be read)"
+        # The change committed its outbox row, and only retention deletes published ones.
+        retention = settings().outbox_retention.text
+        return f"pruned from the outbox after OUTBOX_RETENTION ({retention}); it was published"
     if status.published:
         return str(status.offset)
     text = "waiting for the relay"
@@ -149,13 +153,15 @@ def event_panel() -> None:
     if not changes:
         st.caption("Create or change a task: the event it produced shows here.")
         return
+    outbox_read = True
     try:
         statuses = publish_statuses(task_service(), changes)
     except Exception as exc:
         if not is_database_error(exc):
             raise
         st.warning(f"Could not read the outbox ({first_line(exc)}).")
-        statuses = {}
+        statuses = dict(st.session_state.get(PUBLISHED, {}))
+        outbox_read = False
     latest = changes[0]
     status = statuses.get(latest.event.event_id)
     partitions = settings().kafka_topic_partitions
@@ -163,7 +169,7 @@ def event_panel() -> None:
         f"Event type: `{latest.event.type}`  \n"
         f"Key: `{latest.event.key}`  \n"
         f"Partition: **{latest.event.partition}** of {partitions}  \n"
-        f"Offset: {offset_text(status)}"
+        f"Offset: {offset_text(status, outbox_read)}"
     )
     if status is not None and status.published and status.partition != latest.event.partition:
         st.warning(
@@ -175,7 +181,7 @@ def event_panel() -> None:
             "event type": change.event.type,
             "key": change.event.key,
             "partition": change.event.partition,
-            "offset": offset_text(statuses.get(change.event.event_id)),
+            "offset": offset_text(statuses.get(change.event.event_id), outbox_read),
             "occurred at": change.event.occurred_at,
         }
         for change in changes

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
+    "Duration",
     "SecretStr",
     "Settings",
     "SettingsError",
@@ -67,6 +68,52 @@ class SecretStr:
 
     def __reduce__(self):  # worker processes receive the settings pickled
         return (SecretStr, (self._value,))
+
+
+# Duration units: "7d", "36h", "90m", "45s"; a plain number is seconds.
+_DURATION_UNITS = {"d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0}
+
+
+class Duration(float):
+    """A length of time: a float of seconds, read from "7d", "36h", "90m", "45s" or a number of
+    seconds, and written back as it was given (`text`, what `display()` and the docs show)."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, value: Any) -> Duration:
+        if isinstance(value, Duration):
+            return value
+        wrong = ValueError(
+            f"must be a duration such as 7d, 36h, 90m or 45s, or a number of seconds, got {value!r}"
+        )
+        if isinstance(value, str):
+            text = value.strip()
+            unit = text[-1:].lower()
+            number: Any = text[:-1] if unit in _DURATION_UNITS else text
+            scale = _DURATION_UNITS.get(unit, 1.0)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            number, scale, text = value, 1.0, ""
+        else:
+            raise wrong
+        try:
+            seconds = float(number) * scale
+        except ValueError:
+            raise wrong from None
+        if seconds != seconds or seconds in (float("inf"), float("-inf")):
+            raise wrong
+        if seconds < 0:
+            raise ValueError(f"must not be negative, got {value!r}")
+        duration = super().__new__(cls, seconds)
+        # Given as a number: written as seconds, 90 rather than 90.0 (never rounded).
+        duration.text = text or f"{int(seconds) if seconds.is_integer() else repr(seconds)}s"
+        return duration
+
+    def __repr__(self) -> str:
+        return f"Duration({self.text!r})"
+
+    def __reduce__(self):  # worker processes receive the settings pickled
+        return (Duration, (self.text,))
 
 
 class SettingsError(ValueError):
@@ -123,6 +170,20 @@ class Settings:
         "Row cap of the lag history (all topics; a row per group and partition per "
         "sample, every 5 s): the oldest samples go first when it is reached.",
         ge=10_000,
+    )
+    outbox_retention: Duration = _setting(
+        Duration("7d"),
+        "How long published events stay in the outbox (7d, 36h, 90m, 45s or seconds); the relay "
+        "deletes older ones in small batches, never an unpublished one.",
+        gt=0,
+    )
+    metrics_address: str = _setting(
+        "127.0.0.1",
+        "Address the monitor (`python -m pipeline monitor`) serves Prometheus metrics on; "
+        "loopback by default.",
+    )
+    metrics_port: int = _setting(
+        8000, "Port of the monitor's Prometheus metrics (`/metrics`).", ge=1, le=65535
     )
     # Filled from every other KAFKA_<LIBRDKAFKA_KEY> variable (see `load_settings`).
     kafka_options: dict[str, str] = field(default_factory=dict)
@@ -252,6 +313,8 @@ def _convert(spec: dataclasses.Field[Any], value: Any) -> Any:
         number: float = _integer(value)
     elif kind == "float":
         number = _float(value)
+    elif kind == "Duration":
+        number = Duration(value)
     else:  # pragma: no cover - a field of a type this function does not know
         raise TypeError(f"{spec.name}: no reader for {kind}")
     _check_bounds(number, spec.metadata)
@@ -307,6 +370,8 @@ def _written(value: Any) -> str:
     """A value as one would type it: true/false, 24 rather than 24.0 (never rounded)."""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, Duration):
+        return value.text
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
     return str(value)

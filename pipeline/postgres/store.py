@@ -2,7 +2,9 @@
 
 Every change to a task and the event describing it are written in one transaction: the task row
 and an `outbox` row holding the exact Kafka value and headers. The relay (`pipeline.workers.relay`)
-publishes outbox rows in `id` order and marks them published with their partition and offset.
+publishes outbox rows in `id` order and marks them published with their partition and offset,
+and prunes published rows older than OUTBOX_RETENTION (`OutboxStore.prune`); unpublished rows are
+never deleted.
 
 Schemas: everything here works in the connection's search_path. To run in another schema (tests
 do), build the pool with `pipeline.postgres.pool.postgres_pool(settings, schema=...)` and call
@@ -16,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -110,6 +112,11 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at    timestamptz NOT NULL DEFAULT now(),
         last_error    text NULL
     );
+    """,
+    # 3: outbox retention (OutboxStore.prune) finds published rows older than OUTBOX_RETENTION
+    # oldest first; unpublished rows stay out of this index (outbox_unpublished covers them).
+    """
+    CREATE INDEX outbox_published_at ON outbox (published_at) WHERE published_at IS NOT NULL;
     """,
 )
 
@@ -427,7 +434,7 @@ class OutboxBatch:
 
 
 class OutboxStore:
-    """The relay's side of the outbox: claim, mark published, record failures, count."""
+    """The relay's side of the outbox: claim, mark published, record failures, count, prune."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
@@ -453,6 +460,35 @@ class OutboxStore:
             rows, deferred = _in_task_order(cur, claimed)
             yield OutboxBatch(cur, rows, deferred)
 
+    def prune(
+        self,
+        retention: float | timedelta,
+        batch: int = 1000,
+        *,
+        more: Callable[[], bool] | None = None,
+    ) -> int:
+        """Delete rows published more than `retention` (seconds, or a timedelta) ago; how many.
+
+        Unpublished rows are never deleted, however old. Each `batch` of rows goes in a short
+        transaction of its own, oldest first, and rows another transaction holds are skipped
+        (`SKIP LOCKED`): pruning never waits for a relay's claim, and many relays can prune at
+        once. It goes on while a batch comes back full and `more()` (when given) says so.
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        age = retention if isinstance(retention, timedelta) else timedelta(seconds=retention)
+        # The clock that wrote published_at (mark_published) decides what is old.
+        cutoff = clock.utcnow() - age
+        total = 0
+        with self._pool.connection() as conn:
+            while True:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(_PRUNE, (cutoff, batch))
+                    deleted = cur.rowcount
+                total += deleted
+                if deleted < batch or (more is not None and not more()):
+                    return total
+
     def pending_count(self) -> int:
         """How many events wait to be published."""
         with self._pool.connection() as conn:
@@ -464,6 +500,13 @@ class OutboxStore:
         """The event's status (partition and offset once published), or None if unknown."""
         with self._pool.connection() as conn:
             return _publish_status(conn, event_id)
+
+
+_PRUNE = (
+    "DELETE FROM outbox WHERE id IN ("
+    " SELECT id FROM outbox WHERE published_at < %s ORDER BY published_at LIMIT %s"
+    " FOR UPDATE SKIP LOCKED)"
+)
 
 
 def _outbox_row(row: Sequence[Any]) -> OutboxRow:

@@ -15,6 +15,12 @@ task's older event landing after a newer one, so:
   delivered; they are sent again after the failed one, so the task's last event is the newest.
 `delivery_timeout` (librdkafka's message.timeout.ms) bounds how long a stuck batch holds its rows
 before giving up and retrying.
+
+Retention: about once a minute (`prune_interval`) the relay deletes rows published more than
+OUTBOX_RETENTION ago, `prune_batch` rows per short transaction that skips locked rows, so claims
+never wait for it and other relays prune alongside. A backlog is worked off between batches (at
+most `prune_budget` seconds at a time), so publishing never waits long. Unpublished rows are never
+deleted, and a pruning error costs one warning, never a published event.
 """
 
 from __future__ import annotations
@@ -165,9 +171,14 @@ class OutboxRelay:
         backoff: Backoff | None = None,
         progress_interval: float = 30.0,
         admin_timeout: float = 5.0,
+        prune_interval: float = 60.0,
+        prune_batch: int = 1000,
+        prune_budget: float = 1.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if prune_batch < 1:
+            raise ValueError(f"prune_batch must be at least 1, got {prune_batch}")
         self._settings = settings
         self._store = store
         self._owns_publisher = publisher is None
@@ -189,6 +200,13 @@ class OutboxRelay:
         self.failed_attempts = 0
         self._window_start = clock.monotonic()
         self._window_published = 0
+        self._prune_interval = prune_interval
+        self._prune_batch = prune_batch
+        self._prune_budget = prune_budget
+        self._next_prune = clock.monotonic()  # the first round prunes
+        self._pruning_failed = False
+        self._pass_pruned = 0  # rows pruned by a pass that a backlog spread over several rounds
+        self.pruned_total = 0
 
     @property
     def topic(self) -> str:
@@ -257,6 +275,7 @@ class OutboxRelay:
             self._ensure_topics_until_ready()
             while not self._stop.is_set():
                 self._round()
+                self.prune_if_due()
                 self._maybe_log_progress()
         finally:
             self.close()
@@ -297,6 +316,58 @@ class OutboxRelay:
         if result.published < self._batch_size:
             # Nothing (or not a full batch) was waiting: poll again shortly.
             self._pause(self._idle_wait)
+
+    def prune_if_due(self) -> int:
+        """Delete rows published more than OUTBOX_RETENTION ago, at most every `prune_interval`
+        seconds; returns how many went now (0 when not due). `run()` calls it after each batch.
+
+        A pass stops after `prune_budget` seconds or when a stop is requested; the rest of a
+        backlog goes after the next batch. One line says how many rows a pass pruned; an error
+        is one warning (until pruning works again), never an exception.
+        """
+        now = clock.monotonic()
+        if now < self._next_prune or self._stop.is_set() or self._postgres.active:
+            return 0  # during a PostgreSQL outage, the relay's own warning says it all
+        retention = self._settings.outbox_retention
+        deadline = now + self._prune_budget
+        cut_short = False
+
+        def more() -> bool:
+            nonlocal cut_short
+            cut_short = self._stop.is_set() or clock.monotonic() >= deadline
+            return not cut_short
+
+        try:
+            pruned = self._store.prune(retention, self._prune_batch, more=more)
+        except Exception as exc:  # pruning is housekeeping: publishing goes on whatever happens
+            if not self._pruning_failed:
+                _log.warning(
+                    "pruning the outbox failed (%s: %s); publishing goes on, pruning is tried "
+                    "again every %.0fs",
+                    type(exc).__name__,
+                    _one_line(exc),
+                    self._prune_interval,
+                )
+                self._pruning_failed = True
+            self._next_prune = clock.monotonic() + self._prune_interval
+            return 0
+        if self._pruning_failed:
+            _log.info("pruning the outbox works again")
+            self._pruning_failed = False
+        self.pruned_total += pruned
+        self._pass_pruned += pruned
+        if cut_short and not self._stop.is_set():
+            self._next_prune = clock.monotonic()  # more to go: after the next batch
+            return pruned
+        if self._pass_pruned:
+            _log.info(
+                "pruned %d published events older than %s (OUTBOX_RETENTION) from the outbox",
+                self._pass_pruned,
+                retention.text,
+            )
+        self._pass_pruned = 0
+        self._next_prune = clock.monotonic() + self._prune_interval
+        return pruned
 
     def _replication_note(self) -> str:
         """What the topic's metadata says about the failed writes (leaderless partitions, too

@@ -163,3 +163,62 @@ def test_settings_travel_to_worker_processes_with_their_secrets(monkeypatch):
     assert copy.kafka_config()["sasl.password"] == "s3cret-pw"
     assert copy.elasticsearch_password == SecretStr("es-pw")
     assert "es-pw" not in repr(copy.elasticsearch_password)
+
+
+# -- OUTBOX_RETENTION: a duration ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typed", "seconds"),
+    [
+        ("7d", 7 * 86_400),
+        ("36h", 36 * 3_600),
+        ("90m", 90 * 60),
+        ("45s", 45),
+        ("3600", 3_600),
+        ("1.5h", 5_400),
+        (" 2D ", 2 * 86_400),
+    ],
+)
+def test_outbox_retention_reads_a_duration_and_shows_it_as_typed(monkeypatch, typed, seconds):
+    monkeypatch.setenv("OUTBOX_RETENTION", typed)
+    s = load_settings()
+    assert s.outbox_retention == seconds
+    assert isinstance(s.outbox_retention, float)
+    assert s.display()["OUTBOX_RETENTION"] == typed.strip()
+    # What display() shows reads back the same, and the value travels to worker processes.
+    monkeypatch.setenv("OUTBOX_RETENTION", s.display()["OUTBOX_RETENTION"])
+    assert load_settings().outbox_retention == seconds
+    copy = pickle.loads(pickle.dumps(s))
+    assert (copy.outbox_retention, copy.outbox_retention.text) == (seconds, typed.strip())
+
+
+def test_outbox_retention_defaults_to_seven_days_and_takes_seconds_in_code(monkeypatch):
+    monkeypatch.delenv("OUTBOX_RETENTION", raising=False)
+    s = load_settings()
+    assert s.outbox_retention == 7 * 86_400
+    assert s.display()["OUTBOX_RETENTION"] == "7d"
+    assert repr(s.outbox_retention) == "Duration('7d')"
+    assert "| `OUTBOX_RETENTION` | `7d` |" in settings_table()
+    given = s.replace(outbox_retention=90)
+    assert (given.outbox_retention, given.display()["OUTBOX_RETENTION"]) == (90, "90s")
+    assert s.replace(outbox_retention=0.25).display()["OUTBOX_RETENTION"] == "0.25s"
+    assert s.replace(outbox_retention="2h").outbox_retention == 7_200
+
+
+@pytest.mark.parametrize("wrong", ["7w", "", "d", "soon", "nan", "inf", "7d12h", "1 week"])
+def test_an_unreadable_outbox_retention_is_refused_naming_the_variable(monkeypatch, wrong):
+    monkeypatch.setenv("OUTBOX_RETENTION", wrong)
+    with pytest.raises(ValueError) as caught:
+        load_settings()
+    assert (
+        "outbox_retention (OUTBOX_RETENTION): must be a duration such as 7d, 36h, 90m or 45s, "
+        f"or a number of seconds, got {wrong!r}"
+    ) in str(caught.value)
+
+
+@pytest.mark.parametrize(("wrong", "said"), [("0", "be more than 0"), ("-5m", "not be negative")])
+def test_outbox_retention_must_be_more_than_nothing(monkeypatch, wrong, said):
+    monkeypatch.setenv("OUTBOX_RETENTION", wrong)
+    with pytest.raises(ValueError, match=rf"outbox_retention \(OUTBOX_RETENTION\): must {said}"):
+        load_settings()
