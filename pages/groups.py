@@ -13,19 +13,22 @@ import streamlit as st
 
 from pipeline.core.failures import describe_failure, first_line
 from pipeline.core.settings import Settings
+from pipeline.lag.doctor import DEFAULT_WINDOW, GroupDiagnosis
 from pipeline.lag.history import LagHistory, MemoryLagHistory
 from pipeline.lag.membership import Membership
-from pipeline.lag.reader import LagSnapshot, cluster_lag
+from pipeline.lag.reader import GroupLag, LagSnapshot, cluster_lag, message_times
 from pipeline.lag.status import WatermarkSample
 from ui.banners import kafka_answers, kafka_read_failed
 from ui.charts import time_chart
 from ui.lag_panel import (
+    DOCTOR_HELP,
     NO_COMMIT,
     STATUS_HELP,
     STATUS_WINDOW,
     chart_every,
     cli_commands,
     cluster_group_rows,
+    group_diagnosis,
     group_lag_seconds,
     group_rows,
     group_status,
@@ -34,6 +37,7 @@ from ui.lag_panel import (
     membership_marks,
     membership_rows,
     partition_rows,
+    why_it_lags,
 )
 from ui.lag_resources import SAMPLE_INTERVAL, lag_history, lag_reader, lag_sampler
 from ui.offset_reset import offset_reset
@@ -49,6 +53,8 @@ CHART_SPANS = {
 }
 # How far back end offsets are read for lag in seconds (older lag shows as unknown).
 END_HISTORY = timedelta(hours=1)
+# Messages whose timestamps were read (the exact age of a group's next message), per session.
+MESSAGE_TIMES_KEPT = 1000
 
 
 def history_or_warning(topic: str) -> LagHistory | MemoryLagHistory | None:
@@ -103,7 +109,7 @@ def groups_panel(
     end_history = (
         history.end_offsets(topic, snapshot.taken_at - END_HISTORY) if history is not None else []
     )
-    statuses = {}
+    statuses, diagnoses, inputs = {}, {}, {}
     for group in shown:
         recorded = (
             history.series(topic, group.group, snapshot.taken_at - STATUS_WINDOW)
@@ -111,6 +117,14 @@ def groups_panel(
             else []
         )
         statuses[group.group] = group_status(group, recorded, snapshot)
+        # The lag doctor: rates, catch-up and causes from the same samples and the membership.
+        observed = (
+            history.membership(topic, group.group, snapshot.taken_at - DEFAULT_WINDOW)
+            if history is not None and group.error is None
+            else []
+        )
+        inputs[group.group] = (recorded, observed)
+        diagnoses[group.group] = group_diagnosis(group, recorded, end_history, observed, snapshot)
 
     st.subheader(f"Groups reading `{topic}`")
     st.caption(
@@ -119,7 +133,9 @@ def groups_panel(
         "committed nothing there, so its lag is unknown (not zero). "
         f"Updated {snapshot.taken_at:%H:%M:%S} UTC" + ("." if run_every else " (paused).")
     )
-    rows = group_rows(snapshot.groups, statuses, search, group_lag_seconds(snapshot, end_history))
+    rows = group_rows(
+        snapshot.groups, statuses, search, group_lag_seconds(snapshot, end_history), diagnoses
+    )
     if not snapshot.groups:
         st.info(
             f"No consumer group has committed offsets on `{topic}` or is assigned its partitions. "
@@ -146,6 +162,23 @@ def groups_panel(
                     "kafka-lag-exporter does. — where unknown (nothing committed, or older "
                     "than the history).",
                 ),
+                "read / written": st.column_config.TextColumn(
+                    "read / written",
+                    help="Events per second the group commits (reads) and producers write to "
+                    "its partitions, over the last minute of the lag history.",
+                ),
+                "catch-up": st.column_config.TextColumn(
+                    "catch-up",
+                    help="When the lag reaches 0 at these rates: lag ÷ (read − written). "
+                    "“not catching up” when it reads no faster than producers write; "
+                    "“keeping up” when what waits is read within seconds.",
+                ),
+                "why it lags": st.column_config.TextColumn(
+                    "why it lags",
+                    width="large",
+                    help="The causes the lag doctor found; choose the group for them in words, "
+                    "with the numbers behind them.",
+                ),
             },
         )
         st.caption(STATUS_HELP)
@@ -158,7 +191,15 @@ def groups_panel(
     )
     group = snapshot.group(chosen) if chosen else None
     if group is not None:
-        group_detail(config, topic, snapshot, group.group, history, end_history, span_label)
+        diagnosis = diagnoses.get(group.group)
+        if diagnosis is not None and group.group in inputs:
+            # The chosen group only: the exact age of each lagging partition's next message.
+            recorded, observed = inputs[group.group]
+            times = next_message_times(config, topic, group)
+            diagnosis = group_diagnosis(group, recorded, end_history, observed, snapshot, times)
+        group_detail(
+            config, topic, snapshot, group.group, history, end_history, span_label, diagnosis
+        )
         offset_reset(config, admin, topic, group.group)
 
     with st.expander("The same with Kafka's own tool"):
@@ -171,6 +212,30 @@ def groups_panel(
         "(the search box filters by group or topic name).",
     ):
         cluster_panel(admin, search)
+
+
+def next_message_times(config: Settings, topic: str, group: GroupLag) -> dict[int, datetime]:
+    """When the message at each lagging partition's committed offset was written, read from
+    Kafka (one message a partition) only for offsets not read before in this session."""
+    kept: dict[tuple[str, int, int], datetime | None] = st.session_state.setdefault(
+        "message_times", {}
+    )
+    wanted = {
+        (p.partition, p.committed)
+        for p in group.partitions
+        if p.lag and p.committed is not None and not p.committed_below_start
+    }
+    missing = [(p, o) for p, o in sorted(wanted) if (topic, p, o) not in kept]
+    if missing:
+        try:
+            found = message_times(config, topic, missing, timeout=1.0)
+        except Exception:  # the ages are a bonus: the interpolated lag in time still shows
+            found = {}
+        if len(kept) > MESSAGE_TIMES_KEPT:
+            kept.clear()
+        # Nothing found is kept too (a transaction marker at the end): not asked again.
+        kept.update({(topic, p, o): found.get((p, o)) for p, o in missing})
+    return {p: kept[(topic, p, o)] for p, o in wanted if kept.get((topic, p, o)) is not None}
 
 
 def cluster_panel(admin: Any, search: str) -> None:
@@ -199,6 +264,7 @@ def group_detail(
     history: LagHistory | MemoryLagHistory | None,
     end_history: list[WatermarkSample],
     span_label: str,
+    diagnosis: GroupDiagnosis | None = None,
 ) -> None:
     group = snapshot.group(name)
     assert group is not None
@@ -223,9 +289,14 @@ def group_detail(
     else:
         st.caption("No active members: nobody is consuming for this group now.")
 
+    if diagnosis is not None:
+        st.markdown("**Why it lags**")
+        st.caption(DOCTOR_HELP)
+        st.markdown("\n\n".join(why_it_lags(diagnosis)))
+
     st.markdown("**Partitions**")
     st.dataframe(
-        partition_rows(group, snapshot, end_history),
+        partition_rows(group, snapshot, end_history, diagnosis),
         hide_index=True,
         width="stretch",
         column_config={
@@ -238,6 +309,14 @@ def group_detail(
                 "recorded end offsets (as kafka-lag-exporter does).",
             ),
             "lag seconds": None,  # machine-readable twin of "lag (time)"
+            "lag (message)": st.column_config.TextColumn(
+                "lag (message)",
+                help="The same, exactly: now minus the timestamp of the message at the "
+                "committed offset, read from Kafka. It differs from the interpolation when "
+                "writes came in bursts between samples or the producer stamped the message "
+                "before it reached the log.",
+            ),
+            "why": st.column_config.TextColumn("why", width="medium"),
         },
     )
 

@@ -49,6 +49,17 @@ def _optional_time(text: str) -> str | None:
     return None if text.strip().lower() in {"", "none", "null"} else text
 
 
+def _lag_window(text: str) -> float:
+    """`lag --window`: seconds, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= seconds <= 600:
+        raise argparse.ArgumentTypeError(f"from 0 to 600 seconds, not {text}")
+    return seconds
+
+
 def _parser() -> argparse.ArgumentParser:
     common = _json_flag()
     parser = _Parser(
@@ -97,9 +108,23 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("indexer", help="index the topic into Elasticsearch until SIGINT/SIGTERM")
 
     lag = commands.add_parser(
-        "lag", parents=[common], help="consumer groups' lag on the topic, per partition"
+        "lag",
+        parents=[common],
+        help="consumer groups' lag on the topic, per partition: rates, catch-up and why it lags",
     )
     lag.add_argument("--group", action="append", dest="groups", help="only this group (repeatable)")
+    lag.add_argument(
+        "--window",
+        type=_lag_window,
+        default=5.0,
+        help="without a recent lag history, seconds between the two snapshots the rates are "
+        "measured on (default 5; 0: no rates)",
+    )
+    lag.add_argument(
+        "--no-history",
+        action="store_true",
+        help="do not read the lag history in PostgreSQL; measure the rates over --window",
+    )
 
     search = commands.add_parser("search", parents=[common], help="full-text search of tasks")
     search.add_argument("text")
@@ -112,7 +137,53 @@ def _parser() -> argparse.ArgumentParser:
     _replay_parser(commands, common)
     _offsets_parser(commands, common)
     _topic_parser(commands, common)
+    _monitor_parser(commands, common)
     return parser
+
+
+def _monitor_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    monitor = commands.add_parser(
+        "monitor",
+        help="sample every group's lag into the history, evaluate alert rules and serve "
+        "Prometheus metrics on METRICS_ADDRESS:METRICS_PORT until SIGINT/SIGTERM",
+    )
+    monitor.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between samples (default 5)"
+    )
+    monitor.add_argument(
+        "--cluster-name",
+        help="the cluster_name label of the metrics (default: Kafka's cluster id)",
+    )
+    alerts = commands.add_parser(
+        "alerts", help="alert rules on a group's lag, sent to a webhook by the monitor"
+    )
+    actions = alerts.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    add = actions.add_parser("add", parents=[common], help="add an alert rule")
+    add.add_argument("name", help="the alert's name (letters, digits, '.', '_', '-')")
+    add.add_argument("--group", required=True, help="the consumer group to watch")
+    add.add_argument(
+        "--when",
+        required=True,
+        help="the condition: 'status != OK', 'lag_seconds > 60' or 'lag > 1000'",
+    )
+    add.add_argument(
+        "--for",
+        dest="for_",
+        default="0s",
+        help="how long the condition must hold before the alert fires (default 0s; 60s, 5m, …)",
+    )
+    add.add_argument("--webhook", required=True, help="http(s) URL the alert is POSTed to")
+    add.add_argument("--topic", help="the topic the group reads (default: KAFKA_TOPIC)")
+    actions.add_parser("list", parents=[common], help="alert rules and their state")
+    delete = actions.add_parser("delete", parents=[common], help="delete an alert rule")
+    delete.add_argument("name")
+    history = actions.add_parser(
+        "history",
+        parents=[common],
+        help="alerts fired and resolved, newest first, with their webhook deliveries",
+    )
+    history.add_argument("name", nargs="?", help="only this alert")
+    history.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
 
 
 def _topic_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -466,23 +537,187 @@ def _search(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def _lag(args: argparse.Namespace, settings: Settings) -> Any:
+    """Every group's lag, and per group the lag doctor (`pipeline.lag.doctor`): rates, catch-up,
+    why it lags. Rates come from the lag history in PostgreSQL when it is recent, else from two
+    snapshots `--window` seconds apart (only when some group lags: a group at lag 0 is caught up
+    whatever the rates); PostgreSQL down or refusing is no error, it only means sampling."""
     from pipeline.lag.reader import lag_report
 
     snapshot = lag_report(settings, args.groups)
+    diagnoses: dict[str, Any] = {}
+    source, note = None, ""
+    if any(g.error is None for g in snapshot.groups):
+        snapshot, diagnoses, source, note = _lag_doctor(args, settings, snapshot)
     if args.json:
-        return snapshot.to_json()
-    print(f"topic {snapshot.topic}")
+        document = snapshot.to_json()
+        document["rates_from"] = source
+        for entry in document["groups"]:
+            diagnosis = diagnoses.get(entry["group"])
+            if diagnosis is None:
+                continue
+            found = diagnosis.to_json()
+            per_partition = {p["partition"]: p for p in found.pop("partitions")}
+            for key in ("group", "topic"):
+                found.pop(key)
+            entry.update(found)
+            for p in entry["partitions"]:
+                p.update(per_partition.get(p["partition"], {}))
+        return document
+    print(f"topic {snapshot.topic}" + (f"  ({note})" if note else ""))
     for group in snapshot.groups:
-        total = "-" if group.total_lag is None else group.total_lag
-        print(f"\ngroup {group.group}  state {group.state}  total lag {total}")
-        print(f"  {'PARTITION':>9}  {'COMMITTED':>10}  {'END':>10}  {'LAG':>8}")
-        for p in group.partitions:
-            committed = "-" if p.committed is None else p.committed
-            lag = "-" if p.lag is None else p.lag
-            print(f"  {p.partition:>9}  {committed:>10}  {p.end:>10}  {lag:>8}")
+        _lag_group_text(group, diagnoses.get(group.group))
     if not snapshot.groups:
         print("no consumer group reads this topic")
     return None
+
+
+def _lag_doctor(args: argparse.Namespace, settings: Settings, snapshot: Any) -> tuple:
+    """(the newest snapshot, diagnosis per group, where the rates came from, that in words)."""
+    import time
+
+    from pipeline.lag import doctor
+    from pipeline.lag.reader import lag_report, message_times
+
+    started = time.monotonic()
+    lagging = any((g.total_lag or 0) > 0 for g in snapshot.groups if g.error is None)
+    inputs, source, note = None, None, "--no-history"
+    if not args.no_history:
+        inputs, note = _lag_history(settings, snapshot, doctor.DEFAULT_WINDOW)
+        source = "history" if inputs is not None else None
+    if inputs is None and lagging and args.window > 0:
+        time.sleep(max(started + args.window - time.monotonic(), 0.0))
+        first, snapshot = snapshot, lag_report(settings, args.groups)
+        inputs = {
+            g.group: doctor.history_from_snapshots([first, snapshot], g.group)
+            for g in snapshot.groups
+        }
+        source = "samples"
+        note = f"rates between two snapshots {args.window:g} s apart; {note}"
+    elif inputs is None:
+        why = "every group is caught up" if not lagging else "--window 0"
+        note = f"no rates: {why}; {note}"
+    # The age of each lagging partition's next message, read from Kafka (within ~2 s): of the
+    # 48 most lagging positions, so that hundreds of groups cost no more than a few.
+    lagging_positions = sorted(
+        (
+            (p.lag, p.partition, p.committed)
+            for g in snapshot.groups
+            if g.error is None
+            for p in g.partitions
+            if p.lag and not p.committed_below_start
+        ),
+        reverse=True,
+    )
+    positions = list(dict.fromkeys((p, o) for _, p, o in lagging_positions))[:48]
+    try:
+        times = message_times(settings, snapshot.topic, positions) if positions else {}
+    except Exception:  # the lag itself is the answer; the ages are a bonus
+        times = {}
+    diagnoses = {}
+    for g in snapshot.groups:
+        samples, marks, trail = (inputs or {}).get(g.group) or doctor.history_from_snapshots(
+            [snapshot], g.group
+        )
+        at = {
+            p.partition: times[(p.partition, p.committed)]
+            for p in g.partitions
+            if (p.partition, p.committed) in times
+        }
+        diagnoses[g.group] = doctor.diagnose_group(
+            g, samples, marks, trail, snapshot.taken_at, message_times=at, topic=snapshot.topic
+        )
+    return snapshot, diagnoses, source, note
+
+
+def _lag_history(settings: Settings, snapshot: Any, window: Any) -> tuple[dict | None, str]:
+    """Each group's recorded samples, the topic's watermarks and the membership trail over
+    `window`, when the lag history in PostgreSQL is recent (its newest snapshot of the topic
+    under 30 s old, every lagging group with two samples or more); else None and why not.
+    psycopg is imported here only: `lag` without groups, or with --no-history, never loads it."""
+    from datetime import timedelta
+
+    from pipeline.core.failures import first_line
+
+    try:
+        from pipeline.lag.history import LagHistory
+        from pipeline.postgres.pool import postgres_pool
+
+        pool = postgres_pool(settings, min_size=1, max_size=1)
+    except Exception as exc:  # PostgreSQL down or refusing: sample instead
+        return None, f"no lag history: {first_line(exc, 120)}"
+    try:
+        history = LagHistory(pool)
+        since = snapshot.taken_at - window
+        marks = history.end_offsets(snapshot.topic, since)
+        taken = sorted({w.taken_at for w in marks})
+        if len(taken) < 2 or taken[-1] < snapshot.taken_at - timedelta(seconds=30):
+            return None, "no recent lag history of the topic (is the app's sampler running?)"
+        inputs = {}
+        for g in snapshot.groups:
+            if g.error is not None:
+                continue
+            samples = history.series(snapshot.topic, g.group, since)
+            if (g.total_lag or 0) > 0 and len({s.taken_at for s in samples}) < 2:
+                return None, f"no recent lag history of group {g.group}"
+            trail = history.membership(snapshot.topic, g.group, since)
+            inputs[g.group] = (samples, marks, trail)
+        span = (snapshot.taken_at - taken[0]).total_seconds()
+        return inputs, f"rates from the lag history in PostgreSQL, last {span:.0f} s"
+    except Exception as exc:  # no table yet, a refused query: sample instead
+        return None, f"no lag history: {first_line(exc, 120)}"
+    finally:
+        pool.close()
+
+
+def _lag_group_text(group: Any, diagnosis: Any) -> None:
+    """One group for people: a header, rates and catch-up, why it lags, the partitions."""
+    from pipeline.lag.doctor import duration_text, rate_text
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else duration_text(value)
+
+    total = "-" if group.total_lag is None else group.total_lag
+    print(
+        f"\ngroup {group.group}  state {group.state}  members {len(group.members)}  "
+        f"total lag {total}"
+    )
+    if group.error:
+        print(f"  Kafka did not answer for this group: {group.error}")
+    if diagnosis is not None and group.error is None:
+        r = diagnosis.rates
+        span = f" (last {duration_text(r.seconds)})" if r.seconds else ""
+        print(
+            f"  consume {rate_text(r.consume)}  produce {rate_text(r.produce)}  "
+            f"drain {rate_text(r.drain)}{span}  catch-up: {diagnosis.catchup_text}"
+        )
+        if diagnosis.findings:
+            print("  why it lags:")
+            for finding in diagnosis.findings:
+                print(f"    - {finding.rule}: {finding.text}")
+    print(
+        f"  {'PARTITION':>9}  {'COMMITTED':>10}  {'END':>10}  {'LAG':>8}  {'CONSUME':>9}  "
+        f"{'PRODUCE':>9}  {'CATCH-UP':<16}  {'LAG TIME':>10}  {'MSG AGE':>10}"
+    )
+    for p in group.partitions:
+        committed = "-" if p.committed is None else p.committed
+        lag = "-" if p.lag is None else p.lag
+        line = f"  {p.partition:>9}  {committed:>10}  {p.end:>10}  {lag:>8}"
+        if diagnosis is not None and diagnosis.partitions:
+            d = diagnosis.partition(p.partition)
+            line += (
+                f"  {rate_text(d.rates.consume):>9}  {rate_text(d.rates.produce):>9}  "
+                f"{d.catchup_text:<16}  {seconds(d.lag_seconds):>10}  "
+                f"{seconds(d.message_age_seconds):>10}"
+            )
+        print(line.rstrip())
+    if diagnosis is not None and diagnosis.partitions:
+        timed = [d for d in diagnosis.partitions if d.lag and d.lag_time_text]
+        if timed:
+            oldest = max(timed, key=lambda d: d.message_age_seconds or d.lag_seconds or 0.0)
+            print(
+                f"  lag in time (LAG TIME interpolated from the end offsets, MSG AGE the "
+                f"message's own), partition {oldest.partition}: {oldest.lag_time_text}"
+            )
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> Any:
@@ -601,6 +836,94 @@ def _replay_delete(args: argparse.Namespace, settings: Settings, store: Any) -> 
             es.close()
 
 
+def _monitor(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.workers.monitor import MonitorPortInUse, run_monitor
+
+    if args.interval <= 0:
+        raise UsageError(f"{PROG} monitor: --interval must be more than 0")
+    try:
+        return run_monitor(settings, interval=args.interval, cluster_name=args.cluster_name)
+    except MonitorPortInUse as exc:
+        raise UsageError(f"monitor: {exc}") from None
+
+
+def _alerts(args: argparse.Namespace, settings: Settings) -> Any:
+    from pipeline.lag import alerts
+    from pipeline.postgres.pool import postgres_pool
+
+    try:
+        rule = None
+        if args.action == "add":  # checked before PostgreSQL is asked anything
+            topic = args.topic or settings.kafka_topic
+            rule = alerts.new_rule(args.name, args.group, topic, args.when, args.for_, args.webhook)
+        elif args.action == "history" and args.limit < 1:
+            raise UsageError(f"{PROG} alerts history: --limit must be at least 1")
+        pool = postgres_pool(settings, max_size=1)
+        try:
+            if not settings.read_only:
+                alerts.migrate_alerts(pool)
+            store = alerts.AlertStore(pool)
+            if rule is not None:
+                rule = store.add(rule)
+            elif args.action == "delete":
+                rule = store.delete(args.name)
+            elif args.action == "list":
+                return _alerts_list(args, store.rules())
+            else:
+                return _alerts_history(args, store.events(args.name, limit=args.limit))
+        finally:
+            pool.close()
+    except alerts.AlertRuleInvalid as exc:
+        raise UsageError(f"alerts {args.action}: {exc}") from None
+    if args.action == "delete":
+        if args.json:
+            return {"deleted": rule.name}
+        print(f"alert {rule.name} deleted")
+        return None
+    if args.json:
+        return rule.to_json()
+    print(
+        f"alert {rule.name}: {rule.text} on group {rule.group}, topic {rule.topic} -> "
+        f"{rule.webhook} (evaluated by the monitor, `{PROG} monitor`)"
+    )
+    return None
+
+
+def _alerts_list(args: argparse.Namespace, rules: Sequence[Any]) -> Any:
+    if args.json:
+        return [r.to_json() for r in rules]
+    print(f"{'NAME':<20} {'GROUP':<24} {'TOPIC':<16} {'RULE':<26} {'STATE':<8} WEBHOOK")
+    for r in rules:
+        since = f" since {r.since:%H:%M:%S}" if r.since else ""
+        print(
+            f"{r.name:<20} {r.group:<24} {r.topic:<16} {r.text:<26} {r.state + since:<8} "
+            f"{r.webhook}"
+        )
+    if not rules:
+        print(f"no alert rules (add one with `{PROG} alerts add`)")
+    return None
+
+
+def _alerts_history(args: argparse.Namespace, events: Sequence[Any]) -> Any:
+    if args.json:
+        return [e.to_json() for e in events]
+    for e in events:
+        delivery = e.delivery
+        if e.delivery == "delivered":
+            delivery += f" ({e.attempts} attempt{'s' if e.attempts != 1 else ''})"
+        elif e.attempts:
+            delivery += (
+                f" after {e.attempts} attempt{'s' if e.attempts != 1 else ''}: {e.last_error}"
+            )
+            if e.delivery == "retrying":
+                delivery += f"; next at {e.next_attempt_at:%H:%M:%S}"
+        print(f"{e.at:%Y-%m-%d %H:%M:%S}  {e.alert}  {e.state.upper()}  {e.reason}")
+        print(f"    webhook: {delivery}")
+    if not events:
+        print("no alerts fired yet")
+    return None
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "lag": _lag,
     "tasks": _tasks,
@@ -611,11 +934,13 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "replay": _replay,
     "offsets": _offsets,
     "topic": _topic,
+    "monitor": _monitor,
+    "alerts": _alerts,
 }
-LONG_RUNNING = {"relay", "indexer", ("replay", "run")}
+LONG_RUNNING = {"relay", "indexer", "monitor", ("replay", "run")}
 # Commands that talk to Kafka: its credentials are checked first, so a refused password is one
 # clear line within a second rather than a timeout (`check_kafka_access`).
-USES_KAFKA = {"lag", "offsets", "relay", "indexer", ("topic", "describe")} | {
+USES_KAFKA = {"lag", "offsets", "relay", "indexer", "monitor", ("topic", "describe")} | {
     ("replay", action) for action in ("start", "delete", "run")
 }
 # Commands that change something: refused in read-only mode.
@@ -627,6 +952,7 @@ WRITES = {
     ("relay", None),
     ("indexer", None),
 } | {("replay", action) for action in ("start", "pause", "resume", "stop", "rate", "delete", "run")}
+WRITES |= {("alerts", "add"), ("alerts", "delete")}
 
 
 def _refusal(exc: Exception) -> bool:

@@ -13,6 +13,14 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
+from pipeline.lag.doctor import (
+    CAUGHT_UP,
+    Finding,
+    GroupDiagnosis,
+    diagnose_group,
+    duration_text,
+    rate_text,
+)
 from pipeline.lag.membership import Membership, describe_changes
 from pipeline.lag.reader import GroupLag, GroupOverview, LagSnapshot, PartitionLag
 from pipeline.lag.status import (
@@ -27,12 +35,16 @@ from pipeline.lag.status import (
 __all__ = [
     "CHART_POINTS",
     "DASH",
+    "DOCTOR_HELP",
     "NO_COMMIT",
     "STATUS_HELP",
     "STATUS_WINDOW",
     "chart_every",
     "cli_commands",
     "cluster_group_rows",
+    "diagnosis_summary",
+    "finding_label",
+    "group_diagnosis",
     "group_lag_seconds",
     "group_rows",
     "group_status",
@@ -42,7 +54,9 @@ __all__ = [
     "membership_marks",
     "membership_rows",
     "partition_rows",
+    "rates_text",
     "snapshot_samples",
+    "why_it_lags",
 ]
 
 NO_COMMIT = "no committed offset"
@@ -85,15 +99,18 @@ def group_rows(
     statuses: dict[str, LagStatus | None],
     search: str = "",
     lag_seconds_by_group: dict[str, float | None] | None = None,
+    diagnoses: dict[str, GroupDiagnosis | None] | None = None,
 ) -> list[dict]:
     """One row per group whose name contains `search` (any case): worst status first, then most
-    lag. With `lag_seconds_by_group` (`group_lag_seconds`), a "max lag (time)" column too."""
+    lag. With `lag_seconds_by_group` (`group_lag_seconds`), a "max lag (time)" column too; with
+    `diagnoses` (`group_diagnosis`), "read / written", "catch-up" and "why it lags" columns."""
     needle = search.strip().lower()
     rows = []
     for g in groups:
         if needle and needle not in g.group.lower():
             continue
         status = statuses.get(g.group)
+        diagnosis = None if diagnoses is None else diagnoses.get(g.group)
         rows.append(
             {
                 "group": g.group,
@@ -105,6 +122,15 @@ def group_rows(
                     {}
                     if lag_seconds_by_group is None
                     else {"max lag (time)": _seconds_text(lag_seconds_by_group.get(g.group))}
+                ),
+                **(
+                    {}
+                    if diagnoses is None
+                    else {
+                        "read / written": DASH if diagnosis is None else rates_text(diagnosis),
+                        "catch-up": DASH if diagnosis is None else diagnosis.catchup_text,
+                        "why it lags": DASH if diagnosis is None else diagnosis_summary(diagnosis),
+                    }
                 ),
                 "status": "?" if status is None else status.status.value,
                 "rule": (g.error or "Kafka did not answer") if status is None else status.rule,
@@ -242,11 +268,17 @@ def group_lag_seconds(
 
 
 def partition_rows(
-    group: GroupLag, snapshot: LagSnapshot, end_history: Sequence[WatermarkSample]
+    group: GroupLag,
+    snapshot: LagSnapshot,
+    end_history: Sequence[WatermarkSample],
+    diagnosis: GroupDiagnosis | None = None,
 ) -> list[dict]:
     """Per partition: committed, end, lag, lag in seconds (interpolated end-offset history,
-    newest point the snapshot) and, in words, anything a number would hide."""
+    newest point the snapshot) and, in words, anything a number would hide. With `diagnosis`,
+    the age of the message at the committed offset where it was read, the rates, the catch-up
+    and the causes found on the partition too."""
     history = _end_points(snapshot, end_history)
+    doctor = {} if diagnosis is None else {d.partition: d for d in diagnosis.partitions}
     rows = []
     for p in group.partitions:
         owner = group.owner(p.partition)
@@ -274,7 +306,124 @@ def partition_rows(
                 "note": note,
             }
         )
+        found = doctor.get(p.partition)
+        if found is not None:
+            rows[-1].update(
+                {
+                    "lag (message)": _seconds_text(found.message_age_seconds),
+                    "read/s": rate_text(found.rates.consume).removesuffix("/s"),
+                    "written/s": rate_text(found.rates.produce).removesuffix("/s"),
+                    "catch-up": found.catchup_text,
+                    "why": "; ".join(finding_label(f) for f in found.findings),
+                }
+            )
     return rows
+
+
+# -- the lag doctor ------------------------------------------------------------------------------
+
+DOCTOR_HELP = (
+    "**Why it lags** compares, over the recorded history, how fast the group reads (its committed "
+    "offsets moving) with how fast producers write (the end offsets moving): their difference, "
+    "the *drain*, says whether the lag shrinks, and lag ÷ drain when it reaches 0. Each cause "
+    "below is a rule that fired, with the numbers behind it."
+)
+_RULE_LABELS = {
+    "no_members": "no members",
+    "stalled_partition": "stalled",
+    "rebalance_storm": "rebalance storm",
+    "slower_than_producers": "slower than producers",
+    "hot_partition": "hot partition",
+    "uneven_assignment": "uneven assignment",
+    "phantom_lag": "phantom lag",
+    "transaction_marker": "transaction marker",
+}
+
+
+def group_diagnosis(
+    group: GroupLag,
+    recorded: Sequence[LagSample],
+    end_history: Sequence[WatermarkSample],
+    observed: Sequence[Membership],
+    snapshot: LagSnapshot,
+    message_times: dict[int, datetime] | None = None,
+) -> GroupDiagnosis | None:
+    """The lag doctor on a group of the live snapshot, its recorded samples and membership
+    (from the history; none without it) and the topic's end offsets; None when Kafka did not
+    answer for the group."""
+    if group.error is not None:
+        return None
+    return diagnose_group(
+        group,
+        [s for s in recorded if s.taken_at < snapshot.taken_at],
+        end_history,
+        observed,
+        snapshot.taken_at,
+        message_times=message_times,
+        topic=snapshot.topic,
+    )
+
+
+def finding_label(finding: Finding) -> str:
+    """A finding in two or three words: "stalled (partition 5)"."""
+    label = _RULE_LABELS.get(finding.rule, finding.rule)
+    return label if finding.partition is None else f"{label} (partition {finding.partition})"
+
+
+def diagnosis_summary(diagnosis: GroupDiagnosis) -> str:
+    """The groups table's "why it lags": the causes in a few words, or why there are none."""
+    if diagnosis.findings:
+        return "; ".join(finding_label(f) for f in diagnosis.findings)
+    if diagnosis.lag is None:
+        return DASH
+    if diagnosis.catchup_text == CAUGHT_UP:
+        return "caught up"
+    return "no rule fired"
+
+
+def rates_text(diagnosis: GroupDiagnosis) -> str:
+    """`20.0/s / 150.0/s`: read and written, the rates the catch-up uses."""
+    r = diagnosis.rates
+    if r.consume is None and r.produce is None:
+        return DASH
+    return f"{rate_text(r.consume)} / {rate_text(r.produce)}"
+
+
+def why_it_lags(diagnosis: GroupDiagnosis) -> list[str]:
+    """The chosen group's detail, as lines of Markdown: the rates, the catch-up, each cause
+    with its numbers, and lag in time both ways for the partition with the oldest message."""
+    r = diagnosis.rates
+    lines = []
+    if r.consume is None:
+        lines.append(
+            "No rates yet: they need two samples of the lag history (the background sampler "
+            "records one every few seconds)."
+        )
+    else:
+        lines.append(
+            f"Over the last {duration_text(r.seconds)} the group read **{rate_text(r.consume)}** "
+            f"and producers wrote **{rate_text(r.produce)}**: it drains "
+            f"**{rate_text(r.drain)}** (a negative drain is lag growing)."
+        )
+    lines.append(f"Catches up: **{_catchup_words(diagnosis)}**.")
+    if diagnosis.findings:
+        lines.extend(f"- **{finding_label(f)}**: {f.text}." for f in diagnosis.findings)
+    elif diagnosis.lag:
+        lines.append("No rule fired: the lag has no cause the doctor knows of in this window.")
+    timed = [d for d in diagnosis.partitions if d.lag and d.lag_time_text]
+    if timed:
+        oldest = max(timed, key=lambda d: d.message_age_seconds or d.lag_seconds or 0.0)
+        lines.append(f"Lag in time on partition {oldest.partition}: {oldest.lag_time_text}.")
+    return lines
+
+
+def _catchup_words(diagnosis: GroupDiagnosis) -> str:
+    text = diagnosis.catchup_text
+    if text == "keeping up":
+        return "keeping up (what waits is read within seconds: the writes in flight)"
+    if text == "unknown" and diagnosis.lag:
+        return "unknown (no rates yet)"
+    return text
 
 
 def chart_every(span: timedelta, sampled_every: timedelta) -> timedelta | None:

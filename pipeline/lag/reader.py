@@ -6,7 +6,8 @@ group's committed offsets and each group's description, and returns a `LagSnapsh
 group on every topic it reads in the same three rounds (a `ClusterLagSnapshot`: one
 `LagSnapshot` per topic plus a row per group), where one `LagReader` per topic would list and
 fetch every group once per topic. What the recorded history says about the numbers (status,
-lag in seconds, rates) is `pipeline.lag.status`.
+lag in seconds, rates) is `pipeline.lag.status`; why a group lags, `pipeline.lag.doctor`, to
+which `message_times()` reads the timestamp of the message at a committed offset.
 
 Lag is never invented: a partition the group has no committed offset for has `committed` and
 `lag` None. A committed offset below the low watermark (retention deleted messages the group
@@ -19,10 +20,11 @@ import concurrent.futures
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
     ConsumerGroupType,
@@ -35,7 +37,7 @@ from confluent_kafka.admin import AdminClient
 from pipeline.core import clock
 from pipeline.core.positions import partition_lag
 from pipeline.kafka.admin import error_code, error_text, read_watermarks, topic_metadata
-from pipeline.kafka.clients import kafka_admin
+from pipeline.kafka.clients import kafka_admin, kafka_consumer
 
 if TYPE_CHECKING:  # annotations only
     from pipeline.core.settings import Settings
@@ -51,6 +53,7 @@ __all__ = [
     "PartitionWatermarks",
     "cluster_lag",
     "lag_report",
+    "message_times",
 ]
 
 # Kafka's own spelling of group states (kafka-consumer-groups --describe --state).
@@ -537,6 +540,83 @@ def lag_report(
     """One snapshot of the configured topic, with an admin client opened and closed for it."""
     with kafka_admin(settings) as admin:
         return LagReader(admin, settings.kafka_topic, timeout=timeout).snapshot(groups)
+
+
+# -- the message at a committed offset ---------------------------------------------------------
+
+# librdkafka wants a group.id even for assign(); `message_times` never joins it nor commits.
+_PEEK_GROUP = "taskstream-lag-doctor"
+
+
+def message_times(
+    settings: Settings,
+    topic: str,
+    positions: Iterable[tuple[int, int]],
+    *,
+    timeout: float = 2.0,
+) -> dict[tuple[int, int], datetime]:
+    """The timestamp of the message at each (partition, offset) of `topic`: with a group's
+    committed offsets, how old its oldest unread message is (`pipeline.lag.doctor`).
+
+    One consumer `assign()`s the partitions at those offsets (it never joins a group nor commits)
+    and keeps the first message at or after each offset (a transaction marker or an aborted
+    message holds none); it reads little (a small fetch per partition, the partition paused once
+    answered). Offsets of one partition are read one round each. Within `timeout` seconds in all;
+    a position with no message at or after it (the end, or only a transaction marker before the
+    end), one that gave nothing by then, and a message without a timestamp are left out.
+    """
+    wanted = sorted(set(positions))
+    rounds: list[dict[int, int]] = []
+    for partition, offset in wanted:
+        free = next((r for r in rounds if partition not in r), None)
+        if free is None:
+            rounds.append({partition: offset})
+        else:
+            free[partition] = offset
+    found: dict[tuple[int, int], datetime] = {}
+    if not rounds:
+        return found
+    deadline = clock.monotonic() + timeout
+    consumer = kafka_consumer(
+        settings,
+        _PEEK_GROUP,
+        **{
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # The end of a partition is an event: an offset with nothing after it (a
+            # transaction marker last) is answered at once rather than at the timeout.
+            "enable.partition.eof": True,
+            "allow.auto.create.topics": False,
+            "fetch.wait.max.ms": 100,
+            "max.partition.fetch.bytes": 65536,
+            "queued.max.messages.kbytes": 1024,
+        },
+    )
+    try:
+        for pending in rounds:
+            consumer.assign([TopicPartition(topic, p, o) for p, o in sorted(pending.items())])
+            while pending and (left := deadline - clock.monotonic()) > 0:
+                for msg in consumer.consume(len(pending), timeout=min(left, 0.2)):
+                    partition = msg.partition()
+                    if partition not in pending:
+                        continue
+                    error = msg.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            del pending[partition]  # nothing at or after the offset
+                        continue
+                    if msg.offset() < pending[partition]:
+                        continue  # the start of a batch the wanted offset is in
+                    kind, ms = msg.timestamp()
+                    if kind != TIMESTAMP_NOT_AVAILABLE and ms >= 0:
+                        found[(partition, pending[partition])] = datetime.fromtimestamp(
+                            ms / 1000, UTC
+                        )
+                    del pending[partition]
+                    consumer.pause([TopicPartition(topic, partition)])
+    finally:
+        consumer.close()
+    return found
 
 
 # -- status (Burrow's rules over a window of samples) ------------------------------------------

@@ -178,3 +178,69 @@ def test_three_nodes_form_the_same_cluster_as_devstacks(tmp_path, monkeypatch):
     assert len(cluster_ids) == 1
     bootstrap = services["app"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"].split(",")
     assert bootstrap == [f"kafka-{node}:19092" for node in BROKERS]
+
+
+# -- the monitor, Prometheus and Grafana -------------------------------------------------------
+
+DOCKER = COMPOSE.parent / "docker"
+
+
+def _mounted(service: dict, target: str) -> Path:
+    """The repository path mounted at `target` in the service."""
+    for volume in service["volumes"]:
+        source, _, rest = volume.partition(":")
+        if rest.removesuffix(":ro") == target:
+            return COMPOSE.parent / source
+    raise AssertionError(f"nothing mounted at {target}")
+
+
+def test_the_monitor_runs_beside_the_app_serving_metrics_to_the_network():
+    services = load()["services"]
+    monitor = services["monitor"]
+    assert monitor["command"] == ["python", "-m", "pipeline", "monitor"]
+    environment = dict(monitor["environment"])
+    assert environment.pop("METRICS_ADDRESS") == "0.0.0.0"
+    assert str(environment.pop("METRICS_PORT")) == "8000" == str(Settings().metrics_port)
+    assert environment == services["app"]["environment"]
+    assert monitor["depends_on"] == services["app"]["depends_on"]
+    assert "127.0.0.1:8000:8000" in monitor["ports"]
+
+
+def test_prometheus_scrapes_the_monitor():
+    prometheus = load()["services"]["prometheus"]
+    assert "127.0.0.1:9090:9090" in prometheus["ports"]
+    config = yaml.safe_load(_mounted(prometheus, "/etc/prometheus/prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == ["monitor:8000"]
+    assert config["global"]["scrape_interval"] == "5s"  # the monitor's sampling interval
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_lag_dashboard():
+    import json
+
+    from pipeline.lag.metrics import METRICS
+
+    grafana = load()["services"]["grafana"]
+    assert "127.0.0.1:3000:3000" in grafana["ports"]
+    provisioning = _mounted(grafana, "/etc/grafana/provisioning")
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert (source["type"], source["url"], source["uid"]) == (
+        "prometheus",
+        "http://prometheus:9090",
+        "prometheus",
+    )
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "taskstream.yml").read_text())[
+        "providers"
+    ]
+    dashboards = _mounted(grafana, provider["options"]["path"])
+    dashboard = json.loads((dashboards / "taskstream-lag.json").read_text())
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{provider['options']['path']}/taskstream-lag.json"
+    # Every query names metrics the monitor serves, from the provisioned data source.
+    queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    queries += [v["query"]["query"] for v in dashboard["templating"]["list"]]
+    named = {m for q in queries for m in re.findall(r"\b(kafka_\w+|taskstream_\w+)", q)}
+    assert named and named <= set(METRICS)
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {source["uid"]}

@@ -21,7 +21,7 @@ ALLOWED = {
     "service": {"core"},
     "postgres": {"core", "service"},  # implements the service's repository protocol
     "lag": {"core", "kafka", "postgres"},
-    "workers": {"core", "kafka", "postgres", "elasticsearch"},
+    "workers": {"core", "kafka", "postgres", "elasticsearch", "lag"},  # the monitor reads lag
     "replay": {"core", "kafka", "postgres", "elasticsearch", "workers"},
 }
 DRIVERS = {"psycopg", "psycopg_pool", "confluent_kafka", "elasticsearch", "elastic_transport"}
