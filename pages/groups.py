@@ -16,7 +16,7 @@ from pipeline.core.settings import Settings
 from pipeline.lag.doctor import DEFAULT_WINDOW, GroupDiagnosis
 from pipeline.lag.history import LagHistory, MemoryLagHistory
 from pipeline.lag.membership import Membership
-from pipeline.lag.reader import GroupLag, LagSnapshot, cluster_lag, message_times
+from pipeline.lag.reader import LagSnapshot, cluster_lag
 from pipeline.lag.status import WatermarkSample
 from ui.banners import kafka_answers, kafka_read_failed
 from ui.charts import time_chart
@@ -54,7 +54,6 @@ CHART_SPANS = {
 # How far back end offsets are read for lag in seconds (older lag shows as unknown).
 END_HISTORY = timedelta(hours=1)
 # Messages whose timestamps were read (the exact age of a group's next message), per session.
-MESSAGE_TIMES_KEPT = 1000
 
 
 def history_or_warning(topic: str) -> LagHistory | MemoryLagHistory | None:
@@ -193,10 +192,10 @@ def groups_panel(
     if group is not None:
         diagnosis = diagnoses.get(group.group)
         if diagnosis is not None and group.group in inputs:
-            # The chosen group only: the exact age of each lagging partition's next message.
+            # The exact age of each lagging partition's next message would need a consumer in
+            # this long-lived process for every look: left to `lag --message-age` (issue 16).
             recorded, observed = inputs[group.group]
-            times = next_message_times(config, topic, group)
-            diagnosis = group_diagnosis(group, recorded, end_history, observed, snapshot, times)
+            diagnosis = group_diagnosis(group, recorded, end_history, observed, snapshot, {})
         group_detail(
             config, topic, snapshot, group.group, history, end_history, span_label, diagnosis
         )
@@ -212,30 +211,6 @@ def groups_panel(
         "(the search box filters by group or topic name).",
     ):
         cluster_panel(admin, search)
-
-
-def next_message_times(config: Settings, topic: str, group: GroupLag) -> dict[int, datetime]:
-    """When the message at each lagging partition's committed offset was written, read from
-    Kafka (one message a partition) only for offsets not read before in this session."""
-    kept: dict[tuple[str, int, int], datetime | None] = st.session_state.setdefault(
-        "message_times", {}
-    )
-    wanted = {
-        (p.partition, p.committed)
-        for p in group.partitions
-        if p.lag and p.committed is not None and not p.committed_below_start
-    }
-    missing = [(p, o) for p, o in sorted(wanted) if (topic, p, o) not in kept]
-    if missing:
-        try:
-            found = message_times(config, topic, missing, timeout=1.0)
-        except Exception:  # the ages are a bonus: the interpolated lag in time still shows
-            found = {}
-        if len(kept) > MESSAGE_TIMES_KEPT:
-            kept.clear()
-        # Nothing found is kept too (a transaction marker at the end): not asked again.
-        kept.update({(topic, p, o): found.get((p, o)) for p, o in missing})
-    return {p: kept[(topic, p, o)] for p, o in wanted if kept.get((topic, p, o)) is not None}
 
 
 def cluster_panel(admin: Any, search: str) -> None:

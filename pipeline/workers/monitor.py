@@ -58,6 +58,7 @@ from pipeline.lag.metrics import CONTENT_TYPE, LagCollector, LagMetrics, Metrics
 from pipeline.lag.reader import ClusterLagSnapshot, GroupLag, LagReader, cluster_lag
 from pipeline.lag.status import LagSample
 from pipeline.postgres.pool import postgres_pool
+from pipeline.workers.outage import Outage, one_line
 
 __all__ = ["Monitor", "MonitorPortInUse", "run_monitor", "serve_metrics"]
 
@@ -180,45 +181,6 @@ def doctor_catchup() -> Callable[[GroupLag, Sequence[LagSample], datetime], floa
     return catchup
 
 
-# -- outages -----------------------------------------------------------------------------------
-
-
-class _Outage:
-    """One warning when a service starts failing, one line when it works again."""
-
-    def __init__(self, service: str, note: str) -> None:
-        self._service = service
-        self._note = note
-        self._since: float | None = None
-        self._failures = 0
-
-    @property
-    def active(self) -> bool:
-        return self._since is not None
-
-    def failed(self, exc: BaseException) -> None:
-        self._failures += 1
-        if self._since is None:
-            self._since = clock.monotonic()
-            _log.warning("%s unavailable: %s; %s", self._service, _one_line(exc), self._note)
-
-    def recovered(self) -> None:
-        if self._since is not None:
-            _log.info(
-                "%s reachable again after %.1fs (%d failed attempts)",
-                self._service,
-                clock.monotonic() - self._since,
-                self._failures,
-            )
-            self._since = None
-            self._failures = 0
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())[:300]
-
-
 # -- the monitor -------------------------------------------------------------------------------
 
 
@@ -260,11 +222,13 @@ class Monitor:
         self._new_sample = threading.Condition()
         self._pending: MetricsSnapshot | None = None
         self._wake_sender = threading.Event()
-        self._kafka = _Outage("Kafka", "metrics say taskstream_monitor_up 0; retrying every sample")
-        self._postgres = _Outage(
-            "PostgreSQL", "metrics go on; history and alerts resume when it answers"
+        self._kafka = Outage(
+            "Kafka", _log, "metrics say taskstream_monitor_up 0; retrying every sample"
         )
-        self._webhooks = _Outage("PostgreSQL (alert deliveries)", "retrying")
+        self._postgres = Outage(
+            "PostgreSQL", _log, "metrics go on; history and alerts resume when it answers"
+        )
+        self._webhooks = Outage("PostgreSQL (alert deliveries)", _log, "retrying")
         self._history: LagHistory | None = None
         self._alerts: AlertStore | None = None
         self._last_prune: float | None = None
@@ -328,7 +292,7 @@ class Monitor:
         try:
             snapshot = self.sample_once()
         except Exception as exc:  # KafkaException, timeouts, an unexpected answer: keep going
-            self.last_error = _one_line(exc)
+            self.last_error = one_line(exc)
             self.collector.down()
             self._kafka.failed(exc)
             return None

@@ -47,6 +47,7 @@ from pipeline.kafka.clients import kafka_admin
 from pipeline.kafka.publisher import Delivery, KafkaPublisher, OutgoingMessage
 from pipeline.postgres.pool import postgres_pool
 from pipeline.postgres.store import OutboxRow, OutboxStore, migrate
+from pipeline.workers.outage import Outage, one_line
 
 __all__ = ["BatchResult", "OutboxRelay", "Publisher", "Settlement", "run_relay", "settle"]
 
@@ -120,36 +121,6 @@ class BatchResult:
     error: str | None = None
 
 
-class _Outage:
-    """Logs one warning when a service starts failing and one line when it works again."""
-
-    def __init__(self, service: str) -> None:
-        self._service = service
-        self._since: float | None = None
-        self._failures = 0
-
-    @property
-    def active(self) -> bool:
-        return self._since is not None
-
-    def failed(self, detail: str, retry_note: str) -> None:
-        self._failures += 1
-        if self._since is None:
-            self._since = clock.monotonic()
-            _log.warning("%s unavailable: %s; %s", self._service, detail, retry_note)
-
-    def recovered(self) -> None:
-        if self._since is not None:
-            _log.info(
-                "%s reachable again after %.1fs (%d failed attempts)",
-                self._service,
-                clock.monotonic() - self._since,
-                self._failures,
-            )
-            self._since = None
-            self._failures = 0
-
-
 class OutboxRelay:
     """Moves outbox rows to Kafka until stopped; see the module docstring for the guarantees.
 
@@ -193,8 +164,8 @@ class OutboxRelay:
         self._admin_timeout = admin_timeout
         self._stop = threading.Event()
         self._topics_ready = False
-        self._kafka = _Outage("Kafka")
-        self._postgres = _Outage("PostgreSQL")
+        self._kafka = Outage("Kafka", _log)
+        self._postgres = Outage("PostgreSQL", _log)
         self.published_total = 0
         # Rounds that failed for an unavailable service; an outage logs once however many.
         self.failed_attempts = 0
@@ -293,7 +264,7 @@ class OutboxRelay:
             result = self.publish_batch()
         except (psycopg.OperationalError, PoolTimeout) as exc:
             self.failed_attempts += 1
-            self._postgres.failed(_one_line(exc), self._retry_note())
+            self._postgres.failed(one_line(exc), self._retry_note())
             self._pause(self._backoff.next_delay())
             return
         self._postgres.recovered()
@@ -345,7 +316,7 @@ class OutboxRelay:
                     "pruning the outbox failed (%s: %s); publishing goes on, pruning is tried "
                     "again every %.0fs",
                     type(exc).__name__,
-                    _one_line(exc),
+                    one_line(exc),
                     self._prune_interval,
                 )
                 self._pruning_failed = True
@@ -387,7 +358,7 @@ class OutboxRelay:
                 self.ensure_topics()
             except (KafkaException, TimeoutError) as exc:  # refused, or no answer in time
                 self.failed_attempts += 1
-                self._kafka.failed(f"cannot create topics ({_one_line(exc)})", self._retry_note())
+                self._kafka.failed(f"cannot create topics ({one_line(exc)})", self._retry_note())
                 self._pause(self._backoff.next_delay())
         if self._topics_ready:
             self._kafka.recovered()
@@ -474,8 +445,3 @@ def replication_note(live_brokers: Iterable[int], partitions: Iterable[Any]) -> 
             "min.insync.replicas of them)"
         )
     return "; " + "; ".join(notes) if notes else ""
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())[:300]

@@ -705,7 +705,7 @@ def stubbed_lag(monkeypatch):
 def test_lag_json_gains_rates_catchup_and_diagnosis(stubbed_lag, capsys):
     from pipeline.cli import main
 
-    assert main(["lag", "--json", "--no-history", "--window", "0.01"]) == 0
+    assert main(["lag", "--json", "--no-history", "--window", "0.01", "--message-age"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert len(stubbed_lag) == 2  # sampled twice
     assert document["rates_from"] == "samples"
@@ -736,7 +736,7 @@ def test_lag_window_zero_takes_one_snapshot_and_gives_no_rates(stubbed_lag, caps
 def test_lag_text_has_a_line_of_rates_and_the_findings(stubbed_lag, capsys):
     from pipeline.cli import main
 
-    assert main(["lag", "--no-history", "--window", "0.01"]) == 0
+    assert main(["lag", "--no-history", "--window", "0.01", "--message-age"]) == 0
     out = capsys.readouterr().out
     assert "topic t  (rates between two snapshots 0.01 s apart; --no-history)" in out
     assert "group g  state Stable  members 1  total lag 190" in out
