@@ -40,7 +40,8 @@ chromium:
 test: up chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not broker_faults"
+	$(PY) -m pytest -m broker_faults
 
 ## bench: throughput, lag-snapshot and replay-rate benchmarks against the running services (on demand)
 bench: up

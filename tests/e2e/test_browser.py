@@ -270,6 +270,7 @@ def test_a_chosen_group_shows_its_partitions_and_lag_chart(page: Page, app: Runn
     screenshot(page, FLOW_DIR / "group-detail.png")
 
 
+@pytest.mark.broker_faults
 def test_a_broker_stopped_shows_on_the_topic_page_until_it_returns(
     page: Page, app: RunningApp, admin: AdminClient
 ) -> None:

@@ -40,7 +40,9 @@ from testkit.processes import ROOT, Worker, app_names, log_tail, run_pipeline, s
 from testkit.waiting import WaitTimeout, wait_for
 from ui.resources import clear_caches
 
-pytestmark = pytest.mark.slow
+# In a pytest process of their own (see the Makefile): a client that lived through a broker
+# restart has crashed its process later inside librdkafka 2.16, so no other test shares one.
+pytestmark = [pytest.mark.slow, pytest.mark.broker_faults]
 
 RELAY_LOGGER = "taskstream.relay"
 # Long enough for a broker to stop or start and its replicas to catch up on this machine.
