@@ -25,6 +25,7 @@ from pipeline.elasticsearch.client import elasticsearch_client
 from pipeline.kafka.clients import kafka_admin
 from pipeline.postgres.pool import postgres_pool
 from pipeline.postgres.store import migrate
+from testkit.waiting import wait_for
 from ui.resources import clear_caches
 
 START_HINT = "start the services with `python -m devstack up` (or `make up`)"
@@ -96,6 +97,14 @@ def topic(admin: AdminClient, unique: str) -> Iterator[str]:
     name = f"test-{unique}"
     futures = admin.create_topics([NewTopic(name, num_partitions=6, replication_factor=1)])
     futures[name].result(timeout=30)
+
+    # On several brokers, the one a metadata request reaches may learn of the topic a moment
+    # after the controller said it exists: wait until it is listed with a leader everywhere.
+    def listed() -> bool:
+        partitions = admin.list_topics(name, timeout=5).topics[name].partitions
+        return len(partitions) == 6 and all(p.leader >= 0 for p in partitions.values())
+
+    wait_for(listed, f"topic {name} in the metadata", timeout=30, interval=0.1)
     yield name
     admin.delete_topics([name])[name].result(timeout=30)
 
