@@ -15,7 +15,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 from psycopg import sql
 from psycopg_pool import ConnectionPool
@@ -25,7 +25,7 @@ from pipeline.elasticsearch.client import elasticsearch_client
 from pipeline.kafka.clients import kafka_admin
 from pipeline.postgres.pool import postgres_pool
 from pipeline.postgres.store import migrate
-from testkit.waiting import wait_for
+from testkit.topics import create_topic
 from ui.resources import clear_caches
 
 START_HINT = "start the services with `python -m devstack up` (or `make up`)"
@@ -95,16 +95,7 @@ def unique(request: pytest.FixtureRequest) -> str:
 def topic(admin: AdminClient, unique: str) -> Iterator[str]:
     """A fresh 6-partition topic, deleted afterwards."""
     name = f"test-{unique}"
-    futures = admin.create_topics([NewTopic(name, num_partitions=6, replication_factor=1)])
-    futures[name].result(timeout=30)
-
-    # On several brokers, the one a metadata request reaches may learn of the topic a moment
-    # after the controller said it exists: wait until it is listed with a leader everywhere.
-    def listed() -> bool:
-        partitions = admin.list_topics(name, timeout=5).topics[name].partitions
-        return len(partitions) == 6 and all(p.leader >= 0 for p in partitions.values())
-
-    wait_for(listed, f"topic {name} in the metadata", timeout=30, interval=0.1)
+    create_topic(admin, name, 6, replication_factor=1)
     yield name
     admin.delete_topics([name])[name].result(timeout=30)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 from psycopg import sql
@@ -35,6 +35,7 @@ from testkit.processes import (
     log_tail,
     start_worker,
 )
+from testkit.topics import create_topic
 from testkit.waiting import wait_until
 
 __all__ = ["ARTIFACTS", "ROOT", "VIEWPORT", "RunningApp"]
@@ -102,9 +103,7 @@ def app(
     logs = ARTIFACTS / "logs"
 
     pg.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    admin.create_topics([NewTopic(name, num_partitions=own.kafka_topic_partitions)])[name].result(
-        timeout=30
-    )
+    create_topic(admin, name, own.kafka_topic_partitions)
     workers: list[Worker] = []
     try:
         # Tasks first, so the Topic, Consumer groups and Search pages have something to show.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from pipeline.core import clock
 from pipeline.core.events import dumps
@@ -34,6 +34,7 @@ from pipeline.lag.reader import (
 )
 from pipeline.lag.status import LagSample, WatermarkSample
 from pipeline.postgres.pool import postgres_pool
+from testkit.topics import create_topic
 from testkit.waiting import wait_for
 from tests.kafka_data import produce_keyed
 
@@ -99,7 +100,7 @@ def assert_matches_kafka_cli(group: GroupLag, topic: str) -> dict:
 @pytest.fixture
 def other_topic(admin: AdminClient, unique: str) -> Iterator[str]:
     name = f"test-other-{unique}"
-    admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])[name].result(30)
+    create_topic(admin, name, 2, replication_factor=1)
     yield name
     admin.delete_topics([name])[name].result(timeout=30)
 

@@ -34,6 +34,7 @@ from pipeline.lag.reader import (
 )
 from pipeline.postgres.pool import postgres_pool
 from testkit.processes import free_port
+from testkit.topics import create_topic
 from tests.kafka_data import make_lagging_group
 from ui.lag_panel import NO_COMMIT
 from ui.resources import clear_caches
@@ -344,12 +345,11 @@ def test_kafka_down_shows_a_banner_not_a_traceback(monkeypatch, app_env):
 
 def test_any_topic_chosen_in_the_sidebar_shows_its_groups(settings, admin, unique, forget):
     """A topic that is not ours, holding values that are not our JSON, and a group reading it."""
-    from confluent_kafka.admin import NewTopic
 
     from pipeline.kafka.clients import kafka_producer
 
     foreign, reader = f"{unique}-foreign", f"{unique}-foreign-reader"
-    admin.create_topics([NewTopic(foreign, 3, 1)])[foreign].result(30)
+    create_topic(admin, foreign, 3, 1)
     forget.append(reader)
     try:
         producer = kafka_producer(settings)

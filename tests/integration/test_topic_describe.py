@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from pipeline import cli as pipeline_cli
 from pipeline.core.settings import Settings
@@ -28,6 +28,7 @@ from pipeline.kafka.quorum import (
 )
 from pipeline.kafka.topics import BrokerInfo, PartitionOverview, TopicOverview
 from testkit.processes import run_pipeline
+from testkit.topics import create_topic
 from tests.kafka_data import produce_keyed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +99,7 @@ def described(settings: Settings, admin: AdminClient) -> Iterator[Described]:
     topic = f"test-topic-describe-{uuid.uuid4().hex[:8]}"
     brokers = len(admin.list_topics(timeout=10).brokers)
     factor = min(3, brokers)
-    admin.create_topics([NewTopic(topic, PARTITIONS, factor)])[topic].result(timeout=30)
+    create_topic(admin, topic, PARTITIONS, factor)
     try:
         landed = produce_keyed(settings, topic, MESSAGES, prefix="describe")
         result = run_pipeline("topic", "describe", "--topic", topic, "--json")
