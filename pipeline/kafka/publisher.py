@@ -9,10 +9,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from pipeline.core import clock
 from pipeline.core.settings import Settings
 from pipeline.kafka.clients import kafka_producer
 
-__all__ = ["Delivery", "KafkaPublisher", "OutgoingMessage"]
+__all__ = ["Delivered", "Delivery", "InFlight", "KafkaPublisher", "OutgoingMessage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,55 @@ class Delivery:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+class Delivered:
+    """Reports already known (a publisher that answers at once, or a batch that failed to send)."""
+
+    def __init__(self, deliveries: Sequence[Delivery]) -> None:
+        self._deliveries = list(deliveries)
+
+    def wait(self) -> list[Delivery]:
+        return self._deliveries
+
+
+class InFlight:
+    """A batch handed to the producer whose delivery reports are still coming in.
+
+    `wait()` serves the producer's callbacks until every report of this batch has arrived (or the
+    delivery timeout, three times over, has passed: a message with no report by then counts as
+    failed) and returns them in the batch's order. Other batches' reports served meanwhile land
+    in their own InFlight.
+    """
+
+    def __init__(self, producer: Producer, size: int, timeout: float) -> None:
+        self._producer = producer
+        self._reports: list[Delivery | None] = [None] * size
+        self._outstanding = size
+        self._timeout = timeout
+
+    def callback(self, index: int) -> Callable[[KafkaError | None, Message], None]:
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                self._reports[index] = Delivery(message.partition(), message.offset())
+            else:
+                self._reports[index] = Delivery(error=error.str())
+            self._outstanding -= 1
+
+        return on_delivery
+
+    @property
+    def done(self) -> bool:
+        return self._outstanding <= 0
+
+    def wait(self) -> list[Delivery]:
+        deadline = clock.monotonic() + 3 * self._timeout
+        while self._outstanding > 0:
+            left = deadline - clock.monotonic()
+            if left <= 0:
+                break
+            self._producer.poll(min(left, 0.1))  # returns as soon as a report is served
+        return [r if r is not None else Delivery(error="no delivery report") for r in self._reports]
 
 
 class KafkaPublisher:
@@ -64,26 +114,22 @@ class KafkaPublisher:
 
     def publish(self, topic: str, messages: Sequence[OutgoingMessage]) -> list[Delivery]:
         """Produce every message in order and return their delivery reports, in the same order."""
+        return self.send(topic, messages).wait()
+
+    def send(self, topic: str, messages: Sequence[OutgoingMessage]) -> InFlight:
+        """Produce every message in order and return at once; the reports come with `wait()`.
+
+        Batches sent one after another keep their order on each partition (the idempotent
+        producer never reorders), so a caller may send the next batch before the last's reports.
+        """
         producer = self._ensure_producer()
-        reports: list[Delivery | None] = [None] * len(messages)
-
-        def report(index: int) -> Callable[[KafkaError | None, Message], None]:
-            def on_delivery(error: KafkaError | None, message: Message) -> None:
-                if error is None:
-                    reports[index] = Delivery(message.partition(), message.offset())
-                else:
-                    reports[index] = Delivery(error=error.str())
-
-            return on_delivery
-
+        # Every message gets a report within message.timeout.ms; a few seconds more for the
+        # report to reach us.
+        batch = InFlight(producer, len(messages), self._delivery_timeout + 5.0)
         for index, message in enumerate(messages):
-            self._produce(producer, topic, message, report(index))
-        # Every message gets a report within message.timeout.ms, so one flush normally suffices;
-        # a message still queued after a few is reported failed (and may yet be delivered).
-        for _ in range(3):
-            if producer.flush(self._delivery_timeout + 5.0) == 0:
-                break
-        return [r if r is not None else Delivery(error="no delivery report") for r in reports]
+            self._produce(producer, topic, message, batch.callback(index))
+        producer.poll(0)
+        return batch
 
     def close(self) -> None:
         """Deliver what is still queued (bounded by the delivery timeout) and drop the producer."""

@@ -29,7 +29,7 @@ from psycopg_pool import ConnectionPool
 
 from pipeline.core import clock
 from pipeline.core.domain import Dates, FieldError, Priority, Task, ValidationError
-from pipeline.core.events import TaskEvent, encode_event
+from pipeline.core.events import TaskEvent, encode_event, loads
 from pipeline.service.tasks import PublishStatus
 
 __all__ = [
@@ -448,15 +448,9 @@ class OutboxStore:
         unpublished and is claimed again later.
         """
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            claimed = [
-                _outbox_row(row)
-                for row in cur.execute(
-                    "SELECT id, event_id, aggregate_id, type, payload, headers, occurred_at,"
-                    " attempts FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT %s"
-                    " FOR UPDATE SKIP LOCKED",
-                    (limit,),
-                ).fetchall()
-            ]
+            cur.execute(_CLAIM_SETTINGS)
+            claimed = [_outbox_row(row) for row in cur.execute(_CLAIM, (limit,)).fetchall()]
+            cur.execute("SET LOCAL enable_sort = on")
             rows, deferred = _in_task_order(cur, claimed)
             yield OutboxBatch(cur, rows, deferred)
 
@@ -502,6 +496,22 @@ class OutboxStore:
             return _publish_status(conn, event_id)
 
 
+# The claim reads the oldest unpublished rows through the partial index outbox_unpublished, which
+# is already in id order. After a burst of writes the table's statistics still say "few
+# unpublished rows", and the planner then prefers a bitmap scan that sorts every unpublished row
+# to return the first `limit`: 8 ms for 5,000 rows, 80 ms for 50,000, each claim. The index plan
+# costs under a millisecond at any size, so the claim forbids the sort.
+# The claim's transaction also commits asynchronously: if PostgreSQL itself crashes in the next
+# few hundred milliseconds, the latest marks are lost and those rows are published again, which
+# at-least-once delivery already allows (nothing else is written in this transaction). In
+# exchange the relay does not wait for a WAL flush per batch.
+_CLAIM_SETTINGS = "SET LOCAL enable_sort = off; SET LOCAL synchronous_commit = off"
+# Headers come as text and are parsed with orjson: half the time of psycopg's jsonb loader.
+_CLAIM = (
+    "SELECT id, event_id, aggregate_id, type, payload, headers::text, occurred_at, attempts"
+    " FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+
 _PRUNE = (
     "DELETE FROM outbox WHERE id IN ("
     " SELECT id FROM outbox WHERE published_at < %s ORDER BY published_at LIMIT %s"
@@ -517,7 +527,7 @@ def _outbox_row(row: Sequence[Any]) -> OutboxRow:
         aggregate_id=aggregate_id,
         type=event_type,
         payload=bytes(payload),
-        headers=[(name, value.encode()) for name, value in headers],
+        headers=[(name, value.encode()) for name, value in loads(headers)],
         occurred_at=occurred_at,
         attempts=attempts,
     )

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
@@ -44,18 +46,28 @@ from pipeline.core.backoff import Backoff
 from pipeline.core.settings import Settings
 from pipeline.kafka.admin import ensure_topics
 from pipeline.kafka.clients import kafka_admin
-from pipeline.kafka.publisher import Delivery, KafkaPublisher, OutgoingMessage
+from pipeline.kafka.publisher import Delivered, Delivery, KafkaPublisher, OutgoingMessage
 from pipeline.postgres.pool import postgres_pool
-from pipeline.postgres.store import OutboxRow, OutboxStore, migrate
+from pipeline.postgres.store import OutboxBatch, OutboxRow, OutboxStore, migrate
 from pipeline.workers.outage import Outage, one_line
 
-__all__ = ["BatchResult", "OutboxRelay", "Publisher", "Settlement", "run_relay", "settle"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "BatchResult",
+    "OutboxRelay",
+    "Publisher",
+    "Sent",
+    "Settlement",
+    "run_relay",
+    "settle",
+]
 
 _log = logging.getLogger("taskstream.relay")
 # librdkafka's own lines for the relay's clients. Connection failures ("FAIL") are dropped there:
 # the relay reports an outage itself, once, instead of once per reconnect attempt.
 _client_log = logging.getLogger("taskstream.kafka.relay")
 
+DEFAULT_BATCH_SIZE = 500  # rows per claim
 HELD_BACK = "not marked published: an earlier event of the same task failed in this batch"
 
 
@@ -68,10 +80,20 @@ class _DropConnectionFailures(logging.Filter):
 _client_log.addFilter(_DropConnectionFailures())
 
 
-class Publisher(Protocol):
-    """Produces messages and reports each delivery (pipeline.kafka.KafkaPublisher)."""
+class Sent(Protocol):
+    """A batch handed to a publisher; `wait()` returns its delivery reports in order."""
 
-    def publish(self, topic: str, messages: Sequence[OutgoingMessage]) -> list[Delivery]: ...
+    def wait(self) -> list[Delivery]: ...
+
+
+class Publisher(Protocol):
+    """Produces messages and reports each delivery (pipeline.kafka.KafkaPublisher).
+
+    `send` returns at once with the batch in flight; a batch sent after another keeps its order
+    on each partition.
+    """
+
+    def send(self, topic: str, messages: Sequence[OutgoingMessage]) -> Sent: ...
 
     def close(self) -> None: ...
 
@@ -110,6 +132,28 @@ def settle(rows: Sequence[OutboxRow], deliveries: Sequence[Delivery]) -> Settlem
     return Settlement(confirmed, failed, held_back, error)
 
 
+@dataclass(slots=True)
+class _Flight:
+    """A claimed batch whose transaction stays open (in `scope`) until its reports are settled."""
+
+    scope: ExitStack
+    batch: OutboxBatch
+    sent: Sent | None  # None when the claim found nothing to publish now
+
+    @property
+    def rows(self) -> list[OutboxRow]:
+        return self.batch.rows
+
+    def abandon(self) -> None:
+        """Roll the claim back: every row stays unpublished and is claimed again later. On a
+        broken connection there is nothing to roll back (PostgreSQL ends the transaction)."""
+        abandoned = RuntimeError("batch abandoned")
+        try:
+            self.scope.__exit__(RuntimeError, abandoned, None)
+        except (psycopg.Error, PoolTimeout) as exc:
+            _log.debug("rolling back an abandoned batch: %s", one_line(exc))
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     """One round: rows claimed, published, left unpublished, and deferred to another relay."""
@@ -136,7 +180,7 @@ class OutboxRelay:
         *,
         publisher: Publisher | None = None,
         admin: AdminClient | None = None,
-        batch_size: int = 500,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         delivery_timeout: float = 30.0,
         idle_wait: float = 0.2,
         backoff: Backoff | None = None,
@@ -163,10 +207,13 @@ class OutboxRelay:
         self._progress_interval = progress_interval
         self._admin_timeout = admin_timeout
         self._stop = threading.Event()
+        self._in_flight: _Flight | None = None
         self._topics_ready = False
         self._kafka = Outage("Kafka", _log)
         self._postgres = Outage("PostgreSQL", _log)
         self.published_total = 0
+        # Batches sent while the one before was still awaiting its reports (see run()).
+        self.overlapped = 0
         # Rounds that failed for an unavailable service; an outage logs once however many.
         self.failed_attempts = 0
         self._window_start = clock.monotonic()
@@ -212,21 +259,47 @@ class OutboxRelay:
 
     def publish_batch(self) -> BatchResult:
         """Claim, produce and settle one batch in one PostgreSQL transaction."""
-        with self._store.claim_batch(self._batch_size) as batch:
-            rows = batch.rows
-            deferred = len(batch.deferred)
-            if not rows:
-                return BatchResult(deferred, 0, 0, deferred)
-            messages = [OutgoingMessage(row.key, row.payload, row.headers) for row in rows]
-            try:
-                deliveries = self._publisher.publish(self.topic, messages)
-            except KafkaException as exc:
-                deliveries = [Delivery(error=str(exc))] * len(rows)
-            outcome = settle(rows, deliveries)
-            batch.mark_published(outcome.confirmed)
-            if outcome.failed:
-                batch.record_failure(outcome.failed, outcome.error or "delivery failed")
-            batch.record_failure(outcome.held_back, HELD_BACK)
+        return self._settle(self._claim_and_send())
+
+    def _claim_and_send(self) -> _Flight:
+        """Claim a batch (its transaction stays open) and hand its rows to the producer."""
+        scope = ExitStack()
+        try:
+            batch = scope.enter_context(self._store.claim_batch(self._batch_size))
+            sent: Sent | None = None
+            if batch.rows:
+                messages = [
+                    OutgoingMessage(row.key, row.payload, row.headers) for row in batch.rows
+                ]
+                try:
+                    sent = self._publisher.send(self.topic, messages)
+                except KafkaException as exc:
+                    sent = Delivered([Delivery(error=str(exc))] * len(batch.rows))
+        except BaseException:
+            scope.__exit__(*sys.exc_info())  # rolls the claim back
+            raise
+        return _Flight(scope, batch, sent)
+
+    def _settle(self, flight: _Flight) -> BatchResult:
+        """Wait for the batch's reports, mark what Kafka confirmed, and commit the claim."""
+        rows, deferred = flight.rows, len(flight.batch.deferred)
+        try:
+            if flight.sent is None:
+                outcome = Settlement([], [], [], None)
+            else:
+                try:
+                    deliveries = flight.sent.wait()
+                except KafkaException as exc:
+                    deliveries = [Delivery(error=str(exc))] * len(rows)
+                outcome = settle(rows, deliveries)
+                flight.batch.mark_published(outcome.confirmed)
+                if outcome.failed:
+                    flight.batch.record_failure(outcome.failed, outcome.error or "delivery failed")
+                flight.batch.record_failure(outcome.held_back, HELD_BACK)
+        except BaseException:
+            flight.scope.__exit__(*sys.exc_info())  # rolls the claim back
+            raise
+        flight.scope.close()  # commits
         published = len(outcome.confirmed)
         self.published_total += published
         self._window_published += published
@@ -239,7 +312,13 @@ class OutboxRelay:
         )
 
     def run(self, *, handle_signals: bool = True) -> None:
-        """Publish until stopped. With `handle_signals` (main thread only), SIGINT/SIGTERM stop it."""
+        """Publish until stopped. With `handle_signals` (main thread only), SIGINT/SIGTERM stop it.
+
+        Batches are pipelined two deep: the next batch is claimed and sent while the previous
+        one's delivery reports are awaited, so PostgreSQL's work and Kafka's overlap. The next
+        claim cannot take a later event of a task still in flight (its earlier row is locked and
+        unpublished, so `claim_batch` defers it), which keeps each task's order.
+        """
         previous = self._install_signal_handlers() if handle_signals else {}
         _log.info("relay started: topic %s, batch size %d", self.topic, self._batch_size)
         try:
@@ -248,7 +327,11 @@ class OutboxRelay:
                 self._round()
                 self.prune_if_due()
                 self._maybe_log_progress()
+            self._land_in_flight()
         finally:
+            if self._in_flight is not None:  # stopped by an exception: its rows stay unpublished
+                self._in_flight.abandon()
+                self._in_flight = None
             self.close()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -260,14 +343,53 @@ class OutboxRelay:
             self._publisher.close()
 
     def _round(self) -> None:
+        """Claim and send the next batch, then settle the one sent before it."""
+        previous, self._in_flight = self._in_flight, None
         try:
-            result = self.publish_batch()
+            current = self._claim_and_send()
+        except BaseException as exc:
+            if previous is not None:
+                previous.abandon()
+            if isinstance(exc, (psycopg.OperationalError, PoolTimeout)):
+                self._postgres_failed(exc)
+                return
+            raise
+        self._in_flight = current  # from here on, run() abandons it if anything goes wrong
+        if previous is not None and current.sent is not None:
+            self.overlapped += 1
+        try:
+            result = self._settle(previous) if previous is not None else None
+            if current.sent is None:
+                self._in_flight = None
+                self._settle(current)  # nothing to send: release the deferred rows at once
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            self.failed_attempts += 1
-            self._postgres.failed(one_line(exc), self._retry_note())
-            self._pause(self._backoff.next_delay())
+            if self._in_flight is not None:
+                self._in_flight.abandon()
+                self._in_flight = None
+            self._postgres_failed(exc)
             return
         self._postgres.recovered()
+        if result is not None and self._after(result):
+            return
+        if len(current.rows) < self._batch_size:
+            # Not a full batch was waiting: settle what is out, then poll again shortly.
+            self._land_in_flight()
+            self._pause(self._idle_wait)
+
+    def _land_in_flight(self) -> None:
+        """Settle the batch in flight, if any (the relay is idle or stopping)."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return
+        try:
+            result = self._settle(flight)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            self._postgres_failed(exc)
+            return
+        self._after(result)
+
+    def _after(self, result: BatchResult) -> bool:
+        """Account for a settled batch; True when it failed (and the relay has backed off)."""
         if result.unpublished:
             self.failed_attempts += 1
             client_error = getattr(self._publisher, "last_client_error", None)
@@ -280,13 +402,16 @@ class OutboxRelay:
                 detail += self._replication_note()
             self._kafka.failed(detail, self._retry_note())
             self._pause(self._backoff.next_delay())
-            return
+            return True
         if result.published:
             self._kafka.recovered()
             self._backoff.reset()
-        if result.published < self._batch_size:
-            # Nothing (or not a full batch) was waiting: poll again shortly.
-            self._pause(self._idle_wait)
+        return False
+
+    def _postgres_failed(self, exc: Exception) -> None:
+        self.failed_attempts += 1
+        self._postgres.failed(one_line(exc), self._retry_note())
+        self._pause(self._backoff.next_delay())
 
     def prune_if_due(self) -> int:
         """Delete rows published more than OUTBOX_RETENTION ago, at most every `prune_interval`
@@ -411,7 +536,8 @@ def run_relay(settings: Settings, **options: Any) -> int:
     if settings.read_only:
         _log.error("read-only mode (TASKSTREAM_READ_ONLY): the relay writes, so it does not start")
         return 2
-    pool = postgres_pool(settings, max_size=2)
+    # Two claims in flight (see OutboxRelay.run) and one for pruning and progress counts.
+    pool = postgres_pool(settings, max_size=3)
     try:
         migrate(pool)
         OutboxRelay(settings, OutboxStore(pool), **options).run()

@@ -27,7 +27,7 @@ from pipeline.core.partitioner import partition_for_key
 from pipeline.core.seed import generate_tasks
 from pipeline.core.settings import Settings
 from pipeline.kafka.clients import kafka_consumer
-from pipeline.kafka.publisher import Delivery, OutgoingMessage
+from pipeline.kafka.publisher import Delivered, Delivery, OutgoingMessage
 from pipeline.postgres.pool import postgres_pool
 from pipeline.postgres.store import OutboxStore, PostgresTaskRepository, migrate
 from pipeline.service.tasks import TaskService
@@ -183,7 +183,9 @@ def test_two_relays_publish_every_row_exactly_once_and_in_task_order(
             )
     assert store.pending_count() == 2_000
 
-    pools = [postgres_pool(settings, schema=pg_schema, max_size=2) for _ in range(2)]
+    # The relays' own loop, which keeps two batches in flight (the next claimed and sent while
+    # the last one's reports come in): order must hold across relays and across a relay's batches.
+    pools = [postgres_pool(settings, schema=pg_schema, max_size=3) for _ in range(2)]
     relays = [OutboxRelay(relay_settings, OutboxStore(p), batch_size=50) for p in pools]
     for relay in relays:
         relay.ensure_topics()
@@ -193,8 +195,7 @@ def test_two_relays_publish_every_row_exactly_once_and_in_task_order(
     def work(relay: OutboxRelay) -> None:
         try:
             start.wait()
-            while store.pending_count() > 0:
-                relay.run_once()
+            relay.run(handle_signals=False)
         except BaseException as exc:
             errors.append(exc)
 
@@ -202,9 +203,14 @@ def test_two_relays_publish_every_row_exactly_once_and_in_task_order(
     try:
         for thread in threads:
             thread.start()
+        wait_for(lambda: store.pending_count() == 0, "the relays to empty the outbox", 240)
+        for relay in relays:
+            relay.request_stop()
         for thread in threads:
-            thread.join(240)
+            thread.join(60)
     finally:
+        for relay in relays:
+            relay.request_stop()
         for relay in relays:
             relay.close()
         for p in pools:
@@ -213,6 +219,7 @@ def test_two_relays_publish_every_row_exactly_once_and_in_task_order(
     assert not any(thread.is_alive() for thread in threads)
     counts = [relay.published_total for relay in relays]
     assert sum(counts) == 2_000
+    assert all(relay.overlapped > 0 for relay in relays), "no relay ever had two batches out"
     assert min(counts) > 0, f"one relay did all the work: {counts}"
 
     messages = read_topic(relay_settings, relay_settings.kafka_topic, group)
@@ -237,20 +244,24 @@ class ScriptedPublisher:
 
     def __init__(self) -> None:
         self.fail: set[str] = set()
+        self.fail_once: set[str] = set()
         self.calls: list[list[str]] = []
+        self.confirmed: list[str] = []
         self._offset = 0
 
-    def publish(self, topic: str, messages: Sequence[OutgoingMessage]) -> list[Delivery]:
+    def send(self, topic: str, messages: Sequence[OutgoingMessage]) -> Delivered:
         event_ids = [dict(m.headers)["event_id"].decode() for m in messages]
         self.calls.append(event_ids)
         results = []
         for event_id in event_ids:
-            if event_id in self.fail:
+            if event_id in self.fail or event_id in self.fail_once:
+                self.fail_once.discard(event_id)
                 results.append(Delivery(error="Local: Message timed out"))
             else:
+                self.confirmed.append(event_id)
                 self._offset += 1
                 results.append(Delivery(partition=0, offset=self._offset))
-        return results
+        return Delivered(results)
 
     def close(self) -> None:
         pass
@@ -283,6 +294,39 @@ def test_failed_deliveries_stay_unpublished_and_a_tasks_later_events_wait(
     assert (result.claimed, result.published, result.unpublished) == (2, 2, 0)
     assert publisher.calls[-1] == [str(x.event.event_id), str(x_update.event.event_id)]
     assert store.pending_count() == 0
+
+
+def test_a_batch_sent_while_an_earlier_one_fails_never_overtakes_a_tasks_event(
+    service, store, relay_settings
+):
+    # Outbox: X, four others, X's update. With batches of 5 the relay sends X..other 3 and, while
+    # their reports are out, claims the next batch: X's update must wait, since X may fail.
+    x = service.create("X")
+    for i in range(4):
+        service.create(f"other {i}")
+    x_update = service.update(x.task.id, is_done=True)
+    publisher = ScriptedPublisher()
+    publisher.fail_once = {str(x.event.event_id)}
+    relay = OutboxRelay(
+        relay_settings, store, publisher=publisher, batch_size=5,
+        backoff=Backoff(initial=0.01, maximum=0.05), idle_wait=0.01,
+    )  # fmt: skip
+    relay._topics_ready = True  # the publisher stands in for Kafka
+    thread = threading.Thread(target=relay.run, kwargs={"handle_signals": False})
+    thread.start()
+    try:
+        wait_for(lambda: store.pending_count() == 0, "the outbox to empty", 60)
+    finally:
+        relay.request_stop()
+        thread.join(30)
+
+    create, update = str(x.event.event_id), str(x_update.event.event_id)
+    assert publisher.calls[0][0] == create and update not in publisher.calls[0]
+    # X's update is first sent in the call that sends X again (they are claimed together).
+    first_sent = next(call for call in publisher.calls if update in call)
+    assert first_sent.index(create) < first_sent.index(update), publisher.calls
+    assert publisher.confirmed.index(create) < publisher.confirmed.index(update)
+    assert relay.published_total == 6
 
 
 def test_sigterm_stops_the_relay_after_its_batch_and_restores_the_handler(

@@ -49,7 +49,7 @@ class FakeStore:
 
 
 class NoPublisher:
-    def publish(self, topic, messages):  # pragma: no cover - these tests never publish
+    def send(self, topic, messages):  # pragma: no cover - these tests never publish
         raise AssertionError("not expected")
 
     def close(self) -> None:
