@@ -1,5 +1,6 @@
 """Consumer groups: every group reading the topic, its lag and status, and one group in detail,
-with the reset of its committed offsets (a preview first, applied on confirmation).
+with the reset of its committed offsets (a preview first, applied on confirmation); then the
+alert rules the monitor evaluates, their state and history, and the forms that add and delete one.
 
 Each function gets what it needs as arguments: the settings, the topic, the inputs, the snapshot.
 """
@@ -11,6 +12,7 @@ from typing import Any
 
 import streamlit as st
 
+from pipeline.core import clock
 from pipeline.core.failures import describe_failure, first_line
 from pipeline.core.settings import Settings
 from pipeline.lag.doctor import DEFAULT_WINDOW, GroupDiagnosis
@@ -18,6 +20,8 @@ from pipeline.lag.history import LagHistory, MemoryLagHistory
 from pipeline.lag.membership import Membership
 from pipeline.lag.reader import LagSnapshot, cluster_lag
 from pipeline.lag.status import WatermarkSample
+from ui.alert_rules import alert_rules, alert_rules_status
+from ui.alerts_panel import sampling_note
 from ui.banners import kafka_answers, kafka_read_failed
 from ui.charts import time_chart
 from ui.lag_panel import (
@@ -39,7 +43,7 @@ from ui.lag_panel import (
     partition_rows,
     why_it_lags,
 )
-from ui.lag_resources import SAMPLE_INTERVAL, lag_history, lag_reader, lag_sampler
+from ui.lag_resources import SAMPLE_INTERVAL, alert_store, lag_history, lag_reader, lag_sampler
 from ui.offset_reset import offset_reset
 from ui.resources import admin, settings
 from ui.sidebar import selected_topic
@@ -53,7 +57,6 @@ CHART_SPANS = {
 }
 # How far back end offsets are read for lag in seconds (older lag shows as unknown).
 END_HISTORY = timedelta(hours=1)
-# Messages whose timestamps were read (the exact age of a group's next message), per session.
 
 
 def history_or_warning(topic: str) -> LagHistory | MemoryLagHistory | None:
@@ -68,7 +71,13 @@ def history_or_warning(topic: str) -> LagHistory | MemoryLagHistory | None:
             icon=":material/database:",
         )
         return None
-    if sampler.last_error:
+    if sampler.standing_by:
+        try:
+            monitors = [m for m in alert_store().live_monitors() if m.samples(topic)]
+        except Exception:  # gone between two questions: the sampler will say so next
+            monitors = []
+        st.caption(sampling_note(monitors, SAMPLE_INTERVAL))
+    elif sampler.last_error:
         st.caption(f":orange[Background sampler: {sampler.last_error}]")
     return history
 
@@ -108,7 +117,7 @@ def groups_panel(
     end_history = (
         history.end_offsets(topic, snapshot.taken_at - END_HISTORY) if history is not None else []
     )
-    statuses, diagnoses, inputs = {}, {}, {}
+    statuses, diagnoses = {}, {}
     for group in shown:
         recorded = (
             history.series(topic, group.group, snapshot.taken_at - STATUS_WINDOW)
@@ -122,7 +131,6 @@ def groups_panel(
             if history is not None and group.error is None
             else []
         )
-        inputs[group.group] = (recorded, observed)
         diagnoses[group.group] = group_diagnosis(group, recorded, end_history, observed, snapshot)
 
     st.subheader(f"Groups reading `{topic}`")
@@ -190,12 +198,10 @@ def groups_panel(
     )
     group = snapshot.group(chosen) if chosen else None
     if group is not None:
+        # Without the exact age of each lagging partition's next message: that would need a
+        # consumer in this long-lived process for every look, left to `lag --message-age`
+        # (issue 16), whose consumer crashed a process inside librdkafka while brokers restarted.
         diagnosis = diagnoses.get(group.group)
-        if diagnosis is not None and group.group in inputs:
-            # The exact age of each lagging partition's next message would need a consumer in
-            # this long-lived process for every look: left to `lag --message-age` (issue 16).
-            recorded, observed = inputs[group.group]
-            diagnosis = group_diagnosis(group, recorded, end_history, observed, snapshot, {})
         group_detail(
             config, topic, snapshot, group.group, history, end_history, span_label, diagnosis
         )
@@ -284,13 +290,10 @@ def group_detail(
                 "recorded end offsets (as kafka-lag-exporter does).",
             ),
             "lag seconds": None,  # machine-readable twin of "lag (time)"
-            "lag (message)": st.column_config.TextColumn(
-                "lag (message)",
-                help="The same, exactly: now minus the timestamp of the message at the "
-                "committed offset, read from Kafka. It differs from the interpolation when "
-                "writes came in bursts between samples or the producer stamped the message "
-                "before it reached the log.",
-            ),
+            # The exact age of the message at the committed offset: the page reads none (it
+            # would open a consumer per look), so the column would only show "—";
+            # `python -m pipeline lag --message-age` shows it beside the interpolation.
+            "lag (message)": None,
             "why": st.column_config.TextColumn("why", width="medium"),
         },
     )
@@ -396,6 +399,14 @@ def groups_page(config: Settings, admin: Any, topic: str) -> None:
     st.fragment(groups_panel, run_every=run_every)(
         config, admin, topic, search, span_label, run_every
     )
+    st.subheader("Alerts")
+    st.fragment(alerts_status, run_every=run_every)()
+    alert_rules(config, topic, st.session_state.get("group"))
+
+
+def alerts_status() -> None:
+    """The alert rules' states and history, refreshed with the groups."""
+    alert_rules_status(clock.utcnow())
 
 
 # The topic is chosen in the sidebar: any topic of the cluster.

@@ -26,6 +26,7 @@ __all__ = [
     "form_rule",
     "monitor_note",
     "rule_rows",
+    "sampling_note",
 ]
 
 DASH = "—"
@@ -119,6 +120,16 @@ def monitor_note(monitors: Sequence[MonitorInfo]) -> str:
         )
     where = ", ".join(m.metrics_url or m.id for m in monitors)
     return f"Evaluated every 5 s by the monitor ({where})."
+
+
+def sampling_note(monitors: Sequence[MonitorInfo], interval: float) -> str:
+    """What the page says while its background sampler stands by for a monitor."""
+    where = ", ".join(m.metrics_url or m.id for m in monitors)
+    who = f"The monitor ({where})" if where else "A monitor (`python -m pipeline monitor`)"
+    return (
+        f"{who} samples the lag history into PostgreSQL; this app's own "
+        f"sampler (every {interval:g} s) stands by, and takes over again if the monitor stops."
+    )
 
 
 def alert_cli_command(rule: AlertRule) -> str:

@@ -274,7 +274,8 @@ def partition_rows(
     diagnosis: GroupDiagnosis | None = None,
 ) -> list[dict]:
     """Per partition: committed, end, lag, lag in seconds (interpolated end-offset history,
-    newest point the snapshot) and, in words, anything a number would hide. With `diagnosis`,
+    newest point the snapshot) and, in words, anything a number would hide (a partition without
+    watermarks, e.g. no leader, shows its lag as unknown with the reason). With `diagnosis`,
     the age of the message at the committed offset where it was read, the rates, the catch-up
     and the causes found on the partition too."""
     history = _end_points(snapshot, end_history)
@@ -317,6 +318,22 @@ def partition_rows(
                     "why": "; ".join(finding_label(f) for f in found.findings),
                 }
             )
+    for u in group.unknown:  # no watermarks (no leader): lag unknown, said with the reason
+        owner = group.owner(u.partition)
+        rows.append(
+            {
+                "partition": u.partition,
+                "committed": NO_COMMIT if u.committed is None else str(u.committed),
+                "start": None,
+                "end": None,
+                "lag": DASH,
+                "lag (time)": DASH,
+                "lag seconds": None,
+                "owner": f"{owner.client_id} @ {owner.host}" if owner else DASH,
+                "note": f"lag unknown: {u.reason}",
+            }
+        )
+    rows.sort(key=lambda row: row["partition"])
     return rows
 
 

@@ -17,7 +17,7 @@ Tables (`migrate_alerts`, idempotent like `migrate_lag_history`): `alert_rules` 
 each one's state, so a restarted monitor neither fires again nor forgets a firing alert),
 `alert_events` (every firing and resolution with its webhook delivery: pending, retrying with
 backoff, delivered, or failed after `GIVE_UP_AFTER`), and `monitors` (each running monitor's
-heartbeat, for the app to tell whether one is sampling). Events of a rule are delivered in order:
+heartbeat and the topics it samples, for the app to tell whether one samples its topic). Events of a rule are delivered in order:
 a resolution waits for its firing to get through.
 
 The webhook gets a JSON object: `alert`, `group`, `topic`, `state` (firing | resolved),
@@ -32,6 +32,7 @@ import math
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -378,6 +379,8 @@ CREATE TABLE IF NOT EXISTS monitors (
     heartbeat_at timestamptz NOT NULL,
     metrics_url  text        NULL
 );
+-- The topics the monitor samples into the lag history (NULL: not said, taken as every topic).
+ALTER TABLE monitors ADD COLUMN IF NOT EXISTS topics text[] NULL;
 """
 
 
@@ -444,6 +447,12 @@ class MonitorInfo:
     started_at: datetime
     heartbeat_at: datetime
     metrics_url: str | None
+    # The topics it samples into the lag history; None: not said (taken as every topic).
+    topics: tuple[str, ...] | None = None
+
+    def samples(self, topic: str) -> bool:
+        """Whether this monitor records `topic`'s lag history."""
+        return self.topics is None or topic in self.topics
 
 
 _RULE_COLUMNS = (
@@ -498,6 +507,16 @@ class AlertStore:
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
+
+    def ready(self) -> bool:
+        """Whether the tables exist (read-only mode creates nothing: without a monitor or a
+        writable app ever run, there are no rules to read)."""
+        with self._pool.connection() as conn:
+            found = conn.execute(
+                "SELECT to_regclass('alert_rules') IS NOT NULL"
+                " AND to_regclass('monitors') IS NOT NULL"
+            ).fetchone()
+        return bool(found[0])
 
     # rules
 
@@ -705,13 +724,22 @@ class AlertStore:
 
     # monitors
 
-    def heartbeat(self, monitor_id: str, started_at: datetime, metrics_url: str | None) -> None:
+    def heartbeat(
+        self,
+        monitor_id: str,
+        started_at: datetime,
+        metrics_url: str | None,
+        topics: Iterable[str] | None = None,
+    ) -> None:
+        """Say this monitor runs, and which topics it samples (None: every topic)."""
+        listed = None if topics is None else sorted(set(topics))
         with self._pool.connection() as conn:
             conn.execute(
-                "INSERT INTO monitors (id, started_at, heartbeat_at, metrics_url)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
-                " heartbeat_at = excluded.heartbeat_at, metrics_url = excluded.metrics_url",
-                (monitor_id, started_at, clock.utcnow(), metrics_url),
+                "INSERT INTO monitors (id, started_at, heartbeat_at, metrics_url, topics)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+                " heartbeat_at = excluded.heartbeat_at, metrics_url = excluded.metrics_url,"
+                " topics = excluded.topics",
+                (monitor_id, started_at, clock.utcnow(), metrics_url, listed),
             )
 
     def leave(self, monitor_id: str) -> None:
@@ -720,15 +748,15 @@ class AlertStore:
             conn.execute("DELETE FROM monitors WHERE id = %s", (monitor_id,))
 
     def live_monitors(self, within: timedelta = timedelta(seconds=20)) -> list[MonitorInfo]:
-        """Monitors that heartbeated within `within`: the app samples lag itself only when
-        there is none (then the history would get every snapshot twice)."""
+        """Monitors that heartbeated within `within`: the app samples a topic's lag itself
+        only when none of them samples it (else the history would get every snapshot twice)."""
         with self._pool.connection() as conn:
             rows = conn.execute(
-                "SELECT id, started_at, heartbeat_at, metrics_url FROM monitors"
+                "SELECT id, started_at, heartbeat_at, metrics_url, topics FROM monitors"
                 " WHERE heartbeat_at >= %s ORDER BY heartbeat_at DESC",
                 (clock.utcnow() - within,),
             ).fetchall()
-        return [MonitorInfo(*row) for row in rows]
+        return [MonitorInfo(*row[:4], None if row[4] is None else tuple(row[4])) for row in rows]
 
 
 # -- the webhook ---------------------------------------------------------------------------------

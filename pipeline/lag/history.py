@@ -436,6 +436,13 @@ class LagSampler:
     It survives errors (Kafka or PostgreSQL down): the first failure of an outage is logged as
     a warning, the rest quietly, and the recovery once. Retention runs every `prune_every`.
     `run(stop)` is the same loop for a process of its own (a CLI command).
+
+    `should_sample` (optional) is asked before each sample: while it answers False the sampler
+    stands by (`standing_by` True): no snapshot, no record, no pruning. The app passes "no
+    monitor is live", so a running `python -m pipeline monitor` does the sampling alone and the
+    app's sampler takes over again when the monitor goes away. A `should_sample` that raises
+    counts as True: sampling when unsure costs a few rows `record(min_interval=…)` mostly skips,
+    standing by wrongly would leave a hole in the history.
     """
 
     def __init__(
@@ -449,6 +456,7 @@ class LagSampler:
         max_rows: int | None = DEFAULT_MAX_ROWS,
         prune_every: timedelta = timedelta(minutes=1),
         on_snapshot: Callable[[LagSnapshot], None] | None = None,
+        should_sample: Callable[[], bool] | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, got {interval}")
@@ -460,6 +468,8 @@ class LagSampler:
         self.max_rows = max_rows
         self.prune_every = prune_every
         self._on_snapshot = on_snapshot
+        self._should_sample = should_sample
+        self.standing_by = False  # the last step deferred to someone else (should_sample)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune: float | None = None
@@ -508,7 +518,16 @@ class LagSampler:
             stop.wait(next_at - clock.monotonic())
 
     def step(self) -> bool:
-        """One attempt that never raises: snapshot, record, prune when due. True if recorded."""
+        """One attempt that never raises: snapshot, record, prune when due. True if recorded;
+        False too when standing by (`should_sample` said no)."""
+        if not self._wants_sample():
+            if not self.standing_by:
+                _log.info("lag sampler for %s stands by: another sampler runs", self._reader.topic)
+            self.standing_by = True
+            return False
+        if self.standing_by:
+            _log.info("lag sampler for %s samples again", self._reader.topic)
+            self.standing_by = False
         try:
             snapshot = self.sample_once()
         except Exception as exc:  # anything from Kafka or PostgreSQL: keep sampling
@@ -531,6 +550,14 @@ class LagSampler:
         self.failures = 0
         self.last_error = None
         return snapshot is not None
+
+    def _wants_sample(self) -> bool:
+        if self._should_sample is None:
+            return True
+        try:
+            return bool(self._should_sample())
+        except Exception:  # unsure (PostgreSQL down?): sample; the record says what failed
+            return True
 
     def sample_once(self) -> LagSnapshot | None:
         """Snapshot and record now (errors propagate); the snapshot, or None if skipped because

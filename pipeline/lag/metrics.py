@@ -48,11 +48,13 @@ __all__ = [
     "METRICS",
     "STATUS_WINDOW",
     "EndOffsets",
+    "GroupTotals",
     "GroupValues",
     "LagCollector",
     "LagMetrics",
     "MetricsSnapshot",
     "StatusWindows",
+    "group_totals",
 ]
 
 # The Prometheus text format, as prometheus_client's own server sends it.
@@ -347,6 +349,54 @@ class LagMetrics:
         return MetricsSnapshot(self.cluster, lag, poll_ms, seconds, statuses, known_catchup)
 
 
+@dataclass(frozen=True, slots=True)
+class GroupTotals:
+    """A group's numbers over every topic it reads, as the group-level series say them.
+
+    `max_lag`: the largest lag of a partition it committed on (None: it committed nowhere);
+    `max_lag_seconds`: the largest lag in seconds, None when it is unknown on one of its topics
+    (a smaller known number would understate it) or nothing is committed; `status`: the worst
+    of its topics' statuses (None: none known).
+    """
+
+    max_lag: int | None = None
+    max_lag_seconds: float | None = None
+    status: LagStatus | None = None
+
+
+_NO_TOTALS = GroupTotals()
+
+
+def group_totals(snapshot: MetricsSnapshot) -> dict[str, GroupTotals]:
+    """Each group's `GroupTotals` across the snapshot's topics (groups Kafka did not answer for
+    left out): the one computation both writers, `render` and `LagCollector.collect`, use."""
+    max_lag: dict[str, int] = {}
+    max_seconds: dict[str, float | None] = {}
+    worst: dict[str, LagStatus] = {}
+    for topic, lag in snapshot.lag.topics.items():
+        for group in lag.groups:
+            if group.error is not None:
+                continue
+            name = group.group
+            lags = [p.lag or 0 for p in group.partitions if p.committed is not None]
+            if lags:
+                max_lag[name] = max(max_lag.get(name, 0), *lags)
+                seconds = snapshot.group_lag_seconds(topic, group)
+                known = max_seconds.get(name, 0.0)
+                max_seconds[name] = (
+                    None if seconds is None or known is None else max(known, seconds)
+                )
+            status = snapshot.statuses.get((topic, name))
+            if status is not None and (
+                name not in worst or status.status.severity > worst[name].status.severity
+            ):
+                worst[name] = status
+    return {
+        name: GroupTotals(max_lag.get(name), max_seconds.get(name), worst.get(name))
+        for name in max_lag.keys() | worst.keys()
+    }
+
+
 # -- writing the metrics ---------------------------------------------------------------------------
 
 
@@ -415,9 +465,6 @@ def _series(
             labels = {"cluster_name": cluster, "topic": topic, "partition": str(w.partition)}
             yield "kafka_partition_latest_offset", labels, w.end
             yield "kafka_partition_earliest_offset", labels, w.start
-    worst: dict[str, LagStatus] = {}
-    max_lag: dict[str, int] = {}
-    max_seconds: dict[str, float | None] = {}
     for topic in sorted(lag.topics):
         for group in lag.topics[topic].groups:
             if group.error is not None:
@@ -442,37 +489,27 @@ def _series(
                 seconds = snapshot.lag_seconds.get((topic, name, p.partition))
                 if seconds is not None:
                     yield "kafka_consumergroup_group_lag_seconds", labels, seconds
-                max_lag[name] = max(max_lag.get(name, 0), p.lag or 0)
             if group.total_lag is not None:
                 labels = {"cluster_name": cluster, "group": name, "topic": topic}
                 yield "kafka_consumergroup_group_topic_sum_lag", labels, group.total_lag
-            topic_seconds = snapshot.group_lag_seconds(topic, group)
-            if any(p.committed is not None for p in group.partitions):
-                known = max_seconds.get(name, 0.0)
-                max_seconds[name] = (
-                    None if topic_seconds is None or known is None else max(known, topic_seconds)
-                )
-            status = snapshot.statuses.get((topic, name))
-            if status is not None and (
-                name not in worst or status.status.severity > worst[name].status.severity
-            ):
-                worst[name] = status
+    totals = group_totals(snapshot)
     for overview in lag.groups:
         name = overview.group
         group_labels = {"cluster_name": cluster, "group": name}
-        if name in max_lag:
-            yield "kafka_consumergroup_group_max_lag", group_labels, max_lag[name]
-        if max_seconds.get(name) is not None:
-            yield "kafka_consumergroup_group_max_lag_seconds", group_labels, max_seconds[name]  # type: ignore[misc]
+        total = totals.get(name, _NO_TOTALS)
+        if total.max_lag is not None:
+            yield "kafka_consumergroup_group_max_lag", group_labels, total.max_lag
+        if total.max_lag_seconds is not None:
+            yield "kafka_consumergroup_group_max_lag_seconds", group_labels, total.max_lag_seconds
         if overview.total_lag is not None:
             yield "kafka_consumergroup_group_sum_lag", group_labels, overview.total_lag
-        if name in worst:
+        if total.status is not None:
             for status in Status:
                 labels = {**group_labels, "status": status.value}
                 yield (
                     "taskstream_consumergroup_status",
                     labels,
-                    1 if worst[name].status is status else 0,
+                    1 if total.status.status is status else 0,
                 )
         if name in snapshot.catchup_seconds:
             yield (
@@ -600,10 +637,6 @@ def render(snapshot: MetricsSnapshot | None, up: bool = True, cluster: str | Non
             labels = f'{{{c},partition="{w.partition}",topic="{t}"}} '
             latest.append(f"kafka_partition_latest_offset{labels}{_number(w.end)}\n")
             earliest.append(f"kafka_partition_earliest_offset{labels}{_number(w.start)}\n")
-    # The per-group numbers gather across topics first, as `_series` does.
-    worst: dict[str, LagStatus] = {}
-    max_lag: dict[str, int] = {}
-    max_seconds: dict[str, float | None] = {}
     known_seconds = snapshot.lag_seconds
     for topic in sorted(lag.topics):
         t = _escape(topic)
@@ -618,7 +651,6 @@ def render(snapshot: MetricsSnapshot | None, up: bool = True, cluster: str | Non
                 for p in m.partitions
             }
             nobody = ("", "", "")
-            top = max_lag.get(name, 0)
             for p in group.partitions:
                 committed = p.committed
                 if committed is None:
@@ -629,48 +661,34 @@ def render(snapshot: MetricsSnapshot | None, up: bool = True, cluster: str | Non
                     f'member_host="{host}",partition="{p.partition}",topic="{t}"}} '
                 )
                 offsets.append(f"kafka_consumergroup_group_offset{labels}{_number(committed)}\n")
-                value = p.lag or 0
-                lags.append(f"kafka_consumergroup_group_lag{labels}{_number(value)}\n")
+                lags.append(f"kafka_consumergroup_group_lag{labels}{_number(p.lag or 0)}\n")
                 seconds = known_seconds.get((topic, name, p.partition))
                 if seconds is not None:
                     seconds_lines.append(
                         f"kafka_consumergroup_group_lag_seconds{labels}{floatToGoString(seconds)}\n"
                     )
-                if value > top:
-                    top = value
-                max_lag[name] = top
             if group.total_lag is not None:
                 topic_sums.append(
                     f'kafka_consumergroup_group_topic_sum_lag{{{c},group="{g}",topic="{t}"}} '
                     f"{_number(group.total_lag)}\n"
                 )
-            topic_seconds = snapshot.group_lag_seconds(topic, group)
-            if any(p.committed is not None for p in group.partitions):
-                known = max_seconds.get(name, 0.0)
-                max_seconds[name] = (
-                    None if topic_seconds is None or known is None else max(known, topic_seconds)
-                )
-            status = snapshot.statuses.get((topic, name))
-            if status is not None and (
-                name not in worst or status.status.severity > worst[name].status.severity
-            ):
-                worst[name] = status
+    totals = group_totals(snapshot)
     for overview in lag.groups:
         name = overview.group
         labels = f'{{{c},group="{_escape(name)}"}}'
-        if name in max_lag:
-            families.add("kafka_consumergroup_group_max_lag", labels, max_lag[name])
-        top_seconds = max_seconds.get(name)
-        if top_seconds is not None:
-            families.add("kafka_consumergroup_group_max_lag_seconds", labels, top_seconds)
+        total = totals.get(name, _NO_TOTALS)
+        if total.max_lag is not None:
+            families.add("kafka_consumergroup_group_max_lag", labels, total.max_lag)
+        if total.max_lag_seconds is not None:
+            families.add("kafka_consumergroup_group_max_lag_seconds", labels, total.max_lag_seconds)
         if overview.total_lag is not None:
             families.add("kafka_consumergroup_group_sum_lag", labels, overview.total_lag)
-        if name in worst:
+        if total.status is not None:
             for status in Status:
                 families.add(
                     "taskstream_consumergroup_status",
                     f'{{{c},group="{_escape(name)}",status="{status.value}"}}',
-                    1 if worst[name].status is status else 0,
+                    1 if total.status.status is status else 0,
                 )
         if name in snapshot.catchup_seconds:
             families.add(

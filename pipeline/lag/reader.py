@@ -11,7 +11,12 @@ which `message_times()` reads the timestamp of the message at a committed offset
 
 Lag is never invented: a partition the group has no committed offset for has `committed` and
 `lag` None. A committed offset below the low watermark (retention deleted messages the group
-never read) counts only the messages that still exist, `end - start`, and is flagged.
+never read) counts only the messages that still exist, `end - start`, and is flagged. A partition
+whose watermarks Kafka cannot give (no leader: its broker is down and no in-sync replica took
+over) has unknown lag for every group: it is left out of `partitions` and each group's
+`partitions`, listed with the reason in the snapshot's and each group's `unknown` (and in
+`errors`), and the other partitions are read as usual; a group's `total_lag` then sums only the
+partitions whose lag is known.
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ __all__ = [
     "LagSnapshot",
     "PartitionLag",
     "PartitionWatermarks",
+    "UnknownPartition",
     "cluster_lag",
+    "known_watermarks",
     "lag_report",
     "message_times",
 ]
@@ -125,6 +132,16 @@ class GroupMember:
 
 
 @dataclass(frozen=True, slots=True)
+class UnknownPartition:
+    """A partition whose lag is unknown because Kafka could not give its watermarks (`reason`
+    says why, e.g. no leader); `committed` is the group's committed offset there, if any."""
+
+    partition: int
+    reason: str
+    committed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GroupLag:
     """One consumer group's state, members and lag on the topic.
 
@@ -141,6 +158,8 @@ class GroupLag:
     partitions: list[PartitionLag]
     type: str = "classic"
     error: str | None = None
+    # Partitions whose lag is unknown (no watermarks: no leader), left out of `partitions`.
+    unknown: list[UnknownPartition] = field(default_factory=list)
 
     @property
     def has_members(self) -> bool:
@@ -168,6 +187,8 @@ class LagSnapshot:
     groups: list[GroupLag]
     # Problems that did not stop the snapshot (e.g. a broker that did not list its groups).
     errors: list[str] = field(default_factory=list)
+    # Partitions left out of `partitions` because Kafka could not give their watermarks: why.
+    unknown: dict[int, str] = field(default_factory=dict)
 
     def group(self, name: str) -> GroupLag | None:
         """The group called `name`, if the snapshot has it."""
@@ -206,10 +227,22 @@ class LagSnapshot:
                     "assignor": g.assignor,
                     "type": g.type,
                     "error": g.error,
+                    "unknown_partitions": [
+                        {
+                            "partition": u.partition,
+                            "committed": u.committed,
+                            "lag": None,
+                            "reason": u.reason,
+                        }
+                        for u in g.unknown
+                    ],
                 }
                 for g in self.groups
             ],
             "errors": self.errors,
+            "unknown_partitions": [
+                {"partition": p, "reason": reason} for p, reason in sorted(self.unknown.items())
+            ],
         }
 
 
@@ -235,7 +268,8 @@ class LagReader:
         errors: list[str] = []
         list_future = None if groups is not None else self._list_groups_future()
         # Blocks while the group listing is in flight.
-        partitions = sorted(topic_metadata(self._admin, self.topic, self.timeout).partitions)
+        metadata = topic_metadata(self._admin, self.topic, self.timeout)
+        partitions = sorted(metadata.partitions)
         if list_future is None:
             candidates = list(dict.fromkeys(groups or ()))
         else:
@@ -244,15 +278,20 @@ class LagReader:
 
         descriptions, offsets = self._read_groups(candidates, partitions)
         taken_at = clock.utcnow()
-        watermarks = self.watermarks(partitions)
+        leaders = {p: metadata.partitions[p].leader for p in partitions}
+        watermarks, unknown = self.watermarks_or_unknown(leaders)
+        errors.extend(
+            f"partition {p}: lag unknown for every group, {reason}"
+            for p, reason in sorted(unknown.items())
+        )
 
         result = []
         for name in candidates:
             read = _GroupRead.parse(descriptions[name], offsets[name])
-            group = read.lag_on(name, self.topic, watermarks)
+            group = read.lag_on(name, self.topic, watermarks, unknown)
             if groups is not None or _relevant(group):
                 result.append(group)
-        return LagSnapshot(self.topic, taken_at, watermarks, result, errors)
+        return LagSnapshot(self.topic, taken_at, watermarks, result, errors, unknown)
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -289,6 +328,27 @@ class LagReader:
         return (
             {name: _outcome(described[name]) for name in names},
             {name: _outcome(fetching[name]) for name in names},
+        )
+
+    def watermarks_or_unknown(
+        self, leaders: dict[int, int]
+    ) -> tuple[list[PartitionWatermarks], dict[int, str]]:
+        """The watermarks of the partitions Kafka can tell (`leaders`: partition → leader
+        broker id, -1 for none), and why not for the others: a partition without a leader is
+        not asked (it would only time out), one Kafka refuses is recorded, not raised."""
+        asked = sorted(p for p, leader in leaders.items() if leader >= 0)
+        failures: dict[tuple[str, int], str] = {}
+        found = (
+            read_watermarks(
+                self._admin, [TopicPartition(self.topic, p) for p in asked], self.timeout, failures
+            )
+            if asked
+            else {}
+        )
+        return known_watermarks(
+            leaders,
+            {p: found[(t, p)] for t, p in found},
+            {p: error for (_, p), error in failures.items()},
         )
 
     def watermarks(self, partitions: Iterable[int]) -> list[PartitionWatermarks]:
@@ -355,21 +415,63 @@ class _GroupRead:
             found.update(tp.topic for tp in _assigned(member))
         return found
 
-    def lag_on(self, name: str, topic: str, watermarks: list[PartitionWatermarks]) -> GroupLag:
-        """The group's lag on one topic whose partitions have `watermarks`."""
+    def lag_on(
+        self,
+        name: str,
+        topic: str,
+        watermarks: list[PartitionWatermarks],
+        unknown: dict[int, str] | None = None,
+    ) -> GroupLag:
+        """The group's lag on one topic whose partitions have `watermarks`; `unknown`: the
+        topic's partitions without watermarks, and why."""
         members = [_member(m, topic) for m in self.members]
         error = self.error or self.topic_errors.get(topic)
+        committed = {} if error is not None else self.committed.get(topic, {})
+        missing = [
+            UnknownPartition(p, reason, committed.get(p))
+            for p, reason in sorted((unknown or {}).items())
+        ]
         if error is not None:
             parts = [PartitionLag(w.partition, None, w.start, w.end, None) for w in watermarks]
-            return GroupLag(name, self.state, members, self.assignor, None, parts, self.kind, error)
-        committed = self.committed.get(topic, {})
+            return GroupLag(
+                name, self.state, members, self.assignor, None, parts, self.kind, error, missing
+            )
         parts = [
             PartitionLag.of(w.partition, committed.get(w.partition), w.start, w.end)
             for w in watermarks
         ]
         lags = [p.lag for p in parts if p.lag is not None]
         total = sum(lags) if lags else None  # no committed offset anywhere: unknown, not 0
-        return GroupLag(name, self.state, members, self.assignor, total, parts, self.kind)
+        return GroupLag(
+            name, self.state, members, self.assignor, total, parts, self.kind, None, missing
+        )
+
+
+def known_watermarks(
+    leaders: dict[int, int],
+    found: dict[int, tuple[int, int]],
+    failures: dict[int, str],
+) -> tuple[list[PartitionWatermarks], dict[int, str]]:
+    """Split a topic's partitions (`leaders`: partition → leader id, -1 for none) into those
+    whose watermarks were `found` (partition → (low, high)) and those whose lag is unknown,
+    with the reason in words: no leader, the error Kafka gave (`failures`), or no answer."""
+    known: list[PartitionWatermarks] = []
+    unknown: dict[int, str] = {}
+    for partition in sorted(leaders):
+        if partition in found:
+            known.append(PartitionWatermarks(partition, *found[partition]))
+        elif leaders[partition] < 0:
+            unknown[partition] = (
+                "no leader (its broker is down and no in-sync replica has taken over)"
+            )
+        elif partition in failures:
+            unknown[partition] = (
+                f"its leader, broker {leaders[partition]}, did not give its offsets: "
+                f"{failures[partition]}"
+            )
+        else:
+            unknown[partition] = f"its leader, broker {leaders[partition]}, did not answer"
+    return known, unknown
 
 
 def _assigned(member: Any) -> list[Any]:
@@ -403,6 +505,7 @@ def _relevant(group: GroupLag) -> bool:
     return (
         group.error is not None
         or any(p.committed is not None for p in group.partitions)
+        or any(u.committed is not None for u in group.unknown)
         or any(m.partitions for m in group.members)
     )
 
@@ -490,29 +593,49 @@ def cluster_lag(admin: AdminClient, *, timeout: float = 10.0) -> ClusterLagSnaps
     # Offsets on a topic deleted since (or while reading) are left out: no end to compare with.
     existing = {name: sorted(t.partitions) for name, t in metadata.topics.items() if t.partitions}
     wanted = set().union(*(read.topics() for read in reads.values())) & existing.keys()
+    leaders = {t: {p: metadata.topics[t].partitions[p].leader for p in existing[t]} for t in wanted}
     taken_at = clock.utcnow()
     failures: dict[tuple[str, int], str] = {}
     found = read_watermarks(
         admin,
-        [TopicPartition(t, p) for t in sorted(wanted) for p in existing[t]],
+        [
+            TopicPartition(t, p)
+            for t in sorted(wanted)
+            for p in existing[t]
+            if leaders[t][p] >= 0  # no leader: asking would only time out
+        ],
         timeout,
         failures,
     )
-    for topic, partition in sorted(failures):
-        errors.append(f"topic {topic}, partition {partition}: {failures[topic, partition]}")
-    involved = sorted(wanted - {topic for topic, _ in failures})
+    split = {
+        t: known_watermarks(
+            leaders[t],
+            {p: found[(t, p)] for p in existing[t] if (t, p) in found},
+            {p: error for (ft, p), error in failures.items() if ft == t},
+        )
+        for t in sorted(wanted)
+    }
+    for topic, (watermarks, unknown) in split.items():
+        for partition, reason in sorted(unknown.items()):
+            if watermarks:
+                errors.append(
+                    f"topic {topic}, partition {partition}: lag unknown for every group, {reason}"
+                )
+            else:  # not one partition answered: deleted meanwhile, or wholly unreachable
+                errors.append(f"topic {topic}, partition {partition}: {reason}")
+    involved = sorted(t for t, (watermarks, _) in split.items() if watermarks)
     read_topics = {name: sorted(read.topics() & set(involved)) for name, read in reads.items()}
 
     topics: dict[str, LagSnapshot] = {}
     by_group: dict[str, list[GroupLag]] = defaultdict(list)
     for topic in involved:
-        watermarks = [PartitionWatermarks(p, *found[(topic, p)]) for p in existing[topic]]
+        watermarks, unknown = split[topic]
         groups = []
         for name, read in reads.items():
             if read.error is not None or topic in read_topics[name]:
-                groups.append(read.lag_on(name, topic, watermarks))
+                groups.append(read.lag_on(name, topic, watermarks, unknown))
                 by_group[name].append(groups[-1])
-        topics[topic] = LagSnapshot(topic, taken_at, watermarks, groups)
+        topics[topic] = LagSnapshot(topic, taken_at, watermarks, groups, unknown=unknown)
 
     overview = []
     for name, read in reads.items():

@@ -240,6 +240,7 @@ class Monitor:
         self.samples = 0  # successful samples
         self.recorded = 0  # samples recorded in PostgreSQL
         self.last_error: str | None = None
+        self._problems: list[str] = []  # the newest sample's partial failures, as logged
 
     @property
     def read_only(self) -> bool:
@@ -278,11 +279,23 @@ class Monitor:
                 self.cluster_name or self._cluster_id(admin), catchup=doctor_catchup()
             )
         snapshot = self._metrics.observe(lag, poll_ms)
+        self._log_problems(lag.errors)
         self.collector.update(snapshot)
         # Written now, on this thread: a scrape then only copies bytes (docs/monitoring.md).
         self.collector.prerender()
         self.samples += 1
         return snapshot
+
+    def _log_problems(self, problems: list[str]) -> None:
+        """Partial failures (a partition without a leader, a broker that did not list its
+        groups): a warning when they change, a line when they are gone, not one every sample."""
+        if problems == self._problems:
+            return
+        if problems:
+            _log.warning("lag read in part (the rest is served as usual): %s", "; ".join(problems))
+        else:
+            _log.info("lag read in full again")
+        self._problems = list(problems)
 
     def _cluster_id(self, admin: AdminClient) -> str:
         """Kafka's own cluster id: what `cluster_name` says unless --cluster-name names it."""
@@ -334,11 +347,13 @@ class Monitor:
         rules (errors propagate); returns the alert events made."""
         history, alerts = self._stores()
         min_interval = timedelta(seconds=self.interval / 2)
+        sampled = list(snapshot.lag.topics)
         for topic in snapshot.lag.topics.values():
             history.record(topic, min_interval=min_interval)
         extra = self._configured_topic(snapshot.lag)
         if extra is not None:
             history.record(extra, min_interval=min_interval)
+            sampled.append(extra.topic)
         now = clock.monotonic()
         if self._last_prune is None or now - self._last_prune >= _PRUNE_EVERY.total_seconds():
             history.prune(
@@ -346,7 +361,8 @@ class Monitor:
                 max_rows=self._settings.lag_history_max_rows,
             )
             self._last_prune = now
-        alerts.heartbeat(self.id, self.started_at, self.metrics_url)
+        # With the topics sampled: the app's samplers of those stand by, of others go on.
+        alerts.heartbeat(self.id, self.started_at, self.metrics_url, sampled)
         events = alerts.evaluate(snapshot)
         self.recorded += 1
         if events:

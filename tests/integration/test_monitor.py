@@ -26,8 +26,9 @@ from confluent_kafka.admin import AdminClient
 from pipeline.core import clock
 from pipeline.core.settings import Settings
 from pipeline.lag.alerts import AlertStore
-from pipeline.lag.history import LagHistory
+from pipeline.lag.history import LagHistory, LagSampler
 from pipeline.lag.metrics import metric_values
+from pipeline.lag.reader import LagReader
 from pipeline.postgres.pool import postgres_pool
 from pipeline.workers.monitor import Monitor
 from testkit.processes import free_port, log_tail, run_pipeline, start_worker
@@ -304,3 +305,39 @@ def test_a_receiver_that_is_down_gets_the_alert_once_it_is_up(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_apps_sampler_stands_by_while_a_monitor_samples_and_resumes_after(
+    admin, topic, monitor, monitor_settings
+):
+    """The app's sampler asks "is a monitor live?" (its heartbeat in `monitors`) before each
+    sample: while one is, it takes no snapshot and writes nothing; once it stops, it samples."""
+    since = clock.utcnow() - timedelta(minutes=5)
+    pool = postgres_pool(monitor_settings, max_size=2)
+    try:
+        store, history = AlertStore(pool), LagHistory(pool)
+        [live] = wait_for(
+            lambda: store.ready() and store.live_monitors(), "the monitor's heartbeat"
+        )
+        # It says which topics it samples: the configured one even though no group reads it.
+        assert live.samples(topic) and topic in live.topics
+        assert not live.samples(f"{topic}-not-sampled")
+        sampler = LagSampler(
+            LagReader(admin, topic, timeout=5.0),
+            history,
+            interval=0.2,
+            should_sample=lambda: not any(m.samples(topic) for m in store.live_monitors()),
+        )
+        assert not sampler.step()
+        assert sampler.standing_by and sampler.last_snapshot is None and sampler.recorded == 0
+        # Meanwhile the monitor records the topic (it samples the configured one too).
+        wait_for(lambda: history.end_offsets(topic, since), "the monitor recording the topic")
+
+        monitor.request_stop()  # it leaves `monitors` as it stops
+        wait_for(lambda: not store.live_monitors(), "the monitor leaving")
+        wait_for(sampler.step, "the app's sampler sampling again")
+        assert not sampler.standing_by and sampler.recorded == 1
+        recorded = {w.taken_at for w in history.end_offsets(topic, since)}
+        assert sampler.last_snapshot.taken_at in recorded
+    finally:
+        pool.close()

@@ -23,8 +23,11 @@ from streamlit.testing.v1 import AppTest
 from pipeline.core import clock
 from pipeline.kafka.admin import group_offsets
 from pipeline.kafka.clients import kafka_consumer, kafka_producer
+from pipeline.lag.alerts import AlertStore, migrate_alerts
 from pipeline.lag.history import LagHistory, migrate_lag_history
+from pipeline.lag.metrics import LagMetrics
 from pipeline.lag.reader import (
+    ClusterLagSnapshot,
     GroupLag,
     GroupMember,
     LagSnapshot,
@@ -35,6 +38,7 @@ from pipeline.lag.reader import (
 from pipeline.postgres.pool import postgres_pool
 from testkit.processes import free_port
 from testkit.topics import create_topic
+from testkit.waiting import wait_for
 from tests.kafka_data import make_lagging_group
 from ui.lag_panel import NO_COMMIT
 from ui.resources import clear_caches
@@ -475,13 +479,139 @@ def test_offset_reset_of_the_chosen_group_preview_then_apply(admin, reset_env, c
 
 
 def test_read_only_previews_the_offset_reset_but_cannot_apply_it(
-    monkeypatch, reset_env, committed_group
+    monkeypatch, reset_env, committed_group, alerts
 ):
     monkeypatch.setenv("TASKSTREAM_READ_ONLY", "true")
     clear_caches()
     at = open_page()
+    # Alert rules are listed but cannot be added (nor deleted).
+    assert at.button(key="alert_add_submit").disabled
+    assert any("alert rules can be listed but not added" in i.value for i in at.info)
     at.selectbox(key="group").select(committed_group).run()
     at.button(key="reset_preview").click().run()
     assert not at.exception, at.exception
     assert list(reset_table(at)["new"]) == [0] * PARTITIONS
     assert at.button(key="reset_apply").disabled
+
+
+# -- alert rules, and the sampler standing by for a monitor ---------------------------------------
+
+
+@pytest.fixture
+def alerts(settings, pg_schema) -> Iterator[tuple[AlertStore, LagHistory]]:
+    """The alert store and the lag history in the test's schema (tables created)."""
+    pool = postgres_pool(settings, schema=pg_schema, max_size=2)
+    migrate_lag_history(pool)
+    migrate_alerts(pool)
+    yield AlertStore(pool), LagHistory(pool)
+    pool.close()
+
+
+def heartbeating(
+    store: AlertStore, monitor_id: str, topics: list[str], stop: threading.Event
+) -> threading.Thread:
+    """A monitor's heartbeat every second (its row in `monitors`, saying it samples `topics`,
+    which the caller may change), until `stop` is set."""
+    started = clock.utcnow()
+
+    def beat() -> None:
+        while not stop.is_set():
+            store.heartbeat(monitor_id, started, "http://127.0.0.1:1/metrics", list(topics))
+            stop.wait(1.0)
+
+    thread = threading.Thread(target=beat, name="test-heartbeat", daemon=True)
+    thread.start()
+    return thread
+
+
+def add_alert(at: AppTest, name: str, group: str, when: str, webhook: str) -> AppTest:
+    at.text_input(key="alert_name").input(name)
+    at.text_input(key="alert_group").input(group)
+    at.text_input(key="alert_when").input(when)
+    at.text_input(key="alert_for").input("0s")
+    at.text_input(key="alert_webhook").input(webhook)
+    return at.button(key="alert_add_submit").click().run()
+
+
+def table_with(at: AppTest, column: str):
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    return found[0] if found else None
+
+
+def test_alert_rules_on_the_page_and_the_sampler_standing_by_for_a_monitor(
+    settings, reset_env, group, lagging_group, alerts, unique
+):
+    store, history = alerts
+    topic = reset_env
+    stop = threading.Event()
+    sampled = [topic]
+    beating = heartbeating(store, f"page-test-{unique}", sampled, stop)
+    try:
+        wait_for(store.live_monitors, "the heartbeat")
+        at = open_page()
+        assert not at.exception, at.exception
+        # A monitor heartbeats: the app's sampler stands by from its first step, and says so.
+        wait_for(
+            lambda: any("stands by" in c.value for c in at.run().caption),
+            "the page saying the monitor samples",
+        )
+        assert any("http://127.0.0.1:1/metrics" in c.value for c in at.caption)
+        assert history.groups(topic, clock.utcnow() - timedelta(hours=1)) == []
+        assert history.end_offsets(topic, clock.utcnow() - timedelta(hours=1)) == []
+
+        # No rules yet. Input the form refuses, with what to fix.
+        assert any("No alert rules yet" in c.value for c in at.caption)
+        name = f"lag-{unique}"[:60]
+        at = add_alert(at, name, group, "lag > 0", "not-a-url")
+        assert not at.exception, at.exception
+        assert any("webhook must be an http://" in e.value for e in at.error), at.error
+        at = add_alert(at, name, group, "lag >> 0", "http://127.0.0.1:9/hook")
+        assert any("cannot read the condition" in e.value for e in at.error), at.error
+        assert store.rules() == []
+
+        at = add_alert(at, name, group, "lag > 0", "http://127.0.0.1:9/hook")
+        assert not at.exception, at.exception
+        assert any(f"Alert `{name}` added" in s.value for s in at.success), at.success
+        [rule] = store.rules()
+        assert (rule.group, rule.topic, rule.text) == (group, topic, "lag > 0 for 0s")
+        rules = table_with(at, "since").set_index("alert")
+        assert (rules.loc[name, "state"], rules.loc[name, "since"]) == ("OK", "—")
+        # The same name again: refused, saying so.
+        at = add_alert(at, name, group, "lag > 0", "http://127.0.0.1:9/hook")
+        assert any("exists" in e.value for e in at.error), at.error
+
+        # The monitor's evaluation (here by hand, on Kafka's numbers): the rule fires.
+        report = lag_report(settings.replace(kafka_topic=topic), [group])
+        sample = LagMetrics("test").observe(
+            ClusterLagSnapshot(report.taken_at, [], {topic: report}), 1.0
+        )
+        [fired] = store.evaluate(sample)
+        assert fired.state == "firing"
+        at.run()
+        rules = table_with(at, "since").set_index("alert")
+        assert rules.loc[name, "state"] == "FIRING"
+        assert rules.loc[name, "since"].endswith("ago"), rules.loc[name, "since"]
+        events = table_with(at, "time (UTC)")
+        assert list(events["alert"]) == [name] and list(events["state"]) == ["FIRING"]
+        assert list(events["webhook"]) == ["pending"]
+
+        # Deleted on the page: gone from the rules, kept in the history.
+        at.selectbox(key="alert_delete_name").select(name)
+        at.button(key="alert_delete_submit").click().run()
+        assert not at.exception, at.exception
+        assert any(f"Alert `{name}` deleted" in s.value for s in at.success), at.success
+        assert store.rules() == []
+        assert table_with(at, "time (UTC)") is not None
+
+        # The monitor samples other topics only (none a group of this one reads): the app's
+        # sampler records this topic itself again. (A monitor leaving: test_monitor.py.)
+        sampled[:] = [f"{topic}-not-this-one"]
+        wait_for(
+            lambda: history.end_offsets(topic, clock.utcnow() - timedelta(hours=1)),
+            "the app's sampler recording again",
+            timeout=60,
+        )
+        assert not any("stands by" in c.value for c in at.run().caption)
+    finally:
+        stop.set()
+        beating.join(timeout=10)

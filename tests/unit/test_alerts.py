@@ -19,6 +19,7 @@ from pipeline.lag.alerts import (
     AlertRule,
     AlertRuleInvalid,
     Condition,
+    MonitorInfo,
     evaluate_rule,
     new_rule,
     parse_condition,
@@ -337,3 +338,20 @@ def test_the_panel_lists_firing_rules_first_and_builds_rules_from_the_form():
     with pytest.raises(AlertRuleInvalid, match="FIELD OP VALUE"):
         form_rule("x", "g", "t", "lag is big", "0s", "http://h/x")
     assert form_refusal(False) is None and "read-only" in form_refusal(True).lower()
+
+
+def test_a_monitor_samples_the_topics_it_names_or_every_topic_when_it_names_none():
+    at = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    naming = MonitorInfo("host:1", at, at, None, ("tasks", "billing"))
+    assert naming.samples("tasks") and not naming.samples("other")
+    assert MonitorInfo("host:2", at, at, None).samples("other")  # an older monitor: every topic
+
+
+def test_the_page_says_who_samples_while_its_sampler_stands_by():
+    from ui.alerts_panel import sampling_note
+
+    at = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    note = sampling_note([MonitorInfo("host:1", at, at, "http://10.0.0.5:8000/metrics")], 5.0)
+    assert note.startswith("The monitor (http://10.0.0.5:8000/metrics) samples")
+    assert "every 5 s" in note and "takes over again" in note
+    assert sampling_note([], 5.0).startswith("A monitor (`python -m pipeline monitor`)")

@@ -24,7 +24,9 @@ from pipeline.lag.reader import (
     LagSnapshot,
     PartitionLag,
     PartitionWatermarks,
+    UnknownPartition,
     cluster_lag,
+    known_watermarks,
 )
 from pipeline.lag.status import (
     LagSample,
@@ -298,14 +300,24 @@ def done(value: Any) -> concurrent.futures.Future:
 class FakeAdmin:
     """Answers like AdminClient from fixed data, and records each request."""
 
-    def __init__(self, topic: str, partitions: int, starts, ends, groups) -> None:
+    def __init__(
+        self, topic: str, partitions: int, starts, ends, groups, leaderless=(), refused=()
+    ) -> None:
         self.topic, self.partitions = topic, partitions
         self.starts, self.ends, self.groups = starts, ends, groups
+        self.leaderless = set(leaderless)  # partitions whose broker is down (leader -1)
+        self.refused = set(refused)  # partitions whose ListOffsets fail
         self.calls: list[tuple[str, Any]] = []
 
     def list_topics(self, topic=None, **_):
         self.calls.append(("list_topics", topic))
-        info = SimpleNamespace(partitions={p: None for p in range(self.partitions)}, error=None)
+        info = SimpleNamespace(
+            partitions={
+                p: SimpleNamespace(leader=-1 if p in self.leaderless else 1)
+                for p in range(self.partitions)
+            },
+            error=None,
+        )
         return SimpleNamespace(topics={self.topic: info})
 
     def list_consumer_groups(self, **_):
@@ -345,7 +357,13 @@ class FakeAdmin:
         kinds = {type(spec).__name__ for spec in specs.values()}
         self.calls.append(("list_offsets", (kinds, sorted(tp.partition for tp in specs))))
         source = self.starts if kinds == {"EarliestSpec"} else self.ends
-        return {tp: done(SimpleNamespace(offset=source[tp.partition])) for tp in specs}
+        refused = KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+        return {
+            tp: done(refused)
+            if tp.partition in self.refused
+            else done(SimpleNamespace(offset=source[tp.partition]))
+            for tp in specs
+        }
 
 
 def description(state, members, topic="t"):
@@ -368,7 +386,7 @@ def description(state, members, topic="t"):
     )
 
 
-def fake_admin() -> FakeAdmin:
+def fake_admin(**kwargs) -> FakeAdmin:
     unavailable = KafkaException(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE))
     groups = {
         "committed": {
@@ -385,7 +403,9 @@ def fake_admin() -> FakeAdmin:
             "offsets": unavailable,
         },
     }
-    return FakeAdmin("t", 3, starts={0: 0, 1: 0, 2: 3}, ends={0: 10, 1: 4, 2: 8}, groups=groups)
+    return FakeAdmin(
+        "t", 3, starts={0: 0, 1: 0, 2: 3}, ends={0: 10, 1: 4, 2: 8}, groups=groups, **kwargs
+    )
 
 
 def test_reader_batches_its_requests():
@@ -502,6 +522,32 @@ def test_sampler_thread_starts_records_and_stops():
     assert len(history.recorded) == count + 1
 
 
+def test_sampler_stands_by_while_told_to_and_resumes_after(caplog):
+    history = MemoryHistory()
+    reader = FlakyReader(failures=0)
+    answers = iter([True, False, False, True, RuntimeError("PostgreSQL down")])
+
+    def should_sample() -> bool:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    sampler = LagSampler(reader, history, interval=1.0, should_sample=should_sample)
+    with caplog.at_level(logging.INFO, logger="taskstream.lag"):
+        assert sampler.step() and not sampler.standing_by
+        # Told not to: no snapshot taken, nothing recorded, no pruning.
+        assert [sampler.step(), sampler.step()] == [False, False]
+        assert sampler.standing_by and reader.calls == 1 and len(history.recorded) == 1
+        assert sampler.step() and not sampler.standing_by
+        # Unsure (the question failed): it samples rather than leave a hole.
+        assert sampler.step() and len(history.recorded) == 3
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("stands by" in m for m in said) == 1  # once per stand-by, not every step
+    assert sum("samples again" in m for m in said) == 1
+    assert history.prunes == 1
+
+
 def test_sampler_rejects_a_nonpositive_interval():
     with pytest.raises(ValueError, match="interval"):
         LagSampler(FlakyReader(0), MemoryHistory(), interval=0)
@@ -514,9 +560,10 @@ class FakeCluster:
     """Topics with partitions and watermarks, groups with descriptions and committed offsets on
     any topics; records the calls made."""
 
-    def __init__(self, topics, watermarks, groups, refused=()) -> None:
+    def __init__(self, topics, watermarks, groups, refused=(), leaderless=()) -> None:
         self.topics, self.watermarks, self.groups = topics, watermarks, groups
         self.refused = set(refused)  # topics whose ListOffsets fail (deleted meanwhile)
+        self.leaderless = set(leaderless)  # (topic, partition)s whose broker is down
         self.calls: list[tuple[str, Any]] = []
 
     def list_consumer_groups(self, **_):
@@ -528,7 +575,12 @@ class FakeCluster:
         self.calls.append(("list_topics", None))
         return SimpleNamespace(
             topics={
-                t: SimpleNamespace(partitions={p: None for p in range(n)})
+                t: SimpleNamespace(
+                    partitions={
+                        p: SimpleNamespace(leader=-1 if (t, p) in self.leaderless else 1)
+                        for p in range(n)
+                    }
+                )
                 for t, n in self.topics.items()
             }
         )
@@ -650,3 +702,64 @@ def test_cluster_lag_survives_a_topic_deleted_while_reading():
     assert cluster.group("both").topics == ["a"] and cluster.group("both").total_lag == 6
     assert cluster.group("member-on-b").topics == []
     assert [e.split(":")[0] for e in cluster.errors] == ["topic b, partition 0"]
+
+
+# -- partitions whose lag is unknown (no leader: a broker down) ------------------------------------
+
+
+def test_known_watermarks_say_why_each_missing_partition_is_unknown():
+    known, unknown = known_watermarks(
+        {0: 1, 1: -1, 2: 3, 3: 2},
+        {0: (0, 10), 3: (5, 7)},
+        {2: "Broker: Not leader for partition"},
+    )
+    assert known == [PartitionWatermarks(0, 0, 10), PartitionWatermarks(3, 5, 7)]
+    assert sorted(unknown) == [1, 2]
+    assert unknown[1].startswith("no leader")
+    assert "broker 3" in unknown[2] and "Not leader for partition" in unknown[2]
+    # A leader that gave nothing (lost in flight) is named too.
+    assert "broker 1, did not answer" in known_watermarks({0: 1}, {}, {})[1][0]
+
+
+def test_reader_reports_a_leaderless_partition_as_unknown_and_the_rest_normally():
+    admin = fake_admin(leaderless={2})
+    snapshot = LagReader(admin, "t").snapshot()
+    # The leaderless partition is not even asked for (it would only time out).
+    assert [arg for name, arg in admin.calls if name == "list_offsets"] == [
+        ({"EarliestSpec"}, [0, 1]),
+        ({"LatestSpec"}, [0, 1]),
+    ]
+    assert [w.partition for w in snapshot.partitions] == [0, 1]
+    assert list(snapshot.unknown) == [2] and "no leader" in snapshot.unknown[2]
+    committed = snapshot.group("committed")
+    assert [(p.partition, p.lag) for p in committed.partitions] == [(0, 5), (1, None)]
+    assert committed.total_lag == 5  # the known partitions only
+    [missing] = committed.unknown
+    assert (missing.partition, missing.committed) == (2, 1)
+    assert "no leader" in missing.reason
+    assert any(e.startswith("partition 2: lag unknown") for e in snapshot.errors)
+    document = json.loads(dumps(snapshot.to_json()))
+    [entry] = next(g for g in document["groups"] if g["group"] == "committed")["unknown_partitions"]
+    assert (entry["partition"], entry["committed"], entry["lag"]) == (2, 1, None)
+    assert document["unknown_partitions"][0]["partition"] == 2
+    # Kafka did not answer for "failing": nothing committed is known there either.
+    assert snapshot.group("failing").unknown == [UnknownPartition(2, snapshot.unknown[2], None)]
+
+
+def test_reader_records_a_partition_kafka_refuses_instead_of_raising():
+    snapshot = LagReader(fake_admin(refused={0}), "t").snapshot()
+    assert [w.partition for w in snapshot.partitions] == [1, 2]
+    assert "did not give its offsets" in snapshot.unknown[0]
+    assert snapshot.group("committed").total_lag == 5  # partition 2 only: 8 - 3
+
+
+def test_cluster_lag_keeps_a_topic_with_a_leaderless_partition():
+    cluster = cluster_lag(fake_cluster(leaderless={("a", 1)}))
+    a = cluster.topic("a")
+    assert [w.partition for w in a.partitions] == [0]
+    assert list(a.unknown) == [1]
+    both = a.group("both")
+    assert [(p.partition, p.lag) for p in both.partitions] == [(0, 6)]
+    assert [u.partition for u in both.unknown] == [1]
+    assert cluster.group("both").total_lag == 6
+    assert [e.split(":")[0] for e in cluster.errors] == ["topic a, partition 1"]

@@ -10,6 +10,7 @@ from pipeline.lag.reader import (
     LagSnapshot,
     PartitionLag,
     PartitionWatermarks,
+    UnknownPartition,
 )
 from pipeline.lag.status import WatermarkSample
 from ui.lag_panel import (
@@ -18,6 +19,7 @@ from ui.lag_panel import (
     cluster_group_rows,
     group_lag_seconds,
     group_rows,
+    partition_rows,
 )
 
 
@@ -97,3 +99,24 @@ def test_group_lag_seconds_is_the_oldest_unread_message_per_group_or_unknown():
     assert rows["behind"]["max lag (time)"] == "7 min 30 s"
     assert rows["nothing-committed"]["max lag (time)"] == "—"
     assert "max lag (time)" not in group_rows(snapshot.groups, {})[0]  # only when asked
+
+
+def test_a_partition_without_watermarks_shows_its_lag_as_unknown_with_the_reason():
+    at = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    reason = "no leader (its broker is down and no in-sync replica has taken over)"
+    group = GroupLag(
+        "g",
+        "Stable",
+        [],
+        "range",
+        4,
+        [PartitionLag.of(0, 6, 0, 10), PartitionLag.of(2, 3, 0, 3)],
+        unknown=[UnknownPartition(1, reason, 7)],
+    )
+    marks = [PartitionWatermarks(0, 0, 10), PartitionWatermarks(2, 0, 3)]
+    snapshot = LagSnapshot("t", at, marks, [group], unknown={1: reason})
+    rows = partition_rows(group, snapshot, [])
+    assert [r["partition"] for r in rows] == [0, 1, 2]
+    assert (rows[0]["lag"], rows[2]["lag"]) == ("4", "0")
+    assert (rows[1]["committed"], rows[1]["lag"], rows[1]["end"]) == ("7", "—", None)
+    assert rows[1]["note"] == f"lag unknown: {reason}"

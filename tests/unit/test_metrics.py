@@ -22,6 +22,7 @@ from pipeline.lag.metrics import (
     LagMetrics,
     MetricsSnapshot,
     _number,
+    group_totals,
     metric_values,
     render,
 )
@@ -144,6 +145,52 @@ def test_a_large_synthetic_cluster_too():
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     assert collector.exposition() == generate_latest(registry)
+
+
+def test_group_totals_gather_each_group_across_its_topics():
+    snapshot = _snapshot()
+    totals = group_totals(snapshot)
+    # "broken" (Kafka did not answer) has none; the odd group committed and is caught up.
+    odd = 'we"ird\\group'
+    assert set(totals) == {"indexer", odd}
+    indexer = totals["indexer"]
+    # Partition 1 of topic a lags 997 + 10 (its end moved by 10): the largest of both topics.
+    assert indexer.max_lag == 1007
+    # Lag in seconds is known on topic b (5 s) but not on a: the max is unknown, not 5.
+    assert snapshot.lag_seconds[("b", "indexer", 0)] == 5.0
+    assert indexer.max_lag_seconds is None
+    worst = max(
+        (snapshot.statuses[(t, "indexer")] for t in ("a", "b")), key=lambda s: s.status.severity
+    )
+    assert indexer.status.status is worst.status
+    assert (totals[odd].max_lag, totals[odd].max_lag_seconds) == (0, 0.0)
+
+    # Known on every topic: the largest of them.
+    seconds = {
+        **snapshot.lag_seconds,
+        ("a", "indexer", 0): 30.0,
+        ("a", "indexer", 1): 12.5,
+    }
+    known = MetricsSnapshot(snapshot.cluster, snapshot.lag, snapshot.poll_ms, seconds)
+    assert group_totals(known)["indexer"].max_lag_seconds == 30.0
+    assert group_totals(known)["indexer"].status is None  # no status known: none written
+
+    # Both writers say the group numbers of this one computation.
+    for written in (render(known), _collected(known)):
+        values = metric_values(written)
+        indexer_labels = frozenset({("cluster_name", "prod"), ("group", "indexer")})
+        assert values[("kafka_consumergroup_group_max_lag", indexer_labels)] == 1007
+        assert values[("kafka_consumergroup_group_max_lag_seconds", indexer_labels)] == 30.0
+        assert not [n for n, _ in values if n == "taskstream_consumergroup_status"]
+
+
+def _collected(snapshot: MetricsSnapshot) -> str:
+    """The exposition prometheus_client's own writer makes of the collector's families."""
+    collector = LagCollector()
+    collector.update(snapshot)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry).decode()
 
 
 def test_names_and_label_sets_are_kafka_lag_exporters():
@@ -416,3 +463,29 @@ def test_outages_are_one_warning_each_and_metrics_say_down(monkeypatch, caplog):
     monkeypatch.setattr(running, "record_once", lambda snapshot: 0)
     assert running._record(snapshot) is True
     assert any("PostgreSQL reachable again" in line for line in said(logging.INFO))
+
+
+def test_a_partition_without_a_leader_is_one_warning_and_the_rest_is_served(monkeypatch, caplog):
+    import dataclasses
+    import logging
+
+    from pipeline.core.settings import Settings
+    from pipeline.workers import monitor as worker
+
+    problem = "topic a, partition 1: lag unknown for every group, no leader"
+    answers = iter([[problem], [problem], [], []])
+
+    def cluster_lag(admin, timeout):
+        return dataclasses.replace(_cluster(T0), errors=next(answers))
+
+    monkeypatch.setattr(worker, "cluster_lag", cluster_lag)
+    running = worker.Monitor(Settings(), admin=object(), serve=False, cluster_name="prod")
+    caplog.set_level(logging.INFO, logger="taskstream.monitor")
+    for _ in range(4):
+        assert running._sample() is not None
+        assert b"kafka_consumergroup_group_lag{" in running.collector.exposition()
+    said = [r.getMessage() for r in caplog.records]
+    assert [m for m in said if "lag read in part" in m] == [
+        f"lag read in part (the rest is served as usual): {problem}"
+    ]
+    assert said.count("lag read in full again") == 1
