@@ -17,6 +17,7 @@ navigation = st.navigation(
         st.Page("pages/partitions.py", title="Partitions", icon=":material/view_week:"),
         st.Page("pages/groups.py", title="Consumer groups", icon=":material/groups:"),
         st.Page("pages/replays.py", title="Replays", icon=":material/replay:"),
+        st.Page("pages/lab.py", title="Lab", icon=":material/science:"),
     ]
 )
 render_sidebar()

@@ -38,6 +38,8 @@ from ui.brokers_panel import (
     under_replicated_texts,
 )
 from ui.charts import time_chart
+from ui.dlq_panel import is_dead_letter_topic
+from ui.dlq_view import dead_letter_view
 from ui.lag_resources import lag_history, lag_sampler
 from ui.resources import admin, settings
 from ui.sidebar import selected_topic
@@ -296,6 +298,8 @@ def brokers_section(overview: TopicOverview) -> None:
 
 
 overview_panel()
+if is_dead_letter_topic(topic, config):
+    dead_letter_view(config, topic)
 
 # -- the message browser -----------------------------------------------------------------------
 

@@ -144,7 +144,51 @@ def _parser() -> argparse.ArgumentParser:
     _offsets_parser(commands, common)
     _topic_parser(commands, common)
     _monitor_parser(commands, common)
+    _dlq_parser(commands, common)
+    __import__("pipeline.lab.cli").lab.cli.add_lab_parser(commands, common)  # standard library only
     return parser
+
+
+def _letters_per_second(text: str) -> float:
+    """`dlq redrive --rate`: letters per second, above 0."""
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of letters per second: {text!r}") from None
+    if not 0 < rate < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return rate
+
+
+def _dlq_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    dlq = commands.add_parser("dlq", help="the dead letters, and sending them back once fixed")
+    actions = dlq.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    listing = actions.add_parser(
+        "list", parents=[common], help="the dead letters, each with whether it was redriven"
+    )
+    redrive = actions.add_parser(
+        "redrive",
+        parents=[common],
+        help="send the chosen dead letters back to their source topic (never one twice), "
+        "after a preview",
+    )
+    for action in (listing, redrive):
+        action.add_argument(
+            "--error-contains", metavar="TEXT", help="only letters whose error contains TEXT"
+        )
+        action.add_argument(
+            "--since",
+            metavar="TIME",
+            help="only letters dead-lettered at or after TIME (ISO time, or an age: 30m, 2h, 7d)",
+        )
+    redrive.add_argument(
+        "--rate",
+        type=_letters_per_second,
+        metavar="N",
+        help="at most N letters per second (default: no limit)",
+    )
+    redrive.add_argument("--dry-run", action="store_true", help="only show the preview")
+    redrive.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
 
 def _monitor_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -934,6 +978,16 @@ def _alerts_history(args: argparse.Namespace, events: Sequence[Any]) -> Any:
     return None
 
 
+def _dlq(args: argparse.Namespace, settings: Settings) -> Any:
+    from pipeline.kafka.redrive_rules import RedriveInvalid
+    from pipeline.redrive_cli import run_dlq
+
+    try:
+        return run_dlq(args, settings)
+    except RedriveInvalid as exc:
+        raise UsageError(f"dlq {args.action}: {exc}") from None
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "lag": _lag,
     "tasks": _tasks,
@@ -946,11 +1000,13 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
     "topic": _topic,
     "monitor": _monitor,
     "alerts": _alerts,
+    "dlq": _dlq,
+    "lab": lambda args, settings: __import__("pipeline.lab.cli").lab.cli.run_lab(args, settings),
 }
 LONG_RUNNING = {"relay", "indexer", "monitor", ("replay", "run")}
 # Commands that talk to Kafka: its credentials are checked first, so a refused password is one
 # clear line within a second rather than a timeout (`check_kafka_access`).
-USES_KAFKA = {"lag", "offsets", "relay", "indexer", "monitor", ("topic", "describe")} | {
+USES_KAFKA = {"lag", "offsets", "relay", "indexer", "monitor", "dlq", ("topic", "describe")} | {
     ("replay", action) for action in ("start", "delete", "run")
 }
 # Commands that change something: refused in read-only mode.

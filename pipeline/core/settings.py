@@ -70,7 +70,7 @@ class SecretStr:
         return (SecretStr, (self._value,))
 
 
-# Duration units: "7d", "36h", "90m", "45s"; a plain number is seconds.
+# Duration units: "7d", "36h", "90m", "45s", "250ms"; a plain number is seconds.
 _DURATION_UNITS = {"d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0}
 
 
@@ -92,6 +92,8 @@ class Duration(float):
             unit = text[-1:].lower()
             number: Any = text[:-1] if unit in _DURATION_UNITS else text
             scale = _DURATION_UNITS.get(unit, 1.0)
+            if text[-2:].lower() == "ms":
+                number, scale = text[:-2], 0.001
         elif isinstance(value, int | float) and not isinstance(value, bool):
             number, scale, text = value, 1.0, ""
         else:
@@ -149,6 +151,13 @@ class Settings:
     )
     elasticsearch_url: str = _setting("http://127.0.0.1:9200", "Elasticsearch URL.")
     elasticsearch_index: str = _setting("tasks", "The live index the indexer writes.")
+    elasticsearch_refresh_interval: Duration = _setting(
+        Duration("100ms"),
+        "How often the indexed tasks become searchable (the index's refresh_interval, which the "
+        "indexer and replays set on their index; Elasticsearch's own default is 1s). Shorter "
+        "means fresher search for a little indexing throughput: see docs/benchmarks.md.",
+        gt=0,
+    )
     elasticsearch_api_key: SecretStr | None = _setting(None, "Elasticsearch API key (secret).")
     elasticsearch_username: str | None = _setting(None, "Elasticsearch user name.")
     elasticsearch_password: SecretStr | None = _setting(None, "Elasticsearch password (secret).")
@@ -184,6 +193,23 @@ class Settings:
     )
     metrics_port: int = _setting(
         8000, "Port of the monitor's Prometheus metrics (`/metrics`).", ge=1, le=65535
+    )
+    lab_max_consumers_per_learner: int = _setting(
+        6, "Lab consumers one learner may run at once (`lab consumer add` refuses more).", ge=1
+    )
+    lab_max_consumers: int = _setting(
+        30, "Lab consumers running at once for the whole class (each is a process).", ge=1
+    )
+    lab_max_topics_per_learner: int = _setting(5, "Lab topics one learner may have at once.", ge=1)
+    lab_max_messages_per_produce: int = _setting(
+        10_000, "Messages one `lab produce` may send.", ge=1
+    )
+    lab_session_timeout_ms: int = _setting(
+        6000,
+        "session.timeout.ms of lab consumers (classic protocol): how long a killed member's "
+        "partitions wait before the group takes them back.",
+        ge=1000,
+        le=300_000,
     )
     # Filled from every other KAFKA_<LIBRDKAFKA_KEY> variable (see `load_settings`).
     kafka_options: dict[str, str] = field(default_factory=dict)

@@ -23,6 +23,7 @@ ALLOWED = {
     "lag": {"core", "kafka", "postgres"},
     "workers": {"core", "kafka", "postgres", "elasticsearch", "lag"},  # the monitor reads lag
     "replay": {"core", "kafka", "postgres", "elasticsearch", "workers"},
+    "lab": {"core", "kafka", "postgres"},
 }
 DRIVERS = {"psycopg", "psycopg_pool", "confluent_kafka", "elasticsearch", "elastic_transport"}
 
