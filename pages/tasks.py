@@ -13,13 +13,15 @@ from typing import Any
 import streamlit as st
 
 from pipeline.core.domain import MAX_DESCRIPTION_LENGTH, Priority, Task, ValidationError
+from pipeline.core.events import TASK_DELETED
 from pipeline.core.failures import POSTGRESQL, failing_service, first_line
 from pipeline.core.seed import generate_tasks
 from pipeline.core.settings import Settings
 from pipeline.postgres.store import NOT_MIGRATED_READ_ONLY, is_missing_table
 from pipeline.service.tasks import NotFound, PublishStatus, ReadOnlyError, TaskChange, TaskService
 from ui.banners import service_down
-from ui.resources import settings, task_service
+from ui.journey_panel import journey_caption, journey_rows
+from ui.resources import journey_tracker, settings, task_service
 
 PRIORITIES = [p.value for p in Priority]
 # Where each FieldError lands in a form; anything else goes under the submit button.
@@ -40,6 +42,7 @@ CREATE_RESET = "tasks_create_reset"
 EDIT_ERRORS = "tasks_edit_errors"
 EDIT_BASE = "tasks_edit_base"  # {task id: the values the edit form was built from}
 FLASH = "tasks_flash"
+JOURNEY_ERROR = "tasks_journey_error"
 CONFIRM_DELETE = "tasks_confirm_delete"
 FILTERS = "tasks_filters"
 
@@ -64,6 +67,12 @@ def record(change: TaskChange, message: str) -> None:
     changes.insert(0, change)
     del changes[RECENT_CHANGES:]
     st.session_state[FLASH] = message
+    try:  # follow it through the pipeline; the event panel shows how long each step took
+        journey_tracker().start(
+            change.event.event_id, change.task.id, deleted=change.event.type == TASK_DELETED
+        )
+    except Exception as exc:  # Elasticsearch away: the change itself is done and shown
+        st.session_state[JOURNEY_ERROR] = first_line(exc)
 
 
 def errors_by_field(exc: ValidationError) -> dict[str, list[str]]:
@@ -171,6 +180,7 @@ def event_panel() -> None:
         f"Partition: **{latest.event.partition}** of {partitions}  \n"
         f"Offset: {offset_text(status, outbox_read)}"
     )
+    journey_section(latest)
     if status is not None and status.published and status.partition != latest.event.partition:
         st.warning(
             f"Kafka put it in partition {status.partition}: the topic's partition count differs "
@@ -187,6 +197,23 @@ def event_panel() -> None:
         for change in changes
     ]
     st.dataframe(rows, hide_index=True, width="stretch")
+
+
+def journey_section(change: TaskChange) -> None:
+    """How long each step of the latest change's way to search took, as far as it has got."""
+    try:
+        journey = journey_tracker().get(change.event.event_id)
+    except Exception as exc:
+        st.caption(f"Its steps cannot be followed ({first_line(exc)}).")
+        return
+    if journey is None:
+        if error := st.session_state.get(JOURNEY_ERROR):
+            st.caption(f"Its steps cannot be followed ({error}).")
+        return
+    deleted = change.event.type == TASK_DELETED
+    st.markdown("**How long each step took**")
+    st.dataframe(journey_rows(journey, deleted=deleted), hide_index=True, width="stretch")
+    st.caption(journey_caption(journey, deleted=deleted))
 
 
 def partition_note(config: Settings) -> None:

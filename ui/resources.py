@@ -15,6 +15,7 @@ from pipeline.core.settings import Settings, load_settings
 from pipeline.elasticsearch.client import elasticsearch_client
 from pipeline.elasticsearch.index import TaskIndex
 from pipeline.health import ServiceHealth, check_all
+from pipeline.journey import JourneyTracker
 from pipeline.kafka.clients import kafka_admin
 from pipeline.postgres.pool import postgres_pool
 from pipeline.postgres.store import PostgresTaskRepository, migrate
@@ -26,6 +27,7 @@ __all__ = [
     "admin",
     "clear_caches",
     "es",
+    "journey_tracker",
     "memory_trimmer",
     "replay_store",
     "search_service",
@@ -93,6 +95,17 @@ def task_service() -> TaskService:
     if not settings().read_only:
         migrate(pool)
     return TaskService(PostgresTaskRepository(pool), settings(), search=task_index())
+
+
+@st.cache_resource(on_release=lambda tracker: tracker.close())
+def journey_tracker() -> JourneyTracker:
+    """Follows the changes made on the Tasks page through the pipeline, on background threads."""
+    index = task_index()
+
+    def version(task_id: str, searchable: bool) -> int | None:
+        return index.versions([task_id], searchable=searchable).get(task_id)
+
+    return JourneyTracker(settings(), task_service().publish_status, version)
 
 
 @st.cache_resource(show_spinner=False, on_release=lambda store: store.close())

@@ -248,6 +248,22 @@ class TaskIndex:
         _log.info("created Elasticsearch index %s", name)
         return True
 
+    def apply_refresh_interval(self, seconds: float, name: str | None = None) -> bool:
+        """Set the index's refresh_interval (a dynamic setting) unless it already has that
+        value; True if this call changed it. Through an alias, its indices get it."""
+        value = f"{max(1, round(seconds * 1000))}ms"
+        name = name or self.index
+        current = self._client.indices.get_settings(
+            index=name, name="index.refresh_interval", flat_settings=True
+        ).body
+        if current and all(
+            body.get("settings", {}).get("index.refresh_interval") == value
+            for body in current.values()
+        ):
+            return False
+        self._client.indices.put_settings(index=name, settings={"index.refresh_interval": value})
+        return True
+
     def exists(self, name: str | None = None) -> bool:
         """Whether the index exists."""
         return bool(self._client.indices.exists(index=name or self.index))
@@ -356,6 +372,24 @@ class TaskIndex:
         except NotFoundError:
             return None
         return task_from_dict(source)
+
+    def versions(
+        self, task_ids: Sequence[str], *, searchable: bool, index: str | None = None
+    ) -> dict[str, int]:
+        """The version (the event's offset) of each of these documents the index holds, missing
+        ones left out: with `searchable`, as a search sees them (after the index's last
+        refresh), else as a realtime GET does (as soon as the write was acknowledged)."""
+        if not task_ids:
+            return {}
+        name, ids = index or self.index, [str(i) for i in task_ids]
+        if searchable:
+            found = self._client.search(
+                index=name, query={"ids": {"values": ids}}, size=len(ids), version=True,
+                source=False,
+            )["hits"]["hits"]  # fmt: skip
+            return {hit["_id"]: hit["_version"] for hit in found}
+        docs = self._client.mget(index=name, ids=ids, source=False, realtime=True)["docs"]
+        return {doc["_id"]: doc["_version"] for doc in docs if doc.get("found")}
 
     def search(
         self,

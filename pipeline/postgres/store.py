@@ -14,6 +14,8 @@ do), build the pool with `pipeline.postgres.pool.postgres_pool(settings, schema=
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +37,9 @@ from pipeline.service.tasks import PublishStatus
 __all__ = [
     "MIGRATIONS",
     "NOT_MIGRATED_READ_ONLY",
+    "OUTBOX_CHANNEL",
     "OutboxBatch",
+    "OutboxListener",
     "OutboxRow",
     "OutboxStore",
     "PostgresTaskRepository",
@@ -212,6 +216,17 @@ _OUTBOX_INSERT = (
 )
 
 
+# Writers notify this channel (suffixed with their schema) in the transaction that adds outbox
+# rows; PostgreSQL delivers it at commit, and OutboxListener wakes the relay with it.
+OUTBOX_CHANNEL = "taskstream_outbox"
+_NOTIFY = f"SELECT pg_notify('{OUTBOX_CHANNEL}.' || current_schema(), '')"
+
+
+def _add_to_outbox(cur: psycopg.Cursor, event: TaskEvent) -> None:
+    cur.execute(_OUTBOX_INSERT, _outbox_params(event))
+    cur.execute(_NOTIFY)
+
+
 def _task_from_row(row: Sequence[Any]) -> Task:
     task_id, description, priority, start_at, due_at, is_done = row
     return Task(task_id, description, Priority(priority), Dates(start_at, due_at), is_done)
@@ -249,7 +264,7 @@ class PostgresTaskRepository:
                 raise ValidationError(
                     [FieldError("id", f"a task with id {task.id} already exists")]
                 ) from None
-            cur.execute(_OUTBOX_INSERT, _outbox_params(event))
+            _add_to_outbox(cur, event)
 
     def create_many(self, items: Sequence[tuple[Task, TaskEvent]]) -> None:
         """Insert all tasks and their events in one transaction with COPY (the seed path)."""
@@ -266,6 +281,7 @@ class PostgresTaskRepository:
             ) as copy:
                 for _, event in items:
                     copy.write_row(_outbox_params(event))
+            cur.execute(_NOTIFY)
 
     def get(self, task_id: uuid.UUID) -> Task | None:
         with self._pool.connection() as conn:
@@ -290,7 +306,7 @@ class PostgresTaskRepository:
                 " is_done = %s, updated_at = %s WHERE id = %s",
                 (*_task_params(task)[1:], event.occurred_at, task_id),
             )
-            cur.execute(_OUTBOX_INSERT, _outbox_params(event))
+            _add_to_outbox(cur, event)
         return task, event
 
     def delete(
@@ -304,7 +320,7 @@ class PostgresTaskRepository:
                 return None
             task = _task_from_row(row)
             event = event_for(task)
-            cur.execute(_OUTBOX_INSERT, _outbox_params(event))
+            _add_to_outbox(cur, event)
         return task, event
 
     def list(
@@ -433,11 +449,84 @@ class OutboxBatch:
         )
 
 
+class OutboxListener:
+    """Wakes a relay as soon as a transaction has added outbox rows (LISTEN/NOTIFY).
+
+    It holds one autocommit connection of its own (outside the pool), listening on the channel
+    of the pool's schema. Without it (PostgreSQL away) `wait` just sleeps, and it reconnects on a
+    later wait: a relay polls anyway, so a lost notification costs at most one poll interval.
+    """
+
+    _RETRY_AFTER = 5.0  # seconds before another connection attempt after one failed
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._conn: psycopg.Connection | None = None
+        self._retry_at = 0.0
+
+    def listen(self) -> bool:
+        """Start listening now (else the first `wait` does); False while PostgreSQL is away.
+        Commits from then on are kept for the next `wait`."""
+        return self._connection() is not None
+
+    def wait(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """True as soon as rows were added (or had been since the last wait); False after
+        `timeout` seconds without, or when `stop` is set."""
+        conn = self._connection()
+        if conn is None:
+            if stop is not None:
+                stop.wait(timeout)
+            else:
+                time.sleep(timeout)
+            return False
+        deadline = clock.monotonic() + timeout
+        try:
+            while True:
+                # In slices, so that a stop request is seen within a fifth of a second.
+                left = deadline - clock.monotonic()
+                if left <= 0 or (stop is not None and stop.is_set()):
+                    return False
+                if any(True for _ in conn.notifies(timeout=min(left, 0.2), stop_after=1)):
+                    # Several commits may have notified: one wake-up serves them all.
+                    for _ in conn.notifies(timeout=0):
+                        pass
+                    return True
+        except psycopg.Error:
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _connection(self) -> psycopg.Connection | None:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        if clock.monotonic() < self._retry_at:
+            return None
+        try:
+            conn = psycopg.connect(self._pool.conninfo, autocommit=True, **self._pool.kwargs)
+            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(f"{OUTBOX_CHANNEL}.{schema}")))
+        except psycopg.Error:
+            self._retry_at = clock.monotonic() + self._RETRY_AFTER
+            return None
+        self._conn = conn
+        return conn
+
+
 class OutboxStore:
     """The relay's side of the outbox: claim, mark published, record failures, count, prune."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
+
+    def listener(self) -> OutboxListener:
+        """A listener for commits that add rows to this outbox (close it when done)."""
+        return OutboxListener(self._pool)
 
     @contextmanager
     def claim_batch(self, limit: int) -> Iterator[OutboxBatch]:

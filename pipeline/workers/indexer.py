@@ -58,6 +58,7 @@ from pipeline.workers.batch import (
     plan_batch,
 )
 from pipeline.workers.dead_letters import DLQ_MAX_MESSAGE_BYTES, DeadLetters
+from pipeline.workers.outage import one_line
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -70,7 +71,7 @@ _log = logging.getLogger("taskstream.indexer")
 
 
 DEFAULT_BATCH_SIZE = 2_000
-DEFAULT_BATCH_WAIT = 0.2  # seconds consume() waits to fill a batch: the latency at low traffic
+DEFAULT_BATCH_WAIT = 0.2  # seconds an empty consume() waits for a first message (see _consume)
 DEFAULT_PROGRESS_INTERVAL = 10.0
 _IDLE_PROGRESS_INTERVAL = 60.0  # an idle indexer logs a line at most this often
 _IDLE_SLICE = 0.2  # how often waits look at the stop flag and serve the group protocol
@@ -280,7 +281,7 @@ class Indexer:
                 if len(messages) < budget:
                     messages += consumer.consume(num_messages=budget - len(messages), timeout=0)
             else:
-                messages = consumer.consume(num_messages=budget, timeout=self.batch_wait)
+                messages = self._consume(consumer, budget)
             # Read and decode this batch while the previous one is being written, then finish
             # that one (retries, dead letters, commit) and send this one on its way.
             self._next = self._prepare(messages)
@@ -294,6 +295,47 @@ class Indexer:
                 break
             self._log_progress()
         self._finish_batch()
+
+    def _apply_refresh_interval(self, index: TaskIndex) -> None:
+        """Give the index ELASTICSEARCH_REFRESH_INTERVAL: how soon what it writes is searchable.
+        A cluster that refuses (a user without the manage privilege) costs a warning only."""
+        interval = self.settings.elasticsearch_refresh_interval
+        try:
+            if index.apply_refresh_interval(interval, self.index_name):
+                _log.info(
+                    "%s: refresh_interval of %s set to %s",
+                    self._name(),
+                    self.index_name,
+                    interval.text,
+                )
+        except ApiError as exc:
+            if exc.status_code not in (400, 401, 403):
+                raise
+            _log.warning(
+                "%s: could not set refresh_interval %s on %s (%s); new tasks become searchable "
+                "at the index's own interval",
+                self._name(), interval.text, self.index_name, one_line(exc),
+            )  # fmt: skip
+
+    def _consume(self, consumer: Consumer, budget: int) -> list[Message]:
+        """What the consumer has fetched already, up to `budget`; when nothing is there, wait up
+        to `batch_wait` for the first message and return it with whatever came along.
+
+        A batch never waits to fill up: under light traffic an event goes on its way at once,
+        and under load batches fill by themselves while the previous one is being written.
+        """
+        messages = consumer.consume(num_messages=budget, timeout=0)
+        if messages:
+            return messages
+        deadline = clock.monotonic() + self.batch_wait
+        while not messages and not self._stop.is_set():
+            left = deadline - clock.monotonic()
+            if left <= 0:
+                break
+            messages = consumer.consume(num_messages=1, timeout=min(left, _IDLE_SLICE))
+        if messages and budget > 1:
+            messages += consumer.consume(num_messages=budget - 1, timeout=0)
+        return messages
 
     def _open(self) -> bool:
         """Create topics and index (retrying while the services are away), then subscribe."""
@@ -309,6 +351,7 @@ class Indexer:
                     if self.dlq_topic is not None:
                         ensure_topic(admin, self.dlq_topic, self.topic_partitions)
                 index.ensure_index(self.index_name)
+                self._apply_refresh_interval(index)
                 if self.until:
                     self._lows_at_open = low_watermarks(
                         admin, self.topic, self.until, best_effort=True

@@ -48,7 +48,7 @@ from pipeline.kafka.admin import ensure_topics
 from pipeline.kafka.clients import kafka_admin
 from pipeline.kafka.publisher import Delivered, Delivery, KafkaPublisher, OutgoingMessage
 from pipeline.postgres.pool import postgres_pool
-from pipeline.postgres.store import OutboxBatch, OutboxRow, OutboxStore, migrate
+from pipeline.postgres.store import OutboxBatch, OutboxListener, OutboxRow, OutboxStore, migrate
 from pipeline.workers.outage import Outage, one_line
 
 __all__ = [
@@ -189,6 +189,7 @@ class OutboxRelay:
         prune_interval: float = 60.0,
         prune_batch: int = 1000,
         prune_budget: float = 1.0,
+        listen: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -208,12 +209,16 @@ class OutboxRelay:
         self._admin_timeout = admin_timeout
         self._stop = threading.Event()
         self._in_flight: _Flight | None = None
+        # run() waits for PostgreSQL's notification of new rows rather than sleeping idle_wait.
+        self._listen = listen
+        self._listener: OutboxListener | None = None
         self._topics_ready = False
         self._kafka = Outage("Kafka", _log)
         self._postgres = Outage("PostgreSQL", _log)
         self.published_total = 0
         # Batches sent while the one before was still awaiting its reports (see run()).
         self.overlapped = 0
+        self.idle_waits = 0  # times run() found less than a full batch and waited for more
         # Rounds that failed for an unavailable service; an outage logs once however many.
         self.failed_attempts = 0
         self._window_start = clock.monotonic()
@@ -321,6 +326,9 @@ class OutboxRelay:
         """
         previous = self._install_signal_handlers() if handle_signals else {}
         _log.info("relay started: topic %s, batch size %d", self.topic, self._batch_size)
+        if self._listen:
+            self._listener = self._store.listener()
+            self._listener.listen()
         try:
             self._ensure_topics_until_ready()
             while not self._stop.is_set():
@@ -332,6 +340,9 @@ class OutboxRelay:
             if self._in_flight is not None:  # stopped by an exception: its rows stay unpublished
                 self._in_flight.abandon()
                 self._in_flight = None
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
             self.close()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -372,9 +383,18 @@ class OutboxRelay:
         if result is not None and self._after(result):
             return
         if len(current.rows) < self._batch_size:
-            # Not a full batch was waiting: settle what is out, then poll again shortly.
+            # Not a full batch was waiting: settle what is out, then wait for the next commit
+            # that adds rows (or poll again after idle_wait: rows another relay deferred and
+            # released come without a notification).
             self._land_in_flight()
+            self._wait_for_rows()
+
+    def _wait_for_rows(self) -> None:
+        self.idle_waits += 1
+        if self._listener is None:
             self._pause(self._idle_wait)
+        else:
+            self._listener.wait(self._idle_wait, self._stop)
 
     def _land_in_flight(self) -> None:
         """Settle the batch in flight, if any (the relay is idle or stopping)."""

@@ -798,6 +798,40 @@ def test_a_run_until_the_end_offsets_returns_without_waiting_for_more_messages(
     assert len(documents(es, index_name)) == 40
 
 
+def test_a_lone_event_goes_at_once_into_an_index_given_the_refresh_interval(
+    settings, indexer_settings, admin, es, topic, group, index_name
+):
+    # An index made earlier with Elasticsearch's default refresh: the indexer gives it the
+    # configured one. A batch of 1,000 that waited to fill (up to batch_wait, two minutes here)
+    # would leave the lone event unindexed far beyond the wait below.
+    es.indices.create(
+        index=index_name,
+        mappings=INDEX_MAPPINGS,
+        settings={**INDEX_SETTINGS, "refresh_interval": "1s"},
+    )
+    own = indexer_settings.replace(elasticsearch_refresh_interval="250ms")
+    indexer = Indexer(
+        own, group=group, topic=topic, index=index_name, dlq_topic=None, create_topics=False,
+        backoff=fast_backoff, batch_size=1000, batch_wait=120.0,
+    )  # fmt: skip
+    task = new_task("index me at once")
+    with running(indexer):
+        wait_for(
+            lambda: (
+                es.indices.get_settings(index=index_name, flat_settings=True)[index_name][
+                    "settings"
+                ].get("index.refresh_interval")
+                == "250ms"
+            ),
+            "the indexer to set refresh_interval",
+            timeout=60,
+        )
+        events = Events(settings, topic)
+        events.send(created_event(task))
+        events.flush()
+        wait_for(lambda: es.exists(index=index_name, id=str(task.id)), "the lone event", timeout=60)
+
+
 def test_an_index_with_a_foreign_mapping_stops_the_indexer_with_exit_code_2(
     indexer_settings, es, dlq, index_name, caplog
 ):

@@ -6,6 +6,7 @@ before the app builds its settings), so tests never see each other's tasks.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time
@@ -23,9 +24,11 @@ from pipeline.core.partitioner import partition_for_key
 from pipeline.core.settings import Settings
 from pipeline.postgres.store import OutboxStore, PostgresTaskRepository
 from pipeline.service.tasks import TaskService
+from pipeline.workers.indexer import Indexer
 from pipeline.workers.relay import OutboxRelay
 from testkit.processes import free_port
-from ui.resources import clear_caches
+from testkit.waiting import wait_for
+from ui.resources import clear_caches, journey_tracker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,15 +128,41 @@ def test_create_task_through_the_form_shows_its_event_and_offset(
     relay = OutboxRelay(relay_settings, OutboxStore(pool), admin=admin)
     try:
         assert relay.run_once() == 1
+        [(partition, offset)] = rows(pg, app_env, "SELECT partition, kafka_offset FROM {}.outbox")
+        assert partition == expected_partition
+        event_id = uuid.UUID(rows(pg, app_env, "SELECT event_id::text FROM {}.outbox")[0][0])
+        wait_for(lambda: journey_tracker().get(event_id).published, "the page to see it published")
+        at.run()
+        shown = page_text(at)
+        assert f"Offset: {offset}" in shown
+        assert "waiting for the relay" not in shown
+        assert "Published; waiting for the indexer" in "\n".join(c.value for c in at.caption)
+
+        # Index it: the page then shows how long each step of its way took.
+        indexer = Indexer(
+            relay_settings, group=f"test-group-{unique}", topic=relay_settings.kafka_topic,
+            index=f"test-{unique}", dlq_topic=None, create_topics=False,
+        )  # fmt: skip
+        thread = threading.Thread(target=indexer.run, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: (j := journey_tracker().get(event_id)) and j.done, "the journey")
+        finally:
+            indexer.request_stop()
+            thread.join(60)
     finally:
         relay.close()
         _delete_topics(admin, [relay_settings.kafka_topic, relay_settings.dlq_topic])
-    [(partition, offset)] = rows(pg, app_env, "SELECT partition, kafka_offset FROM {}.outbox")
-    assert partition == expected_partition
     at.run()
-    shown = page_text(at)
-    assert f"Offset: {offset}" in shown
-    assert "waiting for the relay" not in shown
+    steps = at.dataframe[0].value
+    assert list(steps["step"]) == [
+        "relay picks it up",
+        "Kafka acknowledges, outbox marked",
+        "indexer reads and writes it",
+        "refresh makes it searchable",
+    ]
+    assert all(took.endswith(("ms", " s")) for took in steps["took"]), steps
+    assert "Searchable" in "\n".join(c.value for c in at.caption)
 
 
 def _delete_topics(admin: AdminClient, names: list[str]) -> None:

@@ -329,6 +329,26 @@ def test_a_batch_sent_while_an_earlier_one_fails_never_overtakes_a_tasks_event(
     assert relay.published_total == 6
 
 
+def test_an_idle_relay_wakes_at_the_commit_that_adds_events(service, store, relay_settings):
+    # Polling every 60 s would leave the events waiting far beyond this test's waits: only the
+    # commit's notification (LISTEN/NOTIFY) can wake the relay in time. Tasks written through
+    # create_many (COPY) notify as well.
+    relay = OutboxRelay(relay_settings, store, idle_wait=60.0)
+    thread = threading.Thread(target=relay.run, kwargs={"handle_signals": False})
+    thread.start()
+    try:
+        wait_for(lambda: relay.idle_waits > 0, "the relay to find the outbox empty and wait")
+        first = service.create("wake the relay")
+        wait_for(lambda: service.publish_status(first.event.event_id).published, timeout=20)
+        many = service.create_many(generate_tasks(3, seed=5))
+        wait_for(lambda: store.pending_count() == 0, "the COPY's events published", timeout=20)
+        assert relay.published_total == 1 + len(many)
+    finally:
+        relay.request_stop()
+        thread.join(90)
+    assert not thread.is_alive()
+
+
 def test_sigterm_stops_the_relay_after_its_batch_and_restores_the_handler(
     service, store, relay_settings, caplog
 ):

@@ -178,6 +178,7 @@ def test_settings_travel_to_worker_processes_with_their_secrets(monkeypatch):
         ("3600", 3_600),
         ("1.5h", 5_400),
         (" 2D ", 2 * 86_400),
+        ("250ms", 0.25),
     ],
 )
 def test_outbox_retention_reads_a_duration_and_shows_it_as_typed(monkeypatch, typed, seconds):
@@ -204,6 +205,17 @@ def test_outbox_retention_defaults_to_seven_days_and_takes_seconds_in_code(monke
     assert (given.outbox_retention, given.display()["OUTBOX_RETENTION"]) == (90, "90s")
     assert s.replace(outbox_retention=0.25).display()["OUTBOX_RETENTION"] == "0.25s"
     assert s.replace(outbox_retention="2h").outbox_retention == 7_200
+
+
+def test_the_refresh_interval_is_a_duration_of_more_than_nothing(monkeypatch):
+    monkeypatch.delenv("ELASTICSEARCH_REFRESH_INTERVAL", raising=False)
+    assert load_settings().elasticsearch_refresh_interval.text == "100ms"
+    monkeypatch.setenv("ELASTICSEARCH_REFRESH_INTERVAL", "1s")
+    assert load_settings().elasticsearch_refresh_interval == 1.0
+    for wrong in ("0ms", "fast"):
+        monkeypatch.setenv("ELASTICSEARCH_REFRESH_INTERVAL", wrong)
+        with pytest.raises(ValueError, match="ELASTICSEARCH_REFRESH_INTERVAL"):
+            load_settings()
 
 
 @pytest.mark.parametrize("wrong", ["7w", "", "d", "soon", "nan", "inf", "7d12h", "1 week"])
