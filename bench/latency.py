@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+from elasticsearch import ApiError
 from psycopg import sql
 
 from pipeline.core import clock
@@ -150,9 +151,14 @@ def main() -> int:
         service = TaskService(PostgresTaskRepository(pool), settings)
         # Warm up: the indexer has joined its group and the index exists.
         warm = service.create("warm-up")
-        wait_for(
-            lambda: index.exists() and index.get(str(warm.task.id)) is not None, "warm-up", 120
-        )
+
+        def warmed() -> bool:
+            try:
+                return index.exists() and index.get(str(warm.task.id)) is not None
+            except ApiError:  # the new index's shard is still starting
+                return False
+
+        wait_for(warmed, "warm-up", 120)
         for thread in threads:
             thread.start()
 

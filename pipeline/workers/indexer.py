@@ -39,6 +39,7 @@ from pipeline.core.backoff import Backoff
 from pipeline.core.settings import Settings
 from pipeline.elasticsearch.client import elasticsearch_client
 from pipeline.elasticsearch.index import (
+    BulkAction,
     BulkItemResult,
     IndexMappingError,
     ItemOutcome,
@@ -73,6 +74,9 @@ _log = logging.getLogger("taskstream.indexer")
 DEFAULT_BATCH_SIZE = 2_000
 DEFAULT_BATCH_WAIT = 0.2  # seconds an empty consume() waits for a first message (see _consume)
 DEFAULT_PROGRESS_INTERVAL = 10.0
+# A batch of at most this many writes counts as light traffic: the index is refreshed after it.
+LIGHT_BATCH = 100
+REFRESH_GAP = 0.05  # seconds; at most one refresh after light batches this often
 _IDLE_PROGRESS_INTERVAL = 60.0  # an idle indexer logs a line at most this often
 _IDLE_SLICE = 0.2  # how often waits look at the stop flag and serve the group protocol
 _PAUSE_AFTER = 1.0  # seconds idle with a full batch held before pausing the partitions
@@ -113,6 +117,7 @@ class Indexer:
         handlers: Mapping[str, Handler] = HANDLERS,
         batch_size: int = DEFAULT_BATCH_SIZE,
         batch_wait: float = DEFAULT_BATCH_WAIT,
+        refresh_light: int = LIGHT_BATCH,
         progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
         backoff: Callable[[], Backoff] | None = None,
         until: Mapping[int, int] | None = None,
@@ -133,6 +138,9 @@ class Indexer:
         self.handlers = dict(handlers)
         self.batch_size = batch_size
         self.batch_wait = batch_wait
+        self.refresh_light = refresh_light
+        self._refreshed_at = float("-inf")
+        self.refreshes = 0  # refreshes this indexer asked for after light batches
         self.progress_interval = progress_interval
         self._backoff_factory = backoff or (lambda: Backoff(initial=0.2, maximum=5.0))
         self.until = dict(until) if until is not None else None
@@ -452,8 +460,32 @@ class Indexer:
         if to_write:
             assert self._index is not None and self._writer is not None
             actions = [e.action for e in to_write if e.action is not None]
-            future = self._writer.submit(self._index.bulk, actions, self.index_name, body=body)
+            light = len(actions) <= self.refresh_light
+            future = self._writer.submit(self._bulk, actions, body, light)
             self._inflight = (to_write, future)
+
+    def _bulk(
+        self, actions: list[BulkAction], body: bytes | None, light: bool
+    ) -> list[BulkItemResult]:
+        """Write the batch (on the writer thread); after a light batch, refresh the index.
+
+        Refresh policy: under light traffic (a batch of at most `refresh_light` writes) the
+        index is refreshed right after the write, at most every REFRESH_GAP seconds, so a change
+        is searchable within milliseconds; under load (fuller batches) refreshing is left to the
+        index's refresh_interval (ELASTICSEARCH_REFRESH_INTERVAL), so bulk throughput pays
+        nothing for it. A refresh that fails costs nothing but the wait for the interval.
+        """
+        assert self._index is not None
+        results = self._index.bulk(actions, self.index_name, body=body)
+        now = clock.monotonic()
+        if light and now - self._refreshed_at >= REFRESH_GAP:
+            self._refreshed_at = now
+            try:
+                self._index.refresh(self.index_name)
+                self.refreshes += 1
+            except (ApiError, TransportError) as exc:
+                _log.debug("%s: refresh after a light batch failed: %s", self._name(), exc)
+        return results
 
     def _finish_batch(self) -> None:
         """Complete the current batch (see `_complete`), commit it and report it."""

@@ -798,38 +798,41 @@ def test_a_run_until_the_end_offsets_returns_without_waiting_for_more_messages(
     assert len(documents(es, index_name)) == 40
 
 
-def test_a_lone_event_goes_at_once_into_an_index_given_the_refresh_interval(
+def test_a_lone_event_is_searchable_at_once_whatever_the_refresh_interval(
     settings, indexer_settings, admin, es, topic, group, index_name
 ):
     # An index made earlier with Elasticsearch's default refresh: the indexer gives it the
-    # configured one. A batch of 1,000 that waited to fill (up to batch_wait, two minutes here)
-    # would leave the lone event unindexed far beyond the wait below.
+    # configured one, 10 minutes here. A batch of 1,000 that waited to fill (up to batch_wait, two
+    # minutes) would leave the lone event unindexed, and a search would wait for the next
+    # refresh, both far beyond the waits below: the light batch is written and refreshed at once.
     es.indices.create(
         index=index_name,
         mappings=INDEX_MAPPINGS,
         settings={**INDEX_SETTINGS, "refresh_interval": "1s"},
     )
-    own = indexer_settings.replace(elasticsearch_refresh_interval="250ms")
+    own = indexer_settings.replace(elasticsearch_refresh_interval="10m")
     indexer = Indexer(
         own, group=group, topic=topic, index=index_name, dlq_topic=None, create_topics=False,
         backoff=fast_backoff, batch_size=1000, batch_wait=120.0,
     )  # fmt: skip
     task = new_task("index me at once")
+
+    def refresh_interval() -> str | None:
+        found = es.indices.get_settings(index=index_name, flat_settings=True)
+        return found[index_name]["settings"].get("index.refresh_interval")
+
+    def searchable() -> bool:
+        query = {"ids": {"values": [str(task.id)]}}
+        return es.search(index=index_name, query=query)["hits"]["total"]["value"] == 1
+
     with running(indexer):
-        wait_for(
-            lambda: (
-                es.indices.get_settings(index=index_name, flat_settings=True)[index_name][
-                    "settings"
-                ].get("index.refresh_interval")
-                == "250ms"
-            ),
-            "the indexer to set refresh_interval",
-            timeout=60,
-        )
+        wait_for(lambda: refresh_interval() == "600000ms", "the indexer to set it", timeout=60)
+        es.indices.refresh(index=index_name)  # the explicit refresh of a test, once, before
         events = Events(settings, topic)
         events.send(created_event(task))
         events.flush()
-        wait_for(lambda: es.exists(index=index_name, id=str(task.id)), "the lone event", timeout=60)
+        wait_for(searchable, "the lone event to be searchable", timeout=15)
+    assert indexer.refreshes >= 1
 
 
 def test_an_index_with_a_foreign_mapping_stops_the_indexer_with_exit_code_2(
