@@ -17,12 +17,16 @@ from pipeline.core import clock
 from pipeline.core.failures import POSTGRESQL, describe_failure, first_line
 from pipeline.core.settings import Settings
 from pipeline.replay.control import (
+    PROMOTE_MAX_LAG,
+    Promotion,
     compare_replay,
     create_replay,
     delete_replay,
     pause_replay,
     plan_replay,
+    promote_replay,
     resume_replay,
+    rollback_replay,
     set_replay_speed,
     stop_replay,
 )
@@ -38,6 +42,7 @@ from ui.replay_panel import (
     progress,
     rate_frame,
     replay_cli_commands,
+    slice_text,
     speed_short,
     speed_text,
 )
@@ -46,9 +51,9 @@ from ui.resources import admin, es, replay_store, settings
 INTERVALS = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30}
 READ_ONLY_REASON = (
     "Read-only mode (`TASKSTREAM_READ_ONLY=true`): starting, pausing, resuming, changing speed, "
-    "stopping and deleting replays are disabled."
+    "stopping, promoting, rolling back and deleting replays are disabled."
 )
-START_FIELDS = ("name", "from", "until", "speed")
+START_FIELDS = ("name", "from", "until", "speed", "type", "key", "partition", "mapping")
 OTHER = "other"
 
 # Session state keys.
@@ -67,7 +72,7 @@ def postgres_down(exc: BaseException) -> None:
 # -- start -----------------------------------------------------------------------------------
 
 
-def start_form(config: Settings, admin: Any) -> None:
+def start_form(config: Settings, admin: Any, es: Any) -> None:
     read_only = config.read_only
     if st.session_state.pop(START_RESET, False):
         st.session_state.pop("replay_name", None)
@@ -98,7 +103,8 @@ def start_form(config: Settings, admin: Any) -> None:
                 "Until",
                 value="end",
                 key="replay_until",
-                help="`end` (the end offsets now; the replay then finishes) or an ISO time.",
+                help="`end` (the end offsets now; the replay then finishes), an ISO time, or "
+                "`follow` (keep reading new events: needed to promote the replay).",
                 disabled=read_only,
             )
             slots["until"] = st.empty()
@@ -112,35 +118,95 @@ def start_form(config: Settings, admin: Any) -> None:
                 disabled=read_only,
             )
             slots["speed"] = st.empty()
+        st.caption(
+            "A slice (optional): only matching events are indexed, the rest is read and skipped "
+            "(counted). Comma-separated; empty means all."
+        )
+        left, middle, right = st.columns(3)
+        with left:
+            types = st.text_input(
+                "Event types",
+                key="replay_type",
+                placeholder="created,updated",
+                help="created, updated, deleted (or their full names, tasks.event.…).",
+                disabled=read_only,
+            )
+            slots["type"] = st.empty()
+        with middle:
+            keys = st.text_input(
+                "Keys (task ids)",
+                key="replay_key",
+                help="Only the events of these tasks.",
+                disabled=read_only,
+            )
+            slots["key"] = st.empty()
+        with right:
+            partitions = st.text_input(
+                "Partitions",
+                key="replay_partition",
+                placeholder="0,3",
+                help=f"Partitions of `{config.kafka_topic}`.",
+                disabled=read_only,
+            )
+            slots["partition"] = st.empty()
+        mapping = st.text_area(
+            "Mapping and settings of the scratch index (JSON, optional)",
+            key="replay_mapping",
+            placeholder='{"settings": {"analysis": …}, "mappings": {"properties": …}}',
+            help="A JSON object with `mappings` and/or `settings` (e.g. a new analyzer); empty: "
+            "the live index's mapping. The scratch index is created with it before the worker "
+            "starts, so a mapping Elasticsearch refuses is said here.",
+            disabled=read_only,
+        )
+        slots["mapping"] = st.empty()
         slots[OTHER] = st.empty()
         submitted = st.form_submit_button(
             "Start replay", type="primary", key="replay_start", disabled=read_only
         )
     if submitted:
-        errors = start_replay(config, admin, name, start, until, speed)
+        errors = start_replay(
+            config, admin, name, start, until, speed,
+            es=es, types=types, keys=keys, partitions=partitions, mapping=mapping,
+        )  # fmt: skip
         st.session_state[START_ERRORS] = errors
     for field, message in errors.items():
         slots.get(field, slots[OTHER]).error(message, icon=":material/error:")
 
 
 def start_replay(
-    config: Settings, admin: Any, name: str, start: str, until: str, speed: str
+    config: Settings,
+    admin: Any,
+    name: str,
+    start: str,
+    until: str,
+    speed: str,
+    *,
+    es: Any = None,
+    types: str = "",
+    keys: str = "",
+    partitions: str = "",
+    mapping: str = "",
 ) -> dict[str, str]:
     """Plan (every guard) and create the replay; the refusals by field, or a rerun on success.
 
     The `replays` table is opened here, so PostgreSQL being down is said like any refusal."""
     try:
-        plan = plan_replay(config, admin, name.strip(), start, until, speed)
-        row = create_replay(replay_store(), admin, plan)
+        plan = plan_replay(
+            config, admin, name.strip(), start, until, speed,
+            types=types, keys=keys, partitions=partitions, mapping=mapping or None,
+        )  # fmt: skip
+        row = create_replay(replay_store(), admin, plan, es=es)
     except ReplayRefused as exc:
         return {exc.field if exc.field in START_FIELDS else OTHER: str(exc)}
     except Exception as exc:  # a service that does not answer: said in one line
         return {OTHER: f"Could not start the replay: {describe_failure(exc, config)}"}
     st.session_state[START_ERRORS] = {}
     st.session_state[START_RESET] = True
+    amount = "following the topic" if plan.following else f"{row.total:,} event(s)"
+    sliced = "" if plan.slice.empty else f", only {plan.slice.describe()}"
     st.session_state[FLASH] = (
-        f"Started replay `{row.name}`: {row.total:,} event(s) from `{plan.start_spec}` until "
-        f"`{plan.until_spec}` at {speed_text(row.speed)}, worker pid {row.pid} (log "
+        f"Started replay `{row.name}`: {amount} from `{plan.start_spec}` until "
+        f"`{plan.until_spec}` at {speed_text(row.speed)}{sliced}, worker pid {row.pid} (log "
         f"`.devstack/logs/replay-{row.name}.log`)."
     )
     st.rerun()
@@ -212,9 +278,40 @@ def on_compare(config: Settings, es: Any, name: str) -> None:
     compares: dict[str, Any] = st.session_state.setdefault(COMPARES, {})
 
     def compare() -> None:
-        compares[name] = compare_replay(config, es, name).to_json()
+        compares[name] = compare_replay(config, es, name, replay_store()).to_json()
 
     act(name, compare, "")
+
+
+def on_promote(config: Settings, store: ReplayStore, admin: Any, es: Any, name: str) -> None:
+    done: list[Promotion] = []
+    act(name, lambda: done.append(promote_replay(config, store, admin, es, name)), "")
+    notices: dict[str, tuple[str, str]] = st.session_state[NOTICES]
+    if done:
+        notices[name] = ("success", promotion_text("Promoted", done[0]))
+    st.session_state.pop(f"replay_confirm_{name}", None)
+
+
+def on_rollback(config: Settings, store: ReplayStore, admin: Any, es: Any, name: str) -> None:
+    done: list[Promotion] = []
+    act(name, lambda: done.append(rollback_replay(config, store, admin, es, name)), "")
+    notices: dict[str, tuple[str, str]] = st.session_state[NOTICES]
+    if done:
+        notices[name] = ("success", promotion_text("Rolled back", done[0]))
+    st.session_state.pop(f"replay_confirm_{name}", None)
+
+
+def promotion_text(verb: str, done: Promotion) -> str:
+    text = (
+        f"{verb}: `{done.alias}` now points at `{done.index}` (before: "
+        f"`{done.previous or 'nothing'}`)."
+    )
+    if not done.caught_up:
+        text += (
+            f" The replay is still {done.behind:,} event(s) short of the swap point: keep it "
+            "running until its lag is 0."
+        )
+    return text
 
 
 def replay_card(
@@ -222,19 +319,35 @@ def replay_card(
 ) -> None:
     name = row.name
     state = effective_state(row, now)
-    can = controls(state, row.desired_state)
+    can = controls(state, row.desired_state, following=row.following, promoted=row.promoted)
     with st.container(border=True, key=f"replay_card_{name}"):
         st.markdown(
             f"#### {name}\ngroup `{row.group_name}` → index `{row.index_name}` · from "
             f"`{row.start_spec}` until `{row.until_spec}` · speed {speed_text(row.speed)}"
+            f" · {slice_text(row)}"
         )
+        if row.promoted:
+            st.info(
+                f"**Promoted**: `{config.elasticsearch_index}` points at `{row.index_name}` "
+                f"(before: `{row.previous_index or 'nothing'}`). Rollback points it back.",
+                icon=":material/swap_horiz:",
+            )
         eta = row.to_json(now)["eta_s"] if state in ("running", "pending") else None
-        head = st.columns(5)
+        head = st.columns(6)
         head[0].metric("State", state)
         head[1].metric("Speed", speed_short(row.speed))
         head[2].metric("Events/s", f"{row.events_per_s:,.1f}")
-        head[3].metric("ETA", duration_text(eta), help="Remaining events at the current rate.")
+        head[3].metric(
+            "ETA",
+            eta if isinstance(eta, str) else duration_text(eta),
+            help="Remaining events at the current rate (`following`: it never ends).",
+        )
         head[4].metric("Errors", f"{row.errors:,}", help="Malformed or unindexable events.")
+        head[5].metric(
+            "Filtered",
+            f"{row.filtered:,}",
+            help="Events read and skipped as outside the replay's slice.",
+        )
         fraction, text = progress(row, now)
         st.progress(fraction, text=text)
         if state == "dead":
@@ -280,6 +393,7 @@ def replay_card(
             )
 
         card_controls(row, can, config=config, store=store, admin=admin, es=es)
+        promote_controls(row, can, config=config, store=store, admin=admin, es=es)
         compared = st.session_state.get(COMPARES, {}).get(name)
         if compared is not None:
             comparison(compared)
@@ -373,9 +487,71 @@ def card_controls(
         st.code(replay_cli_commands(name), language="bash")
 
 
+def promote_controls(
+    row: ReplayRow, can: Controls, *, config: Settings, store: ReplayStore, admin: Any, es: Any
+) -> None:
+    """Promote (a following replay) or roll back (a promoted one), after a confirmation, with
+    the last comparison beside the buttons."""
+    if not (can.promote or can.rollback):
+        return
+    name, alias = row.name, config.elasticsearch_index
+    with st.container(border=True, key=f"replay_promote_box_{name}"):
+        left, right = st.columns(2)
+        with left:
+            if can.rollback:
+                target = row.previous_index or "the index it replaced"
+                what = f"Point `{alias}` back at `{target}`"
+            else:
+                what = f"Point the live index `{alias}` at `{row.index_name}`"
+            confirmed = st.checkbox(
+                f"{what}: searches and the live indexer switch at once.",
+                key=f"replay_confirm_{name}",
+                disabled=config.read_only,
+            )
+            buttons = st.columns(2)
+            buttons[0].button(
+                "Promote",
+                key=f"replay_promote_{name}",
+                type="primary",
+                disabled=config.read_only or not can.promote or not confirmed,
+                on_click=on_promote,
+                args=(config, store, admin, es, name),
+                width="stretch",
+                help="Refused unless the replay is unfiltered, following, and within "
+                f"{PROMOTE_MAX_LAG} events of the live group; keeps the previous index.",
+            )
+            buttons[1].button(
+                "Rollback",
+                key=f"replay_rollback_{name}",
+                disabled=config.read_only or not can.rollback or not confirmed,
+                on_click=on_rollback,
+                args=(config, store, admin, es, name),
+                width="stretch",
+                help="Catches the previous index up and points the live alias back at it.",
+            )
+        with right:
+            compared = st.session_state.get(COMPARES, {}).get(name)
+            if compared is None:
+                st.caption("Compare with the live index first: the result shows here.")
+            else:
+                counts = compared["counts"]
+                summary = (
+                    f"{counts['scratch']:,} vs {counts['live']:,} documents, "
+                    f"{counts['same']:,} identical, {compared['differing']['count']:,} "
+                    f"different, {compared['only_in_scratch']['count']:,} + "
+                    f"{compared['only_in_live']['count']:,} only in one"
+                )
+                if compared["identical"]:
+                    st.success(f"Last comparison: the indices match ({summary}).")
+                else:
+                    st.warning(f"Last comparison: the indices differ ({summary}).")
+
+
 def comparison(result: dict[str, Any]) -> None:
     counts = result["counts"]
     st.markdown(f"**`{result['scratch']}` against `{result['live']}`**")
+    if result.get("scope"):
+        st.caption(f"Compared on the replay's slice: {result['scope']}.")
     cols = st.columns(5)
     cols[0].metric(f"In {result['scratch']}", f"{counts['scratch']:,}")
     cols[1].metric(f"In {result['live']}", f"{counts['live']:,}")
@@ -416,7 +592,10 @@ def introduction(config: Settings) -> None:
         f"(`{config.indexer_group}`), which keeps running undisturbed. It writes **its own "
         f"scratch index** `scratch-NAME`, never the live index `{config.elasticsearch_index}`, "
         "so you can compare the two afterwards. Each replay is a separate worker process, so it "
-        "keeps running when you close this page."
+        "keeps running when you close this page. A replay started with until `follow` keeps "
+        "reading new events; once it is close behind the live indexer you can **promote** it: "
+        f"`{config.elasticsearch_index}` then becomes an alias of its scratch index (the index "
+        "it replaces is kept, and **rollback** points the alias back)."
     )
     if config.read_only:
         st.info(READ_ONLY_REASON, icon=":material/lock:")
@@ -459,7 +638,7 @@ def replays_page(config: Settings, admin: Any, es: Any) -> None:
 
     st.header("Start a replay")
     if kafka_ok:
-        start_form(config, admin)
+        start_form(config, admin, es)
     else:
         st.caption("Needs Kafka: see the banner at the top of the page.")
 

@@ -432,9 +432,30 @@ def _replay_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         default="earliest",
         help="earliest (default), latest, an ISO time, or PARTITION:OFFSET,… (others skipped)",
     )
-    start.add_argument("--until", default="end", help="end (the end offsets now) or an ISO time")
+    start.add_argument(
+        "--until",
+        default="end",
+        help="end (the end offsets now), an ISO time, or follow (keep reading new events)",
+    )
     start.add_argument(
         "--speed", default="100", help="events/s (default 100), Nx the original pace, or max"
+    )
+    start.add_argument(
+        "--type",
+        dest="types",
+        metavar="T[,T]",
+        help="index only these event types (created, updated, deleted); the rest is skipped",
+    )
+    start.add_argument(
+        "--key", dest="keys", metavar="K[,K]", help="index only the events of these task ids"
+    )
+    start.add_argument(
+        "--partition", dest="partitions", metavar="P[,P]", help="index only these partitions"
+    )
+    start.add_argument(
+        "--mapping",
+        metavar="FILE",
+        help='create scratch-NAME with this JSON {"mappings": …, "settings": …}',
     )
     actions.add_parser("list", parents=[common], help="replays with state and progress")
     for name, text in (
@@ -449,6 +470,22 @@ def _replay_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "compare", parents=[common], help="compare scratch-NAME with the live index"
     )
     compare.add_argument("name")
+    promote = actions.add_parser(
+        "promote",
+        parents=[common],
+        help="point the live index alias at scratch-NAME (an unfiltered, following replay)",
+    )
+    promote.add_argument("name")
+    promote.add_argument(
+        "--max-lag",
+        type=int,
+        default=100,
+        help="events the replay may be behind the live group (default 100)",
+    )
+    rollback = actions.add_parser(
+        "rollback", parents=[common], help="point the live alias back at the index NAME replaced"
+    )
+    rollback.add_argument("name")
     rate = actions.add_parser("rate", parents=[common], help="change a replay's speed")
     rate.add_argument("name")
     rate.add_argument("speed", help="events/s, Nx the original pace, or max")
@@ -787,6 +824,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> Any:
             return _replay_start(args, settings)
         if args.action == "compare":
             return _replay_compare(args, settings)
+        if args.action in ("promote", "rollback"):
+            return _replay_promote(args, settings)
         with open_replay_store(settings) as store:
             if args.action == "list":
                 return _replay_list(args, store)
@@ -816,39 +855,93 @@ def _now() -> Any:
 
 
 def _replay_start(args: argparse.Namespace, settings: Settings) -> Any:
+    from pipeline.elasticsearch.client import elasticsearch_client
     from pipeline.kafka.clients import kafka_admin
     from pipeline.replay import control as replay
     from pipeline.replay.store import open_replay_store
 
+    mapping = None
+    if args.mapping is not None:
+        try:
+            with open(args.mapping, encoding="utf-8") as file:
+                mapping = file.read()
+        except OSError as exc:
+            raise UsageError(f"replay start: --mapping {args.mapping}: {exc.strerror}") from None
     admin = kafka_admin(settings)
     # Every guard runs before anything is created.
-    plan = replay.plan_replay(settings, admin, args.name, args.start, args.until, args.speed)
-    with open_replay_store(settings) as store:
-        row = replay.create_replay(store, admin, plan)
+    plan = replay.plan_replay(
+        settings, admin, args.name, args.start, args.until, args.speed,
+        types=args.types, keys=args.keys, partitions=args.partitions, mapping=mapping,
+    )  # fmt: skip
+    es = elasticsearch_client(settings) if plan.mapping is not None else None
+    try:
+        with open_replay_store(settings) as store:
+            row = replay.create_replay(store, admin, plan, es=es)
+    finally:
+        if es is not None:
+            es.close()
     if args.json:
         return row.to_json(_now())
     names = plan.names
+    amount = "following the topic from" if plan.following else f"{row.total} event(s) from"
+    until = "" if plan.following else f" until {args.until}"
+    sliced = "" if plan.slice.empty else f", only {plan.slice.describe()}"
     print(
-        f"replay {names.name}: {row.total} event(s) from {args.start} until {args.until} at "
-        f"{plan.speed} into index {names.index} as group {names.group} (worker pid {row.pid}, "
+        f"replay {names.name}: {amount} {args.start}{until} at {plan.speed}{sliced} into index "
+        f"{names.index} as group {names.group} (worker pid {row.pid}, "
         f"log .devstack/logs/replay-{names.name}.log)"
     )
+    return None
+
+
+def _replay_promote(args: argparse.Namespace, settings: Settings) -> Any:
+    from pipeline.elasticsearch.client import elasticsearch_client
+    from pipeline.kafka.clients import kafka_admin
+    from pipeline.replay import control as replay
+    from pipeline.replay.store import open_replay_store
+
+    es = elasticsearch_client(settings)
+    try:
+        with open_replay_store(settings) as store:
+            if args.action == "promote":
+                done = replay.promote_replay(
+                    settings, store, kafka_admin(settings), es, args.name, max_lag=args.max_lag
+                )
+            else:
+                done = replay.rollback_replay(settings, store, kafka_admin(settings), es, args.name)
+    finally:
+        es.close()
+    if args.json:
+        return done.to_json()
+    print(
+        f"replay {args.name}: {args.action}d; {done.alias} now points at {done.index} "
+        f"(before: {done.previous or 'nothing'})"
+    )
+    if args.action == "promote" and not done.caught_up:
+        print(
+            f"replay {args.name} is still {done.behind} event(s) short of the swap point: keep it "
+            "running until `replay list` shows it caught up"
+        )
     return None
 
 
 def _replay_compare(args: argparse.Namespace, settings: Settings) -> Any:
     from pipeline.elasticsearch.client import elasticsearch_client
     from pipeline.replay import control as replay
+    from pipeline.replay.store import open_replay_store
 
     es = elasticsearch_client(settings)
     try:
-        result = replay.compare_replay(settings, es, args.name)
+        with open_replay_store(settings, reads_only=True) as store:
+            result = replay.compare_replay(settings, es, args.name, store)
     finally:
         es.close()
     if args.json:
         return result.to_json()
     scratch, live = result.scratch, result.live
     c = result.counts
+    if result.scope:
+        print(f"compared on the replay's slice: {result.scope}")
     print(f"{scratch}: {c['scratch']} document(s); {live}: {c['live']}; identical: {c['same']}")
     for label, side in (
         (f"only in {scratch}", result.only_in_scratch),
@@ -867,11 +960,20 @@ def _replay_list(args: argparse.Namespace, store: Any) -> Any:
     if args.json:
         return rows
     print(f"{'NAME':<24} {'STATE':<9} {'SPEED':>7} {'DONE':>9} {'REMAINING':>9} {'EV/S':>8} "
-          f"{'ERRORS':>6}")  # fmt: skip
+          f"{'ERRORS':>6} {'FILTERED':>8}  NOTES")  # fmt: skip
     for r in rows:
         done = r["total"] - r["remaining"]
+        notes = []
+        if r["following"]:
+            notes.append(f"following, lag {r['lag']}")
+        if r["filter"]:
+            notes.append("slice " + " ".join(f"{k}={','.join(map(str, v))}"
+                                             for k, v in r["filter"].items()))  # fmt: skip
+        if r["promoted_at"] is not None:
+            notes.append(f"PROMOTED (was {r['previous_index'] or 'nothing'})")
         print(f"{r['name']:<24} {r['state']:<9} {r['speed']:>7} {done:>9} {r['remaining']:>9} "
-              f"{r['events_per_s']:>8} {r['errors']:>6}")  # fmt: skip
+              f"{r['events_per_s']:>8} {r['errors']:>6} {r['filtered']:>8}  "
+              f"{'; '.join(notes)}")  # fmt: skip
     if not rows:
         print("no replays")
     return None

@@ -27,6 +27,7 @@ __all__ = [
     "progress",
     "rate_frame",
     "replay_cli_commands",
+    "slice_text",
     "speed_short",
     "speed_text",
 ]
@@ -73,6 +74,13 @@ def speed_short(speed: str) -> str:
 def progress(row: ReplayRow, now: datetime) -> tuple[float, str]:
     """The bar's fraction and its text: done of total, percentage, events/s and ETA."""
     total, remaining = row.total, row.remaining
+    if row.following:
+        done = total - remaining
+        fraction = 1.0 if total == 0 else done / total
+        return fraction, (
+            f"following: {remaining:,} events behind the live end · {done:,} read · "
+            f"{row.events_per_s:,.1f} events/s · ETA following"
+        )
     if total == 0:
         return 1.0, "nothing to replay: the start and the target end offsets are equal"
     done = total - remaining
@@ -85,11 +93,18 @@ def progress(row: ReplayRow, now: datetime) -> tuple[float, str]:
     return fraction, f"{text} · {rate:,.1f} events/s · ETA {duration_text(eta)}"
 
 
+def slice_text(row: ReplayRow) -> str:
+    """`every event`, or the slice: `only type tasks.event.created; partition 0`."""
+    slice_ = row.slice
+    return "every event" if slice_.empty else f"only {slice_.describe()}"
+
+
 def partition_rows(row: ReplayRow) -> list[dict]:
-    """Per partition: start, position, target end, done, remaining and progress (0-1)."""
+    """Per partition: start, position, target end (following: the live end), done, remaining
+    and progress (0-1)."""
     position = {**row.start_offsets, **row.position}
     rows = []
-    for p, end in sorted(row.until_offsets.items()):
+    for p, end in sorted(row.ends.items()):
         start = row.start_offsets.get(p, end)
         at = min(max(position.get(p, start), start), end)
         total = max(0, end - start)
@@ -147,10 +162,18 @@ class Controls:
     stop: bool
     speed: bool
     compare: bool
+    promote: bool = False
+    rollback: bool = False
 
 
-def controls(state: str, desired: str) -> Controls:
-    """The buttons that make sense for a replay in `state` (effective) wanting `desired`."""
+def controls(
+    state: str, desired: str, *, following: bool = False, promoted: bool = False
+) -> Controls:
+    """The buttons that make sense for a replay in `state` (effective) wanting `desired`.
+
+    A following replay never finishes: it compares while running, and promotes while running
+    (the promote itself checks the slice and the lag); a promoted one rolls back.
+    """
     live = state in ("pending", "running", "paused")
     return Controls(
         pause=live and desired == "running",
@@ -158,7 +181,9 @@ def controls(state: str, desired: str) -> Controls:
         restart=state == "dead",
         stop=live or state == "dead",
         speed=state != "finished",
-        compare=state == "finished",
+        compare=state == "finished" or (following and state in ("running", "paused")),
+        promote=following and not promoted and state == "running",
+        rollback=promoted,
     )
 
 
@@ -172,6 +197,8 @@ def replay_cli_commands(name: str) -> str:
         f"python -m pipeline replay rate {quoted} 500\n"
         f"python -m pipeline replay stop {quoted}\n"
         f"python -m pipeline replay compare {quoted}\n"
+        f"python -m pipeline replay promote {quoted}  # a following, unfiltered replay\n"
+        f"python -m pipeline replay rollback {quoted}\n"
         f"python -m pipeline replay delete {quoted} --drop-index\n"
         f"# the worker's log\ntail -f .devstack/logs/replay-{name}.log\n"
     )

@@ -7,7 +7,7 @@ sorted lists: no _reindex, no scripts, and memory bounded by the page size and t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ class Comparison:
     only_in_live: Side
     differing: Side
     differing_documents: list[dict[str, Any]] = field(default_factory=list)
+    scope: str | None = None  # what was compared when not every document (a replay's slice)
 
     @property
     def identical(self) -> bool:
@@ -51,6 +52,7 @@ class Comparison:
             "live": self.live,
             "counts": self.counts,
             "identical": self.identical,
+            "scope": self.scope,
             "only_in_scratch": {
                 "count": self.only_in_scratch.count,
                 "sample": self.only_in_scratch.sample,
@@ -91,11 +93,16 @@ def compare_indices(
     page: int = PAGE,
     *,
     refresh: bool = True,
+    match: Callable[[str], bool] | None = None,
+    scratch_ids_only: bool = False,
 ) -> Comparison:
     """Counts, ids only in either index, and ids whose documents differ (samples with both).
 
     `refresh` first makes every indexed document searchable; read-only mode passes False, since
     a refresh is a request a read-only user may not make (searches still see what is refreshed).
+    `match` keeps only the documents (of either index) whose id it accepts, and
+    `scratch_ids_only` only the live documents the scratch index holds too: a replay of a slice
+    is compared on its slice.
     """
     for name in (scratch, live) if refresh else ():
         es.indices.refresh(index=name)
@@ -108,6 +115,9 @@ def compare_indices(
         Side(),
     )
     left, right = iter_documents(es, scratch, page), iter_documents(es, live, page)
+    if match is not None:
+        left = (doc for doc in left if match(doc[0]))
+        right = (doc for doc in right if match(doc[0]))
     a, b = next(left, None), next(right, None)
     while a is not None or b is not None:
         if b is None or (a is not None and a[0] < b[0]):
@@ -116,8 +126,9 @@ def compare_indices(
             result.only_in_scratch.add(a[0], sample)
             a = next(left, None)
         elif a is None or b[0] < a[0]:
-            result.counts["live"] += 1
-            result.only_in_live.add(b[0], sample)
+            if not scratch_ids_only:
+                result.counts["live"] += 1
+                result.only_in_live.add(b[0], sample)
             b = next(right, None)
         else:
             result.counts["scratch"] += 1

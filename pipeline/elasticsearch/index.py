@@ -248,6 +248,23 @@ class TaskIndex:
         _log.info("created Elasticsearch index %s", name)
         return True
 
+    def create_index(
+        self, name: str, mappings: Mapping[str, Any] | None, settings: Mapping[str, Any] | None
+    ) -> None:
+        """Create `name` with a mapping and settings of the caller's (the contract's where None);
+        raises ApiError when Elasticsearch refuses them, IndexMappingError (and deletes the new
+        index) when the field types break the contract."""
+        self._client.indices.create(
+            index=name,
+            mappings=dict(mappings) if mappings is not None else INDEX_MAPPINGS,
+            settings={**INDEX_SETTINGS, **(settings or {})},
+        )
+        try:
+            self._check_mapping(name)
+        except IndexMappingError:
+            self.delete_index(name)
+            raise
+
     def apply_refresh_interval(self, seconds: float, name: str | None = None) -> bool:
         """Set the index's refresh_interval (a dynamic setting) unless it already has that
         value; True if this call changed it. Through an alias, its indices get it."""
@@ -286,6 +303,73 @@ class TaskIndex:
             return int(self._client.count(index=name or self.index)["count"])
         except NotFoundError:
             return 0
+
+    # -- the live alias -----------------------------------------------------------------------
+
+    def live_targets(self, name: str | None = None) -> list[str]:
+        """The concrete indices `name` resolves to: an alias's indices, the index itself, or []."""
+        name = name or self.index
+        try:
+            return sorted(self._client.indices.get_alias(name=name).body)
+        except NotFoundError:
+            pass
+        return [name] if self._client.indices.exists(index=name) else []
+
+    def is_alias(self, name: str | None = None) -> bool:
+        return bool(self._client.indices.exists_alias(name=name or self.index))
+
+    def point_alias(self, target: str, alias: str | None = None) -> str | None:
+        """Point the alias (default: this index's name) at `target` alone; returns the index it
+        pointed at before (None if there was none).
+
+        One `_aliases` request, so readers and writers see the old index or the new one, never
+        neither. When `alias` is still a concrete index it is first cloned to `<alias>-NNNNNN`
+        (writes blocked meanwhile: the indexer retries them and they land in `target`), and the
+        request then removes it and adds the alias: the clone is the previous index.
+        """
+        alias = alias or self.index
+        client = self._client
+        if client.indices.exists_alias(name=alias):
+            previous = sorted(client.indices.get_alias(name=alias).body)
+            actions: list[dict[str, Any]] = [
+                {"remove": {"index": index, "alias": alias}}
+                for index in previous
+                if index != target
+            ]
+            actions.append({"add": {"index": target, "alias": alias}})
+            client.indices.update_aliases(actions=actions)
+            return previous[0] if previous else None
+        if not client.indices.exists(index=alias):
+            client.indices.update_aliases(actions=[{"add": {"index": target, "alias": alias}}])
+            return None
+        kept = self._free_name(alias)
+        client.indices.put_settings(index=alias, settings={"index.blocks.write": True})
+        try:
+            client.indices.clone(
+                index=alias,
+                target=kept,
+                settings={"index.blocks.write": False},
+                wait_for_active_shards="1",
+            )
+            client.indices.update_aliases(
+                actions=[
+                    {"add": {"index": target, "alias": alias}},
+                    {"remove_index": {"index": alias}},
+                ]
+            )
+        except Exception:
+            if client.indices.exists(index=alias) and not client.indices.exists_alias(name=alias):
+                client.indices.put_settings(index=alias, settings={"index.blocks.write": False})
+            raise
+        _log.info("index %s moved to %s; %s is now an alias of %s", alias, kept, alias, target)
+        return kept
+
+    def _free_name(self, alias: str) -> str:
+        for number in range(1, 1_000_000):
+            name = f"{alias}-{number:06d}"
+            if not self._client.indices.exists(index=name):
+                return name
+        raise RuntimeError(f"no free {alias}-NNNNNN index name")
 
     def _check_mapping(self, name: str) -> None:
         response = self._client.indices.get_mapping(index=name)

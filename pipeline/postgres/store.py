@@ -122,6 +122,22 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX outbox_published_at ON outbox (published_at) WHERE published_at IS NOT NULL;
     """,
+    # 4: replays of a slice, following, with a mapping of the user's, promoted (pipeline.replay).
+    # filter: {"types", "keys", "partitions"} lists ({}: everything); filtered: events read and
+    # skipped as outside it; live_end: the topic's end offsets the worker last saw (following);
+    # previous_index: what the live alias pointed at before the promote (rollback's target);
+    # promote_offsets: the live group's committed offsets at the promote (rollback catches the
+    # previous index up from there).
+    """
+    ALTER TABLE replays
+        ADD COLUMN filter          jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN filtered        bigint NOT NULL DEFAULT 0,
+        ADD COLUMN live_end        jsonb NOT NULL DEFAULT '{}',
+        ADD COLUMN mapping         jsonb NULL,
+        ADD COLUMN promoted_at     timestamptz NULL,
+        ADD COLUMN previous_index  text NULL,
+        ADD COLUMN promote_offsets jsonb NULL;
+    """,
 )
 
 # Advisory lock class for migrations (first key); the schema name hashes into the second.

@@ -6,13 +6,16 @@ bad request with a `ReplayRefused` that says what to use instead.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pipeline.core import positions
 from pipeline.core.domain import ValidationError, parse_time
+from pipeline.core.events import EVENT_TYPES
 from pipeline.core.ratelimit import Speed, parse_speed
 from pipeline.core.settings import Settings
 
@@ -23,7 +26,8 @@ _FORBIDDEN = set('\\/*?"<>|,#: ')
 class ReplayRefused(ValueError):
     """A replay request that is refused; the message says what to use instead.
 
-    `field` names the start option the refusal is about (name, from, until, speed), if one is.
+    `field` names the start option the refusal is about (name, from, until, speed, type, key,
+    partition, mapping), if one is.
     """
 
     def __init__(self, message: str, field: str | None = None) -> None:
@@ -131,10 +135,11 @@ def parse_start(text: str) -> StartSpec:
 
 
 def parse_until(text: str) -> datetime | None:
-    """--until: `end` (None: the end offsets seen at start) or an ISO time."""
-    if text.strip().lower() == "end":
+    """--until: `end` (None: the end offsets seen at start) or an ISO time (`follow`: see
+    `is_follow`, checked first)."""
+    if text.strip().lower() in ("end", FOLLOW):
         return None
-    return _parse_when(text, "--until", "end")
+    return _parse_when(text, "--until", "end, follow")
 
 
 def check_offsets(
@@ -145,6 +150,11 @@ def check_offsets(
         positions.check_offsets(offsets, watermarks, topic)
     except positions.PositionError as exc:
         raise ReplayRefused(str(exc)) from None
+
+
+def is_follow(until: str) -> bool:
+    """--until follow: keep reading new events instead of stopping at the end offsets."""
+    return until.strip().lower() == FOLLOW
 
 
 def resolve_offsets(
@@ -166,3 +176,131 @@ def resolve_offsets(
 
 def _at_or_high(offset: int, high: int) -> int:
     return high if offset < 0 else min(offset, high)
+
+
+# -- slices, follow and mappings (pure) ------------------------------------------------------
+
+FOLLOW = "follow"
+
+
+@dataclass(frozen=True)
+class ReplayFilter:
+    """The slice a replay indexes: events of these types, keys and partitions (empty: any).
+
+    Everything else is read and skipped (counted as filtered), so the group still moves on.
+    """
+
+    types: frozenset[str] = frozenset()
+    keys: frozenset[str] = frozenset()
+    partitions: frozenset[int] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.types or self.keys or self.partitions)
+
+    def matches(self, partition: int, key: bytes | str | None) -> bool:
+        """Whether a message of this partition and key is in the slice (its type aside)."""
+        if self.partitions and partition not in self.partitions:
+            return False
+        if self.keys:
+            text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+            return text is not None and text.lower() in self.keys
+        return True
+
+    def to_json(self) -> dict[str, list]:
+        """The stored form (only the parts that filter)."""
+        stored: dict[str, list] = {}
+        if self.types:
+            stored["types"] = sorted(self.types)
+        if self.keys:
+            stored["keys"] = sorted(self.keys)
+        if self.partitions:
+            stored["partitions"] = sorted(self.partitions)
+        return stored
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any] | None) -> ReplayFilter:
+        value = value or {}
+        return cls(
+            frozenset(value.get("types", ())),
+            frozenset(value.get("keys", ())),
+            frozenset(int(p) for p in value.get("partitions", ())),
+        )
+
+    def describe(self) -> str:
+        """`type tasks.event.created; partition 0,3`, or `everything`."""
+        parts = []
+        if self.types:
+            parts.append("type " + ",".join(sorted(self.types)))
+        if self.keys:
+            parts.append("key " + ",".join(sorted(self.keys)))
+        if self.partitions:
+            parts.append("partition " + ",".join(str(p) for p in sorted(self.partitions)))
+        return "; ".join(parts) or "everything"
+
+
+def _items(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def parse_filter(
+    types: str | None = None, keys: str | None = None, partitions: str | None = None
+) -> ReplayFilter:
+    """--type T[,T], --key K[,K], --partition P[,P]; an unknown type or a bad number is refused."""
+    wanted_types = set()
+    for item in _items(types):
+        full = item if item.startswith("tasks.event.") else f"tasks.event.{item}"
+        if full not in EVENT_TYPES:
+            raise ReplayRefused(
+                f"--type {item!r} is not an event type: use {', '.join(sorted(EVENT_TYPES))} "
+                "(or created, updated, deleted)",
+                "type",
+            )
+        wanted_types.add(full)
+    numbers = set()
+    for item in _items(partitions):
+        if not item.isdigit():
+            raise ReplayRefused(
+                f"--partition {item!r} is not a partition number: use e.g. 0,3", "partition"
+            )
+        numbers.add(int(item))
+    return ReplayFilter(
+        frozenset(wanted_types), frozenset(k.lower() for k in _items(keys)), frozenset(numbers)
+    )
+
+
+def check_filter_partitions(
+    slice_: ReplayFilter, watermarks: Mapping[int, tuple[int, int]], topic: str
+) -> None:
+    """Refuse a --partition the topic does not have."""
+    missing = sorted(slice_.partitions - set(watermarks))
+    if missing:
+        raise ReplayRefused(
+            f"--partition {','.join(map(str, missing))}: topic {topic!r} has partitions "
+            f"0..{max(watermarks)} only",
+            "partition",
+        )
+
+
+def parse_mapping(text: str, source: str = "the mapping") -> dict[str, Any]:
+    """The user's index body: a JSON object with `mappings` and/or `settings` (nothing else)."""
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise ReplayRefused(f"{source} is not valid JSON ({exc})", "mapping") from None
+    if not isinstance(body, dict) or not ({"mappings", "settings"} & set(body)):
+        raise ReplayRefused(
+            f'{source} must be a JSON object with "mappings" and/or "settings", e.g. '
+            '{"settings": {"analysis": …}, "mappings": {"properties": …}}',
+            "mapping",
+        )
+    other = sorted(set(body) - {"mappings", "settings"})
+    if other:
+        raise ReplayRefused(
+            f'{source} has {", ".join(other)}: only "mappings" and "settings" are used',
+            "mapping",
+        )
+    for key in ("mappings", "settings"):
+        if key in body and not isinstance(body[key], dict):
+            raise ReplayRefused(f'{source}\'s "{key}" must be a JSON object', "mapping")
+    return body

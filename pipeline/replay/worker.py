@@ -15,16 +15,19 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from pipeline.core import clock
+from pipeline.core.events import MalformedEvent
 from pipeline.core.ratelimit import PaceLimiter, RateLimiter, Speed, parse_speed
 from pipeline.core.settings import Settings
-from pipeline.kafka.admin import group_offsets, seed_group_offsets
-from pipeline.replay.store import ReplayStore, open_replay_store
-from pipeline.workers.batch import BatchReport
+from pipeline.kafka.admin import group_offsets, seed_group_offsets, topic_watermarks
+from pipeline.replay.spec import ReplayFilter
+from pipeline.replay.store import ReplayRow, ReplayStore, open_replay_store
+from pipeline.workers.batch import HANDLERS, BatchEntry, BatchReport, Handler
 from pipeline.workers.indexer import DEFAULT_BATCH_SIZE, Indexer, run_until_signalled
 
 _CONTROL_INTERVAL = 1.0  # seconds between reads of the desired state (and progress writes)
 _PACE_BATCH_SPAN = 0.1  # seconds of paced wall time one batch covers at most (about)
 _PACE_SLICE = 0.1  # seconds a pace wait serves the consumer group between checks
+_LIVE_END_INTERVAL = 2.0  # seconds between reads of the topic's end offsets (following)
 _log = logging.getLogger("taskstream.replay")
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,6 +67,10 @@ class ReplayWorker:
         self._last_control = -1e9
         self._window: tuple[float, int] = (clock.monotonic(), 0)
         self._events_per_s = 0.0
+        self._following = False
+        self._topic = ""
+        self._base_filtered = 0
+        self._live_end_at = -1e9
 
     def run(self) -> int:
         """Run until finished, stopped or signalled; the exit code."""
@@ -78,21 +85,26 @@ class ReplayWorker:
         self._desired = row.desired_state
         self._apply_speed(row.speed)
         self._base_done = row.events_done
+        self._base_filtered = row.filtered
+        self._following = row.following
+        self._topic = row.topic
         self._position = {**row.start_offsets, **row.position}
-        admin = self._admin or _admin(self.settings)
+        admin = self._admin = self._admin or _admin(self.settings)
         try:
+            _refuse_live_target(self.settings, row)
             seed_group_offsets(admin, row.group_name, row.topic, row.start_offsets)
             committed = group_offsets(admin, row.group_name, row.topic, sorted(row.until_offsets))
             self._position.update(committed)
-            indexer = self.indexer = Indexer(
+            indexer = self.indexer = SliceIndexer(
                 self.settings,
+                row.slice,
                 group=row.group_name,
                 topic=row.topic,
                 index=row.index_name,
                 dlq_topic=None,
                 create_topics=False,
                 batch_size=self.batch_size,
-                until=row.until_offsets,
+                until=None if row.following else row.until_offsets,
                 before_batch=self._before_batch,
                 before_write=self._before_write,
                 after_batch=self._after_batch,
@@ -234,6 +246,7 @@ class ReplayWorker:
         indexer = self.indexer
         consumed = indexer.stats.consumed if indexer is not None else 0
         errors = (indexer.stats.errors + indexer.stats.skipped) if indexer is not None else 0
+        filtered = indexer.filtered if isinstance(indexer, SliceIndexer) else 0
         started, counted = self._window
         if now - started >= 1.0:
             self._events_per_s = (consumed - counted) / (now - started)
@@ -249,6 +262,8 @@ class ReplayWorker:
             else self._events_per_s,
             pid=self.pid,
             host=self.host,
+            filtered=self._base_filtered + filtered,
+            live_end=self._live_end(now),
         )
         if control is None:  # deleted under us
             self._desired = "stopped"
@@ -260,6 +275,84 @@ class ReplayWorker:
                 _log.warning("replay %s: ignoring invalid speed %r", self.name, speed)
         if self._desired == "stopped" and indexer is not None:
             indexer.request_stop()
+
+    def _live_end(self, now: float) -> dict[int, int] | None:
+        """Following: the topic's end offsets, read every couple of seconds (None: keep)."""
+        if not self._following or now - self._live_end_at < _LIVE_END_INTERVAL:
+            return None
+        self._live_end_at = now
+        try:
+            assert self._admin is not None
+            return {p: high for p, (_, high) in topic_watermarks(self._admin, self._topic).items()}
+        except Exception as exc:  # Kafka away: the progress waits, the replay goes on
+            _log.warning("replay %s: cannot read the end offsets: %s", self.name, exc)
+            return None
+
+
+# -- slices ----------------------------------------------------------------------------------
+
+_FILTERED = "outside the replay's slice"
+
+
+class _OutsideSlice(MalformedEvent):
+    """Raised by a handler for an event type outside the slice (never dead-lettered)."""
+
+
+def _outside(event: object, message: object) -> Any:
+    raise _OutsideSlice(_FILTERED)
+
+
+def slice_handlers(slice_: ReplayFilter) -> dict[str, Handler]:
+    """The live handlers, with every type outside the slice marked as filtered out."""
+    if not slice_.types:
+        return dict(HANDLERS)
+    return {t: (h if t in slice_.types else _outside) for t, h in HANDLERS.items()}
+
+
+def mark_filtered(entries: list[BatchEntry], slice_: ReplayFilter) -> int:
+    """Mark the entries outside the slice as done with nothing to write; how many there were."""
+    count = 0
+    for entry in entries:
+        message = entry.message
+        if entry.error == _FILTERED or not slice_.matches(message.partition(), message.key()):
+            entry.action, entry.error, entry.done = None, None, True
+            count += 1
+    return count
+
+
+class SliceIndexer(Indexer):
+    """The replay's Indexer: events outside its slice are read, counted and committed past,
+    never written (nor counted as malformed)."""
+
+    def __init__(self, settings: Settings, slice_: ReplayFilter, **options: Any) -> None:
+        super().__init__(settings, handlers=slice_handlers(slice_), **options)
+        self.slice = slice_
+        self.filtered = 0
+
+    def _prepare(self, messages: list[Any]) -> list[BatchEntry]:
+        entries = super()._prepare(messages)
+        if not self.slice.empty:
+            self.filtered += mark_filtered(entries, self.slice)
+        return entries
+
+
+def _refuse_live_target(settings: Settings, row: ReplayRow) -> None:
+    """A replay not promoted never writes into an index the live alias points at."""
+    if row.promoted:
+        return
+    from pipeline.elasticsearch.client import elasticsearch_client
+    from pipeline.elasticsearch.index import TaskIndex
+
+    es = elasticsearch_client(settings)
+    try:
+        live = TaskIndex(es, settings.elasticsearch_index).live_targets()
+    finally:
+        es.close()
+    if row.index_name in live:
+        raise RuntimeError(
+            f"index {row.index_name!r} is behind the live alias {settings.elasticsearch_index!r} "
+            "but the replay is not promoted: refusing to write into the live index"
+        )
 
 
 class _GroupServingClock:

@@ -49,6 +49,18 @@ def test_compare_finds_known_differences(es, two_indices):
     assert compare_indices(es, live, live).identical
 
 
+def test_compare_on_a_slice_keeps_only_matching_documents(es, two_indices):
+    live, scratch, only_live, only_scratch, differing = two_indices
+    kept = set(sorted(only_live)[:1]) | set(sorted(only_scratch)[:1]) | differing
+    result = compare_indices(es, scratch, live, match=kept.__contains__)
+    assert result.only_in_live.count == 1 and result.only_in_scratch.count == 1
+    assert result.differing.count == len(differing) and result.counts["same"] == 0
+    # Types slice: only the live documents the scratch index holds count.
+    held = compare_indices(es, scratch, live, scratch_ids_only=True)
+    assert held.only_in_live.count == 0 and held.counts["live"] == 20
+    assert held.only_in_scratch.count == 2 and held.differing.count == 4
+
+
 def test_replay_compare_cli(two_indices, unique):
     live, _scratch, only_live, _only_scratch, differing = two_indices
     env = {**os.environ, "ELASTICSEARCH_INDEX": live}

@@ -101,7 +101,10 @@ def open_page() -> AppTest:
 def start_through_form(at: AppTest, name: str, **fields: str) -> AppTest:
     at.text_input(key="replay_name").input(name)
     for field, value in fields.items():
-        at.text_input(key=f"replay_{field}").input(value)
+        if field == "mapping":
+            at.text_area(key="replay_mapping").input(value)
+        else:
+            at.text_input(key=f"replay_{field}").input(value)
     at.button(key="replay_start").click().run()
     assert not at.exception, at.exception
     return at
@@ -179,8 +182,13 @@ def test_start_through_the_form_runs_to_finished_and_compares(
         ("ok", {"from": "yesterday"}, "ISO time"),
         ("ok", {"until": "soon"}, "ISO time"),
         ("ok", {"from": "0:999999"}, "outside partition 0's range"),
+        ("ok", {"type": "created,moved"}, "'moved' is not an event type"),
+        ("ok", {"partition": "0,9"}, "--partition 9: topic"),
+        ("ok", {"mapping": "{oops"}, "is not valid JSON"),
+        ("ok", {"mapping": '{"mappings": {"properties": {"id": {"type": "nope"}}}}'},
+         "Elasticsearch refused the mapping"),
     ],
-)
+)  # fmt: skip
 def test_invalid_input_is_refused_and_creates_nothing(
     settings, page_env, pg, pg_schema, es, admin, unique, replays_cleanup, name, fields, message
 ):
@@ -350,3 +358,113 @@ def test_a_dead_worker_shows_dead_and_restart_runs_it_to_the_end(
     at.run()
     assert metric(at, "State") == "finished"
     assert any(text.startswith("30 of 30 events (100%)") for text in progress_texts(at))
+
+
+def test_a_following_slice_then_promote_and_rollback_through_the_buttons(
+    settings, page_env, monkeypatch, pg, pg_schema, es, admin, index_name, group, unique,
+    replays_cleanup, request,
+):  # fmt: skip
+    from pipeline.elasticsearch.index import TaskIndex
+
+    monkeypatch.setenv("INDEXER_GROUP", group)  # a live group with no offsets: lag 0
+    clear_caches()
+    produce_tasks(settings, page_env, 60)
+    TaskIndex(es, index_name).ensure_index()  # an existing install's concrete live index
+    previous = f"{index_name}-000001"
+
+    def drop_live() -> None:
+        if es.indices.exists_alias(name=index_name):
+            es.options(ignore_status=404).indices.delete_alias(index="_all", name=index_name)
+        es.indices.delete(index=previous, ignore_unavailable=True)
+
+    request.addfinalizer(drop_live)
+
+    # A slice, following: the card counts what it skipped and shows the lag, not an ETA.
+    sliced = f"s-{unique}"
+    at = start_through_form(
+        open_page(), sliced, until="follow", speed="max", type="created", partition="0"
+    )
+    assert not at.error, [e.value for e in at.error]
+    row = wait_for(
+        lambda: (
+            (r := replay_row(pg, pg_schema, sliced))["state"] == "running"
+            and r["events_done"] == 60
+            and r
+        ),
+        "the sliced replay to read everything",
+    )
+    assert row["filter"] == {"types": ["tasks.event.created"], "partitions": [0]}
+    assert 0 < row["filtered"] < 60
+    at.run()
+    assert not at.exception, at.exception
+    assert metric(at, "ETA") == "following"
+    assert metric(at, "Filtered") == f"{row['filtered']:,}"
+    assert any(t.startswith("following: ") for t in progress_texts(at))
+    # Compare works while following, on the slice; Promote waits for the confirmation.
+    at.button(key=f"replay_compare_{sliced}").click().run()
+    assert any("Compared on the replay's slice" in c.value for c in at.caption)
+    assert any("Last comparison" in w.value for w in at.warning)
+    assert at.button(key=f"replay_promote_{sliced}").disabled
+    at.checkbox(key=f"replay_confirm_{sliced}").check().run()
+    at.button(key=f"replay_promote_{sliced}").click().run()
+    assert not at.exception, at.exception
+    assert any("replays a slice" in e.value for e in at.error), [e.value for e in at.error]
+    assert not es.indices.exists_alias(name=index_name)
+
+    # Unfiltered and following: promoted, then rolled back.
+    name = f"f-{unique}"
+    at = start_through_form(at, name, until="follow", speed="max", type="", partition="")
+    assert not at.error, [e.value for e in at.error]
+    wait_for(
+        lambda: (
+            (r := replay_row(pg, pg_schema, name))["state"] == "running" and r["events_done"] == 60
+        ),
+        "the replay to catch up",
+    )
+    at.run()
+    at.checkbox(key=f"replay_confirm_{name}").check().run()
+    at.button(key=f"replay_promote_{name}").click().run()
+    assert not at.exception, at.exception
+    assert any(f"now points at `scratch-{name}`" in s.value for s in at.success), [
+        e.value for e in at.error
+    ]
+    assert set(es.indices.get_alias(name=index_name).body) == {f"scratch-{name}"}
+    assert any("Promoted" in i.value for i in at.info)
+    # Deleting it now would delete the live index: refused.
+    at.checkbox(key=f"replay_drop_{name}").check()
+    at.button(key=f"replay_delete_{name}").click().run()
+    assert any("is promoted" in e.value for e in at.error)
+    assert replay_row(pg, pg_schema, name) is not None
+
+    # A second promote: the first replay is live no more, but its index is the way back.
+    second = f"g-{unique}"
+    at = start_through_form(at, second, until="follow", speed="max")
+    wait_for(
+        lambda: (
+            (r := replay_row(pg, pg_schema, second))["state"] == "running"
+            and r["events_done"] == 60
+        ),
+        "the second replay to catch up",
+    )
+    at.run()
+    at.checkbox(key=f"replay_confirm_{second}").check().run()
+    at.button(key=f"replay_promote_{second}").click().run()
+    assert set(es.indices.get_alias(name=index_name).body) == {f"scratch-{second}"}
+    assert replay_row(pg, pg_schema, name)["promoted_at"] is None
+    at.checkbox(key=f"replay_drop_{name}").check()
+    at.button(key=f"replay_delete_{name}").click().run()
+    assert any(f"`replay rollback {second}` returns to" in e.value for e in at.error)
+    at.checkbox(key=f"replay_confirm_{second}").check().run()
+    at.button(key=f"replay_rollback_{second}").click().run()
+    assert set(es.indices.get_alias(name=index_name).body) == {f"scratch-{name}"}
+    assert replay_row(pg, pg_schema, name)["promoted_at"] is not None
+
+    at.checkbox(key=f"replay_confirm_{name}").check().run()
+    at.button(key=f"replay_rollback_{name}").click().run()
+    assert not at.exception, at.exception
+    assert any(f"now points at `{previous}`" in s.value for s in at.success), [
+        e.value for e in at.error
+    ]
+    assert set(es.indices.get_alias(name=index_name).body) == {previous}
+    es.indices.refresh(index=previous)
+    assert es.count(index=index_name)["count"] == 60  # caught up by the rollback

@@ -90,8 +90,9 @@ def test_bad_start_specs_are_refused(text, message):
 
 def test_until():
     assert parse_until("end") is None
+    assert parse_until("follow") is None  # follow: the start offsets' end, then onwards
     assert parse_until("2026-02-01") == datetime(2026, 2, 1, tzinfo=UTC)
-    with pytest.raises(ReplayRefused, match="end or an ISO time"):
+    with pytest.raises(ReplayRefused, match="end, follow or an ISO time"):
         parse_until("soon")
 
 

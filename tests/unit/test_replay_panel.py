@@ -18,6 +18,7 @@ from ui.replay_panel import (
     partition_rows,
     progress,
     rate_frame,
+    slice_text,
     speed_short,
     speed_text,
 )
@@ -157,3 +158,45 @@ def test_plan_refusals_name_their_field_before_any_io(name, start, until, speed,
 def test_plan_refused_in_read_only_mode():
     with pytest.raises(ReplayRefused, match="read-only"):
         plan_replay(Settings(taskstream_read_only=True), None, "ok")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [({"types": "moved"}, "type"), ({"partitions": "one"}, "partition"),
+     ({"mapping": "{oops"}, "mapping"), ({"mapping": '{"aliases": {}}'}, "mapping")],
+)  # fmt: skip
+def test_slice_and_mapping_refusals_come_before_any_io(options, field):
+    with pytest.raises(ReplayRefused) as refused:
+        plan_replay(Settings(), None, "ok", **options)  # type: ignore[arg-type]
+    assert refused.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("state", "promoted", "enabled"),
+    [("running", False, {"pause", "stop", "speed", "compare", "promote"}),
+     ("paused", False, {"resume", "stop", "speed", "compare"}),
+     ("running", True, {"pause", "stop", "speed", "compare", "rollback"}),
+     ("stopped", True, {"resume", "speed", "rollback"}),
+     ("dead", False, {"restart", "stop", "speed"})],
+)  # fmt: skip
+def test_a_following_replay_compares_while_running_and_promotes_or_rolls_back(
+    state, promoted, enabled
+):
+    desired = "paused" if state == "paused" else "running"
+    can = controls(state, desired, following=True, promoted=promoted)
+    names = ("pause", "resume", "restart", "stop", "speed", "compare", "promote", "rollback")
+    assert {n for n in names if getattr(can, n)} == enabled
+
+
+def test_a_following_replay_shows_its_lag_and_its_slice():
+    row = replay_row(
+        until_spec="follow", position={0: 90, 1: 60}, live_end={0: 120, 1: 61, 2: 5},
+        filter={"types": ["tasks.event.created"], "partitions": [0, 1]},
+    )  # fmt: skip
+    fraction, text = progress(row, NOW)
+    assert text.startswith("following: 31 events behind the live end · 140 read")
+    assert text.endswith("ETA following")
+    assert fraction == pytest.approx(140 / 171)
+    assert [r["end"] for r in partition_rows(row)] == [120, 61, 5]
+    assert slice_text(row) == "only type tasks.event.created; partition 0,1"
+    assert slice_text(replay_row()) == "every event"
