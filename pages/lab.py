@@ -20,19 +20,25 @@ from pipeline.lab import control
 from pipeline.lab.names import ASSIGNORS, LabRefused, Namespace
 from pipeline.lab.store import LabStore
 from ui.banners import kafka_answers, service_down
-from ui.lab_panel import (
-    LESSONS,
-    group_summary,
-    kafka_cli_lines,
-    lab_cli_lines,
-    member_rows,
-    spread_rows,
+from ui.lab_lessons import (
+    cli_block,
+    lesson_commits,
+    lesson_header,
+    lesson_lag,
+    lesson_rebalances,
+    lesson_replay,
+    lesson_replication,
+    lesson_share,
+    refused,
 )
+from ui.lab_panel import LESSONS, group_summary, member_rows, spread_rows
 from ui.lab_resources import lab_store
+from ui.lab_teacher import teacher_login, teacher_view
 from ui.resources import admin, settings
 
 LEARNER = "lab_learner"  # session state: the learner's name, kept for the browser session
 SPREADS = "lab_spreads"  # session state: the last produce results, newest first
+LESSON = "lab_lesson"  # the chosen lesson
 KEY_MODES = {"one key": "fixed", "random keys": "random", "no key": "none"}
 READ_ONLY_REASON = "Read-only mode (`TASKSTREAM_READ_ONLY=true`): the Lab is closed."
 
@@ -54,10 +60,6 @@ def namespace() -> Namespace | None:
     return ns
 
 
-def refused(exc: Exception) -> None:
-    st.error(str(exc) if isinstance(exc, LabRefused) else f"Failed: {first_line(exc)}")
-
-
 def topic_form(config: Settings, store: LabStore, client: Any, ns: Namespace) -> None:
     with st.form("lab_topic"):
         cols = st.columns([3, 1, 1])
@@ -73,13 +75,6 @@ def topic_form(config: Settings, store: LabStore, client: Any, ns: Namespace) ->
                 st.success(f"Topic `{made['topic']}` {verb}: {made['partitions']} partitions.")
             except Exception as exc:
                 refused(exc)
-
-
-def lesson_header(number: int) -> None:
-    lesson = LESSONS[number]
-    st.markdown(f"**Do.** {lesson.do}\n\n**Watch.** {lesson.watch}")
-    with st.expander("Why it happens"):
-        st.markdown(lesson.why)
 
 
 def lesson_keys(config: Settings, client: Any, ns: Namespace, topic: str, partitions: int) -> None:
@@ -123,7 +118,7 @@ def lesson_keys(config: Settings, client: Any, ns: Namespace, topic: str, partit
             )  # fmt: skip
             if spread["key_partition"] is not None:
                 col.caption(f"murmur2 chose partition {spread['key_partition']}")
-    cli(1, topic, ns, config, "g")
+    cli_block(1, topic, ns, config, "g")
 
 
 def lesson_group(
@@ -149,7 +144,7 @@ def lesson_group(
         st.error(str(exc))
         return
     group_board(config, store, ns, group_name, partitions)
-    cli(2, topic, ns, config, group)
+    cli_block(2, topic, ns, config, group)
 
 
 @st.fragment(run_every=2)
@@ -161,7 +156,7 @@ def group_board(
     st.markdown(group_summary(consumers, group, partitions))
     rows = member_rows(consumers, group)
     if rows:
-        st.dataframe(rows, hide_index=True, use_container_width=True)
+        st.dataframe(rows, hide_index=True, width="stretch")
         live = [r["id"] for r in rows if r["state"] in ("running", "paused", "pending")]
         if live:
             cols = st.columns([2, 1])
@@ -171,19 +166,6 @@ def group_board(
                     control.stop_consumer(config, store, ns, int(chosen), wait=3.0)
                 except Exception as exc:
                     refused(exc)
-
-
-def cli(lesson: int, topic: str, ns: Namespace, config: Settings, group: str) -> None:
-    with st.expander("The same from a terminal"):
-        st.code("\n".join(lab_cli_lines(lesson, topic, ns.learner, group)), language="sh")
-        st.code(
-            "\n".join(
-                kafka_cli_lines(
-                    lesson, ns.name(topic), ns.name(group, "group"), config.kafka_bootstrap_servers
-                )
-            ),
-            language="sh",
-        )
 
 
 def main() -> None:
@@ -206,9 +188,19 @@ def main() -> None:
         return
     client = admin()
     topic_form(config, store, client, ns)
+    lessons(config, store, client, ns)
+    if teacher_login(config):
+        st.divider()
+        teacher_view(config, store, client)
+
+
+def lessons(config: Settings, store: LabStore, client: Any, ns: Namespace) -> None:
     topics = {t.name: t for t in store.topics(ns.learner)}
     if not topics:
-        st.info("Create a topic to start: four partitions suit both lessons.")
+        st.info(
+            "Create a topic to start: four partitions suit most lessons; lesson 6 needs "
+            "replication 3, lesson 8 is clearest with two partitions."
+        )
         return
     cols = st.columns([3, 1])
     chosen = cols[0].selectbox("Topic for the lessons", sorted(topics), key="lab_topic")
@@ -227,11 +219,30 @@ def main() -> None:
             refused(exc)
     partitions = topics[chosen].partitions
     short = ns.short(chosen)
-    first, second = st.tabs([f"1 · {LESSONS[1].title}", f"2 · {LESSONS[2].title}"])
-    with first:
+    lesson = st.radio(
+        "Lesson",
+        list(LESSONS),
+        format_func=lambda n: f"{n} · {LESSONS[n].title}",
+        horizontal=True,
+        key=LESSON,
+    )
+    st.subheader(f"{lesson} · {LESSONS[lesson].title}")
+    if lesson == 1:
         lesson_keys(config, client, ns, short, partitions)
-    with second:
+    elif lesson == 2:
         lesson_group(config, store, client, ns, short, partitions)
+    elif lesson == 3:
+        lesson_rebalances(config, store, client, ns, short, partitions)
+    elif lesson == 4:
+        lesson_lag(config, store, client, ns, short, partitions)
+    elif lesson == 5:
+        lesson_commits(config, store, client, ns, short, partitions)
+    elif lesson == 6:
+        lesson_replication(config, client, ns, short, topics[chosen].replication)
+    elif lesson == 7:
+        lesson_replay(config, store, client, ns, short, partitions)
+    else:
+        lesson_share(config, store, client, ns, short, partitions)
 
 
 main()

@@ -211,6 +211,11 @@ class Settings:
         ge=1000,
         le=300_000,
     )
+    lab_teacher_key: SecretStr | None = _setting(
+        None,
+        "The Lab's teacher key (secret): whoever types it on the Lab page gets the teacher view "
+        "(every learner's things, resets, broker stop and start). Unset: no teacher on the page.",
+    )
     # Filled from every other KAFKA_<LIBRDKAFKA_KEY> variable (see `load_settings`).
     kafka_options: dict[str, str] = field(default_factory=dict)
     kafka_secrets: dict[str, SecretStr] = field(default_factory=dict)

@@ -17,7 +17,11 @@ if TYPE_CHECKING:
 __all__ = ["add_lab_parser", "run_lab"]
 
 _ASSIGNORS = ("range", "roundrobin", "cooperative-sticky", "consumer")
-_READS = {("consumer", "list"), ("overview", None)}  # allowed in read-only mode
+_READS = {
+    ("consumer", "list"),
+    ("overview", None),
+    ("topic", "describe"),
+}  # allowed in read-only mode
 _CONTROLS = {
     "pause": "pause a consumer (it keeps its partitions)",
     "resume": "resume a paused consumer, or start a stopped or dead one again",
@@ -62,6 +66,11 @@ def add_lab_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "--replication", type=int, default=None, help="default: 3, or the live brokers if fewer"
     )
 
+    describe = topic_actions.add_parser(
+        "describe", parents=both, help="leaders, replicas and in-sync replicas of lab-NAME"
+    )
+    describe.add_argument("name")
+
     produce = actions.add_parser("produce", parents=both, help="send N messages to lab-NAME")
     produce.add_argument("name")
     produce.add_argument("--count", type=int, required=True, help="how many messages")
@@ -71,6 +80,31 @@ def add_lab_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "--keys", choices=("random", "none"), default="random", help="random keys or no key"
     )
     produce.add_argument("--rate", type=_rate, default=None, help="messages per second")
+    produce.add_argument(
+        "--acks-all-no-retries",
+        action="store_true",
+        dest="acks_all",
+        help="acks=all without retries: a broker's refusal (NOT_ENOUGH_REPLICAS) shows as it is",
+    )
+
+    share = actions.add_parser("share", help="share consumers (KIP-932 share groups)")
+    share_actions = share.add_subparsers(
+        dest="lab_action", required=True, parser_class=parser_class
+    )
+    share_add = share_actions.add_parser(
+        "add", parents=both, help="start a share consumer of lab-NAME in share group lab-G"
+    )
+    share_add.add_argument("name")
+    share_add.add_argument("--group", required=True)
+    share_add.add_argument(
+        "--ack",
+        choices=("accept", "release", "reject"),
+        default="accept",
+        help="accept (default); release each record on its first delivery; reject every record",
+    )
+    share_add.add_argument(
+        "--rate", type=_rate, default=None, help="records processed per second (default: no limit)"
+    )
 
     consumer = actions.add_parser("consumer", help="lab consumers (worker processes)")
     consumer_actions = consumer.add_subparsers(
@@ -157,6 +191,22 @@ def _with_clients(
     # A refused password fails here within about a second, not after a request's timeout.
     check_kafka_access(settings, timeout=10.0)
     admin = kafka_admin(settings)
+    if action == "produce" and args.acks_all:
+        written = control.produce_acks_all(settings, admin, ns, args.name, args.count)
+        if args.json:
+            return written
+        lines = [f"{written['written']} of {written['count']} messages written to "
+                 f"{written['topic']} (acks=all, no retries)"]  # fmt: skip
+        lines += [f"{e['count']} refused: {e['error']}: {e['text']}" for e in written["errors"]]
+        return _say("\n".join(lines))
+    if (action, sub) == ("topic", "describe"):
+        state = control.replication_state(admin, ns.name(args.name))
+        if args.json:
+            return state
+        lines = [f"live brokers: {', '.join(str(b) for b in state['brokers'])}"]
+        lines += [f"p{r['partition']}: leader {r['leader']}, replicas {r['replicas']}, "
+                  f"isr {r['isr']}" for r in state["partitions"]]  # fmt: skip
+        return _say("\n".join(lines))
     if action == "produce":  # no database needed
         result = control.produce(
             settings, admin, ns, args.name, args.count, key=args.key,
@@ -194,6 +244,18 @@ def _with_clients(
             return _say("\n".join(lines))
         if action == "overview":
             return control.class_overview(store, admin)
+        if action == "share":
+            row = control.add_share_consumer(
+                settings, store, admin, ns, args.name, group=args.group, ack=args.ack,
+                rate=args.rate,
+            )  # fmt: skip
+            if args.json:
+                return {"id": row.id, "group": row.group_name, "pid": row.pid,
+                        "client_id": row.client_id}  # fmt: skip
+            return _say(
+                f"share consumer {row.id} ({row.client_id}) in share group {row.group_name}, "
+                f"pid {row.pid}"
+            )
         if sub == "add":
             row = control.add_consumer(
                 settings, store, admin, ns, args.name, group=args.group,

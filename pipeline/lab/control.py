@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from pipeline.core import clock
 from pipeline.core.events import dumps
@@ -35,6 +42,7 @@ from pipeline.lab.names import (
     COMMIT_MODES,
     KEY_MODES,
     LAB_PREFIX,
+    SHARE_ACKS,
     LabRefused,
     Namespace,
     check_cap,
@@ -52,6 +60,7 @@ __all__ = [
     "ProduceResult",
     "ResetReport",
     "add_consumer",
+    "add_share_consumer",
     "class_overview",
     "create_topic",
     "group_lag",
@@ -59,6 +68,8 @@ __all__ = [
     "list_consumers",
     "pause_consumer",
     "produce",
+    "produce_acks_all",
+    "replication_state",
     "reset",
     "resume_consumer",
     "set_consumer_rate",
@@ -248,12 +259,148 @@ def add_consumer(
         whose=ns.label,
     )  # fmt: skip
     check_cap("LAB_MAX_CONSUMERS", settings.lab_max_consumers, len(every), whose="the class")
+    _check_group_kind(store, group_name, share=False)
     row = store.add_consumer(
         learner=ns.learner, prefix=ns.prefix, topic=topic, group=group_name, assignor=assignor,
         commit_mode=commit, rate=checked_rate,
     )  # fmt: skip
     store.update(row.id, pid=spawn_lab_consumer(row.id, env))
     return store.consumer(row.id)
+
+
+def _check_group_kind(store: LabStore, group: str, *, share: bool) -> None:
+    """A group id is either a consumer group or a share group, never both."""
+    other = [r for r in store.consumers() if r.group_name == group and r.is_share != share]
+    if other:
+        mine, theirs = ("share", "consumer") if share else ("consumer", "share")
+        raise LabRefused(f"group {group!r} is a {theirs} group: give the {mine} group another name")
+
+
+def add_share_consumer(
+    settings: Settings, store: LabStore, admin: AdminClient, ns: Namespace, name: str, *,
+    group: str, ack: str = "accept", rate: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> LabConsumerRow:  # fmt: skip
+    """Start a share consumer (KIP-932) reading lab topic NAME in share group
+    `lab-[learner-]G`, acknowledging each record as `ack` says (accept, release, reject). The
+    group starts from the earliest record (`share.auto.offset.reset=earliest`; Kafka's default
+    is latest), so what was produced before the first member joined is shared too."""
+    refuse_read_only(settings, "start share consumers")
+    topic = ns.name(name)
+    group_name = ns.name(group, "group")
+    check_choice(ack, SHARE_ACKS, "--ack")
+    checked_rate = check_rate(rate)
+    existing_topic(admin, topic)
+    every = _live(store.consumers(), clock.utcnow())
+    mine = [r for r in every if r.learner == ns.learner]
+    check_cap(
+        "LAB_MAX_CONSUMERS_PER_LEARNER", settings.lab_max_consumers_per_learner, len(mine),
+        whose=ns.label,
+    )  # fmt: skip
+    check_cap("LAB_MAX_CONSUMERS", settings.lab_max_consumers, len(every), whose="the class")
+    _check_group_kind(store, group_name, share=True)
+    share_from_earliest(admin, group_name)
+    row = store.add_consumer(
+        learner=ns.learner, prefix=ns.prefix, topic=topic, group=group_name, assignor="share",
+        commit_mode=ack, rate=checked_rate,
+    )  # fmt: skip
+    store.update(row.id, pid=spawn_lab_consumer(row.id, env))
+    return store.consumer(row.id)
+
+
+def share_from_earliest(admin: AdminClient, group: str) -> None:
+    """Set the share group's `share.auto.offset.reset` to earliest (a group config)."""
+    require_lab_name(group, "group")
+    resource = ConfigResource(
+        ResourceType.GROUP,
+        group,
+        incremental_configs=[
+            ConfigEntry(
+                "share.auto.offset.reset",
+                "earliest",
+                incremental_operation=AlterConfigOpType.SET,
+            )
+        ],
+    )
+    admin.incremental_alter_configs([resource], request_timeout=15)[resource].result(timeout=20)
+
+
+# -- replication (lesson 6) --------------------------------------------------------------------
+
+
+def replication_state(admin: AdminClient, topic: str) -> dict[str, Any]:
+    """The live brokers and, per partition, its leader (-1: none), replicas and in-sync
+    replicas, as the cluster's metadata has them now."""
+    require_lab_name(topic)
+    metadata = admin.list_topics(topic, timeout=10)
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None:
+        raise LabRefused(f"topic {topic!r} does not exist: create it with `lab topic create`")
+    return {
+        "brokers": sorted(metadata.brokers),
+        "partitions": [
+            {
+                "partition": p,
+                "leader": found.partitions[p].leader,
+                "replicas": list(found.partitions[p].replicas),
+                "isr": sorted(found.partitions[p].isrs),
+            }
+            for p in sorted(found.partitions)
+        ],
+    }
+
+
+def produce_acks_all(
+    settings: Settings, admin: AdminClient, ns: Namespace, name: str, count: int = 10,
+    timeout_ms: int = 8000,
+) -> dict[str, Any]:  # fmt: skip
+    """Send `count` messages with `acks=all` and no retries, so a refusal by the leader reaches
+    the caller as it is: with fewer in-sync replicas than the topic's `min.insync.replicas`,
+    `NOT_ENOUGH_REPLICAS` ("Broker: Not enough in-sync replicas"). Returns how many were
+    written and each error (its name and text) with its count."""
+    refuse_read_only(settings, "produce")
+    topic = ns.name(name)
+    check_count(count, settings.lab_max_messages_per_produce)
+    existing_topic(admin, topic)
+    from confluent_kafka import Producer
+
+    config = settings.kafka_config(
+        **{
+            "client.id": f"{ns.prefix}acks-all",
+            "acks": "all",
+            "enable.idempotence": False,
+            "retries": 0,
+            "message.timeout.ms": timeout_ms,
+        }
+    )
+    config.pop("logger", None)
+    producer = Producer(config)
+    delivered: dict[int, int] = {}
+    errors: dict[str, dict[str, Any]] = {}
+
+    def report(error: Any, message: Any) -> None:
+        if error is None:
+            p = message.partition()
+            delivered[p] = delivered.get(p, 0) + 1
+            return
+        seen = errors.setdefault(error.name(), {"error": error.name(), "text": error.str(),
+                                                "count": 0})  # fmt: skip
+        seen["count"] += 1
+
+    for n in range(count):
+        producer.produce(topic, value=dumps({"n": n, "acks": "all"}), key=f"k{n}",
+                         on_delivery=report)  # fmt: skip
+    left = producer.flush(timeout_ms / 1000 + 10)
+    if left:
+        errors["NOT_CONFIRMED"] = {"error": "NOT_CONFIRMED", "count": left,
+                                   "text": f"{left} messages had no answer in time"}  # fmt: skip
+    return {
+        "topic": topic,
+        "count": count,
+        "written": sum(delivered.values()),
+        "partitions": {str(p): n for p, n in sorted(delivered.items())},
+        "errors": sorted(errors.values(), key=lambda e: -e["count"]),
+    }
 
 
 def list_consumers(store: LabStore, ns: Namespace | None = None) -> list[LabConsumerRow]:
@@ -404,6 +551,15 @@ def reset(
         groups |= set(store.groups_processed())
     topics = {require_lab_name(t) for t in topics}
     groups = {require_lab_name(g, "group") for g in groups}
+    # A share group goes first, while its topic still exists: deleting it deletes its share
+    # state too, which the broker finds slow (past a 10 s request) once the topic is gone.
+    for group in sorted({r.group_name for r in rows if r.is_share} & groups):
+        why = _delete_share_group(admin, group, clock.monotonic() + group_wait)
+        if why is None:
+            report.groups.append(group)
+        else:
+            report.groups_left[group] = why
+        groups.discard(group)
     if topics:
         futures = admin.delete_topics(sorted(topics), operation_timeout=30, request_timeout=30)
         for topic, future in futures.items():
@@ -429,6 +585,21 @@ def reset(
     store.forget_topics(sorted(topics))
     store.forget_consumers([r.id for r in rows], sorted(groups))
     return report
+
+
+def _delete_share_group(admin: AdminClient, group: str, deadline: float) -> str | None:
+    """Delete a share group (retried until `deadline`); None when gone, else why not."""
+    while True:
+        try:
+            admin.delete_consumer_groups([group], request_timeout=30)[group].result(timeout=35)
+            return None
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if error is not None and error.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return None
+            if clock.monotonic() > deadline:
+                return error.str() if error is not None else str(exc)
+            time.sleep(0.5)
 
 
 def class_overview(store: LabStore, admin: AdminClient) -> dict[str, Any]:

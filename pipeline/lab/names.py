@@ -18,6 +18,7 @@ __all__ = [
     "KEY_MODES",
     "LAB_PREFIX",
     "MAX_PARTITIONS",
+    "SHARE_ACKS",
     "LabRefused",
     "Namespace",
     "check_cap",
@@ -36,6 +37,7 @@ MAX_PARTITIONS = 32  # a lesson needs a handful; more only costs the brokers
 ASSIGNORS = ("range", "roundrobin", "cooperative-sticky", "consumer")
 COMMIT_MODES = ("auto", "after")
 KEY_MODES = ("random", "none")
+SHARE_ACKS = ("accept", "release", "reject")  # how a share consumer acknowledges (KIP-932)
 _LEARNER = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,14}[a-z0-9])?")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 

@@ -95,6 +95,9 @@ CREATE TABLE IF NOT EXISTS lab_events (
     partitions jsonb NOT NULL
 );
 CREATE INDEX IF NOT EXISTS lab_events_group ON lab_events (group_name, id);
+-- Share consumers (KIP-932, assignor 'share'): messages they released or rejected.
+ALTER TABLE lab_consumers ADD COLUMN IF NOT EXISTS released bigint NOT NULL DEFAULT 0;
+ALTER TABLE lab_consumers ADD COLUMN IF NOT EXISTS rejected bigint NOT NULL DEFAULT 0;
 """
 
 
@@ -139,6 +142,13 @@ class LabConsumerRow:
     created_at: datetime
     updated_at: datetime
     last_error: str | None
+    released: int = 0  # share consumers: messages handed back for another delivery
+    rejected: int = 0  # share consumers: messages refused for good (archived)
+
+    @property
+    def is_share(self) -> bool:
+        """A share-group member (KIP-932) rather than a consumer-group member."""
+        return self.assignor == "share"
 
     def to_json(self, now: datetime) -> dict[str, Any]:
         return {
@@ -158,6 +168,9 @@ class LabConsumerRow:
             "pid": self.pid,
             "heartbeat_at": self.heartbeat_at,
             "last_error": self.last_error,
+            "kind": "share" if self.is_share else "consumer",
+            "released": self.released,
+            "rejected": self.rejected,
         }
 
 
@@ -285,16 +298,18 @@ class LabStore:
 
     def report(
         self, consumer_id: int, *, state: str, partitions: list[int], processed: int,
-        redelivered: int, pid: int, host: str,
+        redelivered: int, pid: int, host: str, released: int = 0, rejected: int = 0,
     ) -> tuple[str, float | None] | None:  # fmt: skip
         """Write progress and heartbeat; returns (desired_state, rate), None if the row is gone."""
         with self._pool.connection() as conn:
             row = conn.execute(
                 "UPDATE lab_consumers SET state = %s, partitions = %s, processed = %s,"
-                " redelivered = %s, heartbeat_at = now(), pid = %s, host = %s, updated_at = now()"
-                " WHERE id = %s RETURNING desired_state, rate",
-                (state, Jsonb(sorted(partitions)), processed, redelivered, pid, host, consumer_id),
-            ).fetchone()
+                " redelivered = %s, released = %s, rejected = %s, heartbeat_at = now(),"
+                " pid = %s, host = %s, updated_at = now() WHERE id = %s"
+                " RETURNING desired_state, rate",
+                (state, Jsonb(sorted(partitions)), processed, redelivered, released, rejected,
+                 pid, host, consumer_id),
+            ).fetchone()  # fmt: skip
         return None if row is None else (row[0], row[1])
 
     def record_processed(

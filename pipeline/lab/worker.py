@@ -256,6 +256,10 @@ class LabConsumerWorker:
 def run_lab_consumer(settings: Settings, consumer_id: int) -> int:
     """`lab consumer run ID`: the worker, until stopped or signalled."""
     with open_lab_store(settings) as store:
+        if store.consumer(consumer_id).is_share:
+            from pipeline.lab.share import LabShareWorker
+
+            return LabShareWorker(settings, store, consumer_id).run()
         return LabConsumerWorker(settings, store, consumer_id).run()
 
 

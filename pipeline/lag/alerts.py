@@ -46,7 +46,7 @@ from psycopg_pool import ConnectionPool
 from pipeline.core import clock
 from pipeline.lag.metrics import GroupValues, MetricsSnapshot
 from pipeline.lag.status import Status
-from pipeline.postgres.store import schema_transaction
+from pipeline.postgres.store import create_own_tables
 
 __all__ = [
     "DELIVERY_STATES",
@@ -386,16 +386,9 @@ ALTER TABLE monitors ADD COLUMN IF NOT EXISTS topics text[] NULL;
 
 def migrate_alerts(target: ConnectionPool | psycopg.Connection, schema: str | None = None) -> None:
     """Create the alert tables if missing; safe to run concurrently."""
-    if isinstance(target, ConnectionPool):
-        with target.connection() as conn:
-            _migrate(conn, schema)
-    else:
-        _migrate(target, schema)
-
-
-def _migrate(conn: psycopg.Connection, schema: str | None) -> None:
-    with schema_transaction(conn, schema, _MIGRATION_LOCK_CLASS, "migrate_alerts") as (cur, _):
-        cur.execute(_DDL)
+    create_own_tables(
+        target, _DDL, lock_class=_MIGRATION_LOCK_CLASS, caller="migrate_alerts", schema=schema
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from pipeline.core import clock
 from pipeline.lag.membership import Membership
 from pipeline.lag.reader import LagReader, LagSnapshot
 from pipeline.lag.status import LagSample, WatermarkSample
-from pipeline.postgres.store import schema_transaction
+from pipeline.postgres.store import create_own_tables
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -82,19 +82,9 @@ def migrate_lag_history(
 
     `schema` (created if missing) defaults to the connection's current schema.
     """
-    if isinstance(target, ConnectionPool):
-        with target.connection() as conn:
-            _migrate(conn, schema)
-    else:
-        _migrate(target, schema)
-
-
-def _migrate(conn: psycopg.Connection, schema: str | None) -> None:
-    with schema_transaction(conn, schema, _MIGRATION_LOCK_CLASS, "migrate_lag_history") as (
-        cur,
-        _,
-    ):
-        cur.execute(_DDL)
+    create_own_tables(
+        target, _DDL, lock_class=_MIGRATION_LOCK_CLASS, caller="migrate_lag_history", schema=schema
+    )
 
 
 def snapshot_rows(snapshot: LagSnapshot) -> list[tuple]:

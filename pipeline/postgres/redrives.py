@@ -33,7 +33,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from pipeline.core import clock
-from pipeline.postgres.store import is_missing_table, schema_transaction
+from pipeline.postgres.store import create_own_tables, is_missing_table
 
 __all__ = [
     "LedgerEntry",
@@ -87,16 +87,9 @@ def migrate_redrives(
     target: ConnectionPool | psycopg.Connection, schema: str | None = None
 ) -> None:
     """Create the redrive tables if missing; safe to run concurrently."""
-    if isinstance(target, ConnectionPool):
-        with target.connection() as conn:
-            _migrate(conn, schema)
-    else:
-        _migrate(target, schema)
-
-
-def _migrate(conn: psycopg.Connection, schema: str | None) -> None:
-    with schema_transaction(conn, schema, _MIGRATION_LOCK_CLASS, "migrate_redrives") as (cur, _):
-        cur.execute(_DDL)
+    create_own_tables(
+        target, _DDL, lock_class=_MIGRATION_LOCK_CLASS, caller="migrate_redrives", schema=schema
+    )
 
 
 def _split(letter_id: str) -> tuple[str, int, int]:

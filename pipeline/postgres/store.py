@@ -44,6 +44,7 @@ __all__ = [
     "OutboxStore",
     "PostgresTaskRepository",
     "SchemaTooNew",
+    "create_own_tables",
     "is_missing_table",
     "migrate",
 ]
@@ -193,6 +194,26 @@ def schema_transaction(
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
         cur.execute(sql.SQL("SET LOCAL search_path TO {}").format(name))
         yield cur, schema
+
+
+def create_own_tables(
+    target: ConnectionPool | psycopg.Connection,
+    ddl: str,
+    *,
+    lock_class: int,
+    caller: str,
+    schema: str | None = None,
+) -> None:
+    """Run `ddl` (idempotent: CREATE … IF NOT EXISTS, ADD COLUMN IF NOT EXISTS) for a module that
+    keeps tables of its own beside the numbered migrations, under its advisory lock `lock_class`,
+    so that many processes may do it at once. `schema` (created if missing) defaults to the
+    connection's current one; `target` is a pool or a connection."""
+    if isinstance(target, ConnectionPool):
+        with target.connection() as conn:
+            create_own_tables(conn, ddl, lock_class=lock_class, caller=caller, schema=schema)
+        return
+    with schema_transaction(target, schema, lock_class, caller) as (cur, _):
+        cur.execute(ddl)
 
 
 def _migrate(conn: psycopg.Connection, schema: str | None) -> list[int]:
