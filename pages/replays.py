@@ -30,6 +30,8 @@ from pipeline.replay.control import (
     set_replay_speed,
     stop_replay,
 )
+from pipeline.replay.members import this_worker
+from pipeline.replay.scale import MAX_WORKERS
 from pipeline.replay.spec import ReplayRefused
 from pipeline.replay.store import ReplayRow, ReplayStore, effective_state
 from ui.banners import kafka_answers, service_down
@@ -45,6 +47,7 @@ from ui.replay_panel import (
     slice_text,
     speed_short,
     speed_text,
+    worker_rows,
 )
 from ui.resources import admin, es, replay_store, settings
 
@@ -53,7 +56,9 @@ READ_ONLY_REASON = (
     "Read-only mode (`TASKSTREAM_READ_ONLY=true`): starting, pausing, resuming, changing speed, "
     "stopping, promoting, rolling back and deleting replays are disabled."
 )
-START_FIELDS = ("name", "from", "until", "speed", "type", "key", "partition", "mapping")
+START_FIELDS = (
+    "name", "from", "until", "speed", "type", "key", "partition", "mapping", "workers"
+)  # fmt: skip
 OTHER = "other"
 
 # Session state keys.
@@ -149,6 +154,19 @@ def start_form(config: Settings, admin: Any, es: Any) -> None:
                 disabled=read_only,
             )
             slots["partition"] = st.empty()
+        workers = st.number_input(
+            "Workers",
+            min_value=1,
+            max_value=MAX_WORKERS,
+            value=1,
+            step=1,
+            key="replay_workers",
+            help="Worker processes in the replay's one group: Kafka spreads the partitions over "
+            "them and an events/s speed is shared by the partitions each owns. More can join "
+            "from other machines with `python -m pipeline replay run NAME`.",
+            disabled=read_only,
+        )
+        slots["workers"] = st.empty()
         mapping = st.text_area(
             "Mapping and settings of the scratch index (JSON, optional)",
             key="replay_mapping",
@@ -167,6 +185,7 @@ def start_form(config: Settings, admin: Any, es: Any) -> None:
         errors = start_replay(
             config, admin, name, start, until, speed,
             es=es, types=types, keys=keys, partitions=partitions, mapping=mapping,
+            workers=int(workers),
         )  # fmt: skip
         st.session_state[START_ERRORS] = errors
     for field, message in errors.items():
@@ -186,6 +205,7 @@ def start_replay(
     keys: str = "",
     partitions: str = "",
     mapping: str = "",
+    workers: int = 1,
 ) -> dict[str, str]:
     """Plan (every guard) and create the replay; the refusals by field, or a rerun on success.
 
@@ -194,6 +214,7 @@ def start_replay(
         plan = plan_replay(
             config, admin, name.strip(), start, until, speed,
             types=types, keys=keys, partitions=partitions, mapping=mapping or None,
+            workers=workers,
         )  # fmt: skip
         row = create_replay(replay_store(), admin, plan, es=es)
     except ReplayRefused as exc:
@@ -204,9 +225,11 @@ def start_replay(
     st.session_state[START_RESET] = True
     amount = "following the topic" if plan.following else f"{row.total:,} event(s)"
     sliced = "" if plan.slice.empty else f", only {plan.slice.describe()}"
+    pids = ", ".join(str(w.pid) for w in row.workers) or str(row.pid)
+    started = f"worker pid {pids}" if plan.workers == 1 else f"{plan.workers} workers (pids {pids})"
     st.session_state[FLASH] = (
         f"Started replay `{row.name}`: {amount} from `{plan.start_spec}` until "
-        f"`{plan.until_spec}` at {speed_text(row.speed)}{sliced}, worker pid {row.pid} (log "
+        f"`{plan.until_spec}` at {speed_text(row.speed)}{sliced}, {started} (log "
         f"`.devstack/logs/replay-{row.name}.log`)."
     )
     st.rerun()
@@ -352,18 +375,25 @@ def replay_card(
         st.progress(fraction, text=text)
         if state == "dead":
             seen = row.heartbeat_at or row.created_at
-            st.warning(
-                f"The worker (pid {row.pid or '—'} on {row.host or '—'}) stopped heartbeating "
-                f"{duration_text((now - seen).total_seconds())} ago. Restart it: it continues "
-                "from the group's committed offsets.",
-                icon=":material/heart_broken:",
-            )
+            ago = duration_text((now - seen).total_seconds())
+            if len(row.workers) > 1:
+                text = (
+                    f"Its {len(row.workers)} workers stopped heartbeating (the last {ago} ago). "
+                    "Restart them: they continue from the group's committed offsets."
+                )
+            else:
+                text = (
+                    f"The worker (pid {row.pid or '—'} on {row.host or '—'}) stopped heartbeating "
+                    f"{ago} ago. Restart it: it continues from the group's committed offsets."
+                )
+            st.warning(text, icon=":material/heart_broken:")
         if row.last_error and state in ("failed", "dead"):
             st.error(f"Last error: {row.last_error}")
         notice = st.session_state.get(NOTICES, {}).pop(name, None)
         if notice and notice[1]:
             (st.error if notice[0] == "error" else st.success)(notice[1])
 
+        workers_table(row, now)
         with st.expander("Per-partition progress"):
             st.dataframe(
                 partition_rows(row),
@@ -397,6 +427,41 @@ def replay_card(
         compared = st.session_state.get(COMPARES, {}).get(name)
         if compared is not None:
             comparison(compared)
+
+
+def workers_table(row: ReplayRow, now: Any) -> None:
+    """The replay's worker processes: who owns which partitions, at what rate, alive or not."""
+    if not row.workers:
+        return
+    rows = worker_rows(row.workers, now, here=this_worker()[1])
+    dead = [r for r in rows if r["state"] == "dead"]
+    alive = sum(r["state"] in ("starting", "running", "idle", "paused") for r in rows)
+    st.markdown(
+        f"**Workers**: {alive} alive of {len(rows)} (started with {row.workers_wanted}) in group "
+        f"`{row.group_name}`; events/s, progress and ETA above are their sums."
+    )
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        key=f"replay_workers_{row.name}",
+        column_config={
+            "partitions": st.column_config.TextColumn(
+                "partitions", help="Owned now; in brackets, a dead worker's last ones."
+            ),
+            "share": st.column_config.TextColumn(
+                "share", help="Its part of an events/s speed: total × partitions owned / all."
+            ),
+        },
+    )
+    if dead:
+        which = ", ".join(f"pid {r['pid']} on {r['host']}" for r in dead)
+        st.warning(
+            f"{len(dead)} worker(s) dead ({which}"
+            "): Kafka gives their partitions to the other workers once their session times out; "
+            "Resume starts new ones up to the number the replay was started with.",
+            icon=":material/heart_broken:",
+        )
 
 
 def card_controls(

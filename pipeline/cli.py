@@ -457,12 +457,18 @@ def _replay_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help='create scratch-NAME with this JSON {"mappings": …, "settings": …}',
     )
+    start.add_argument(
+        "--workers",
+        default="1",
+        metavar="N",
+        help="worker processes sharing the replay's group and speed (default 1, at most 8)",
+    )
     actions.add_parser("list", parents=[common], help="replays with state and progress")
     for name, text in (
         ("pause", "pause a replay"),
         ("resume", "resume a replay (restarts a dead or stopped worker)"),
         ("stop", "stop a replay; its group and index stay"),
-        ("run", "run the worker itself, in the foreground"),
+        ("run", "run a worker in the foreground (one more worker if the replay has some)"),
     ):
         action = actions.add_parser(name, parents=[common], help=text)
         action.add_argument("name")
@@ -872,6 +878,7 @@ def _replay_start(args: argparse.Namespace, settings: Settings) -> Any:
     plan = replay.plan_replay(
         settings, admin, args.name, args.start, args.until, args.speed,
         types=args.types, keys=args.keys, partitions=args.partitions, mapping=mapping,
+        workers=args.workers,
     )  # fmt: skip
     es = elasticsearch_client(settings) if plan.mapping is not None else None
     try:
@@ -886,9 +893,11 @@ def _replay_start(args: argparse.Namespace, settings: Settings) -> Any:
     amount = "following the topic from" if plan.following else f"{row.total} event(s) from"
     until = "" if plan.following else f" until {args.until}"
     sliced = "" if plan.slice.empty else f", only {plan.slice.describe()}"
+    pids = ", ".join(str(w.pid) for w in row.workers) or str(row.pid)
+    workers = f"worker pid {pids}" if plan.workers == 1 else f"{plan.workers} workers, pids {pids}"
     print(
         f"replay {names.name}: {amount} {args.start}{until} at {plan.speed}{sliced} into index "
-        f"{names.index} as group {names.group} (worker pid {row.pid}, "
+        f"{names.index} as group {names.group} ({workers}, "
         f"log .devstack/logs/replay-{names.name}.log)"
     )
     return None
@@ -971,12 +980,20 @@ def _replay_list(args: argparse.Namespace, store: Any) -> Any:
                                              for k, v in r["filter"].items()))  # fmt: skip
         if r["promoted_at"] is not None:
             notes.append(f"PROMOTED (was {r['previous_index'] or 'nothing'})")
+        if len(r["workers"]) > 1 or any(w["state"] == "dead" for w in r["workers"]):
+            notes.append("workers " + ", ".join(_worker_note(w) for w in r["workers"]))
         print(f"{r['name']:<24} {r['state']:<9} {r['speed']:>7} {done:>9} {r['remaining']:>9} "
               f"{r['events_per_s']:>8} {r['errors']:>6} {r['filtered']:>8}  "
               f"{'; '.join(notes)}")  # fmt: skip
     if not rows:
         print("no replays")
     return None
+
+
+def _worker_note(worker: dict[str, Any]) -> str:
+    """`4242 p0,1,2 running`: a worker's pid, partitions and state for `replay list`."""
+    owned = ",".join(map(str, worker["partitions"])) or "-"
+    return f"{worker['pid']} p{owned} {worker['state']}"
 
 
 def _replay_delete(args: argparse.Namespace, settings: Settings, store: Any) -> None:

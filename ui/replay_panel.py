@@ -14,6 +14,7 @@ import pandas as pd
 
 from pipeline.core.ratelimit import parse_speed
 from pipeline.lag.status import rate_series
+from pipeline.replay.members import WorkerRow, worker_state
 from pipeline.replay.store import ReplayRow
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "slice_text",
     "speed_short",
     "speed_text",
+    "worker_rows",
 ]
 
 DASH = "—"
@@ -118,6 +120,31 @@ def partition_rows(row: ReplayRow) -> list[dict]:
                 "done": done,
                 "remaining": end - at,
                 "progress": 1.0 if total == 0 else done / total,
+            }
+        )
+    return rows
+
+
+def worker_rows(workers: Sequence[WorkerRow], now: datetime, here: str | None = None) -> list[dict]:
+    """Per worker: id, host, pid, partitions, events done, events/s, share of the speed,
+    heartbeat age and state (`dead`: silent too long, or its process on `here` gone)."""
+    rows = []
+    for w in workers:
+        state = worker_state(w, now, here)
+        owned = ", ".join(map(str, w.partitions)) or DASH
+        rows.append(
+            {
+                "worker": w.worker,
+                "host": w.host,
+                "pid": w.pid,
+                # A dead worker's last partitions: the group gives them to the others.
+                "partitions": f"({owned})" if state == "dead" and w.partitions else owned,
+                "events done": w.events_done,
+                "events/s": 0.0 if state not in ("running", "idle") else round(w.events_per_s, 1),
+                "share": DASH if w.speed_share is None else f"{w.speed_share:,.1f}/s",
+                "heartbeat": f"{duration_text((now - w.heartbeat_at).total_seconds())} ago",
+                "state": state,
+                "started by": "start/resume" if w.spawned else "replay run",
             }
         )
     return rows

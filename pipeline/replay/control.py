@@ -42,6 +42,8 @@ from pipeline.kafka.admin import (
     seed_group_offsets,
 )
 from pipeline.kafka.admin import topic_watermarks as admin_watermarks
+from pipeline.replay.members import ALIVE, this_worker, worker_state
+from pipeline.replay.scale import check_workers
 from pipeline.replay.spec import (
     ReplayFilter,
     ReplayNames,
@@ -90,6 +92,7 @@ class ReplayPlan:
     until_offsets: dict[int, int]
     slice: ReplayFilter = field(default_factory=ReplayFilter)
     mapping: dict[str, Any] | None = None
+    workers: int = 1
 
     @property
     def following(self) -> bool:
@@ -113,11 +116,13 @@ def plan_replay(
     keys: str | None = None,
     partitions: str | None = None,
     mapping: str | None = None,
+    workers: int | str = 1,
 ) -> ReplayPlan:
     """Run every guard and resolve the start and target offsets; creates nothing.
 
     `types`, `keys`, `partitions`: the slice, comma-separated; `mapping`: the text of a JSON
-    object with `mappings` and/or `settings` for the scratch index.
+    object with `mappings` and/or `settings` for the scratch index; `workers`: how many worker
+    processes share the replay's group (1 to `MAX_WORKERS`).
     """
     if settings.read_only:
         raise ReplayRefused("read-only mode (TASKSTREAM_READ_ONLY=true): replays cannot start")
@@ -129,6 +134,10 @@ def plan_replay(
         spec = parse_start(start)
     with refusal_about("until"):
         until_time = parse_until(until)
+    try:
+        worker_count = check_workers(workers)
+    except ValueError as exc:
+        raise ReplayRefused(str(exc), "workers") from None
     slice_ = parse_filter(types, keys, partitions)
     body = parse_mapping(mapping) if mapping is not None and mapping.strip() else None
     topic = settings.kafka_topic
@@ -148,8 +157,9 @@ def plan_replay(
         }
     until_offsets = {p: max(until_offsets[p], start_offsets[p]) for p in partitions}
     return ReplayPlan(
-        names, topic, parsed_speed, start, until, start_offsets, until_offsets, slice_, body
-    )
+        names, topic, parsed_speed, start, until, start_offsets, until_offsets, slice_, body,
+        worker_count,
+    )  # fmt: skip
 
 
 def create_replay(
@@ -160,7 +170,7 @@ def create_replay(
     *,
     es: Elasticsearch | None = None,
 ) -> ReplayRow:
-    """Insert the row, commit the start offsets for the group and spawn the worker.
+    """Insert the row, commit the start offsets for the group and spawn the plan's workers.
 
     A plan with a mapping needs `es`: the scratch index is created here, so a mapping
     Elasticsearch refuses is said before any worker starts.
@@ -188,7 +198,9 @@ def create_replay(
         mapping=plan.mapping,
     )
     seed_group_offsets(admin, names.group, plan.topic, plan.start_offsets)
-    store.update(names.name, pid=spawn_worker(names.name, env))
+    store.set_workers_wanted(names.name, plan.workers)
+    pids = _spawn_workers(store, names.name, plan.workers, env)
+    store.update(names.name, pid=pids[0])
     row = store.get(names.name)
     assert row is not None
     return row
@@ -248,13 +260,38 @@ def set_replay_speed(store: ReplayStore, name: str, speed: str) -> ReplayRow:
     return _existing(store, name)
 
 
+def _spawn_workers(
+    store: ReplayStore, name: str, count: int, env: Mapping[str, str] | None
+) -> list[int]:
+    """Start `count` workers of the replay, each recorded as `starting`; their pids."""
+    host = this_worker()[1]
+    pids = []
+    for _ in range(count):
+        pid = spawn_worker(name, env)
+        store.add_worker(name, host, pid)
+        pids.append(pid)
+    return pids
+
+
 def resume_replay(store: ReplayStore, name: str, env: Mapping[str, str] | None = None) -> ReplayRow:
-    """Ask for running; a dead, failed or stopped worker is started again (from its commits)."""
+    """Ask for running; dead, failed or stopped workers are started again (from the group's
+    commits), up to the number the replay was started with; the rows of gone ones are dropped."""
     row = _existing(store, name)
     store.update(name, desired_state="running")
-    if row.state != "finished" and not worker_alive(row, clock.utcnow()):
+    if row.state == "finished":
+        return _existing(store, name)
+    now = clock.utcnow()
+    states = {w.worker: worker_state(w, now, this_worker()[1]) for w in row.workers}
+    store.forget_workers(name, [w for w, state in states.items() if state not in ALIVE])
+    alive = sum(state in ALIVE for state in states.values())
+    if not worker_alive(row, now) or alive == 0:
         store.update(name, state="pending", pid=None)
-        store.update(name, pid=spawn_worker(name, env))
+        alive = 0
+    missing = max(0, row.workers_wanted - alive)
+    if missing:
+        pids = _spawn_workers(store, name, missing, env)
+        if alive == 0:
+            store.update(name, pid=pids[0])
     return _existing(store, name)
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +14,13 @@ from confluent_kafka.admin import AdminClient
 
 from pipeline.core import clock
 from pipeline.core.events import MalformedEvent
-from pipeline.core.ratelimit import PaceLimiter, RateLimiter, Speed, parse_speed
+from pipeline.core.ratelimit import PaceLimiter, Speed, parse_speed
 from pipeline.core.settings import Settings
 from pipeline.kafka.admin import group_offsets, seed_group_offsets, topic_watermarks
+from pipeline.replay.members import this_worker
+from pipeline.replay.scale import ShareLimiter, rate_share
 from pipeline.replay.spec import ReplayFilter
-from pipeline.replay.store import ReplayRow, ReplayStore, open_replay_store
+from pipeline.replay.store import ReplayRow, ReplayStore, WorkerReport, open_replay_store
 from pipeline.workers.batch import HANDLERS, BatchEntry, BatchReport, Handler
 from pipeline.workers.indexer import DEFAULT_BATCH_SIZE, Indexer, run_until_signalled
 
@@ -28,12 +28,21 @@ _CONTROL_INTERVAL = 1.0  # seconds between reads of the desired state (and progr
 _PACE_BATCH_SPAN = 0.1  # seconds of paced wall time one batch covers at most (about)
 _PACE_SLICE = 0.1  # seconds a pace wait serves the consumer group between checks
 _LIVE_END_INTERVAL = 2.0  # seconds between reads of the topic's end offsets (following)
+# A worker killed outright (SIGKILL, a machine gone) keeps its partitions this long before the
+# group gives them to the others (librdkafka's default is 45 s; 6 s is the brokers' minimum).
+SESSION_TIMEOUT_MS = 6_000
+_HEARTBEAT_INTERVAL_MS = 1_500
 _log = logging.getLogger("taskstream.replay")
 _ROOT = Path(__file__).resolve().parents[2]
 
 
 class ReplayWorker:
-    """`python -m pipeline replay run NAME`: runs the replay's Indexer under the table's control."""
+    """`python -m pipeline replay run NAME`: runs the replay's Indexer under the table's control.
+
+    One of the replay's workers: every worker of a replay joins its group `replay-NAME`, Kafka
+    spreads the partitions, and each reports its part (`WorkerReport`) to the replays row. An
+    events/s speed is shared in proportion to the partitions each owns (`rate_share`).
+    """
 
     def __init__(
         self,
@@ -51,25 +60,25 @@ class ReplayWorker:
         self._admin = admin
         self.control_interval = control_interval
         self.batch_size = batch_size
-        self.pid = os.getpid()
-        self.host = socket.gethostname()
-        self.indexer: Indexer | None = None
+        self.worker_id, self.host, self.pid = this_worker()
+        self.indexer: SliceIndexer | None = None
         self._desired = "running"
         self._speed: Speed = Speed("max")
         self._state = "running"
-        self._rate: RateLimiter | None = None
+        self._rate: ShareLimiter | None = None  # an events/s speed: this worker's share of it
         self._pace: PaceLimiter | None = None
         self._pace_budget = 1  # messages in the next paced batch (see _size_paced_batch)
         self._last_stamp: int | None = None  # newest timestamp (ms) of the last paced batch
         self._position: dict[int, int] = {}
-        self._base_done = 0
+        self._partitions: tuple[int, ...] = ()  # the replay's partitions
+        self._owned: set[int] = set()  # assigned to this worker now
+        self._reported = (0, 0, 0)  # consumed, errors, filtered as last reported
         self._counted = 0  # stats.consumed already given to the rate limiter
         self._last_control = -1e9
         self._window: tuple[float, int] = (clock.monotonic(), 0)
         self._events_per_s = 0.0
         self._following = False
         self._topic = ""
-        self._base_filtered = 0
         self._live_end_at = -1e9
 
     def run(self) -> int:
@@ -83,9 +92,8 @@ class ReplayWorker:
             self.store.update(self.name, state="stopped")
             return 0
         self._desired = row.desired_state
+        self._partitions = tuple(sorted(row.until_offsets))
         self._apply_speed(row.speed)
-        self._base_done = row.events_done
-        self._base_filtered = row.filtered
         self._following = row.following
         self._topic = row.topic
         self._position = {**row.start_offsets, **row.position}
@@ -108,13 +116,18 @@ class ReplayWorker:
                 before_batch=self._before_batch,
                 before_write=self._before_write,
                 after_batch=self._after_batch,
-                consumer_overrides={"client.id": f"taskstream-replay-{self.name}"},
+                on_assignment=self._on_assignment,
+                consumer_overrides={
+                    "client.id": f"taskstream-replay-{self.name}",
+                    "session.timeout.ms": SESSION_TIMEOUT_MS,
+                    "heartbeat.interval.ms": _HEARTBEAT_INTERVAL_MS,
+                },
             )
             self._report(force=True)
             run_until_signalled(indexer)
         except Exception as exc:
             _log.exception("replay %s failed", self.name)
-            self.store.update(self.name, state="failed", last_error=str(exc)[:2000], pid=None)
+            self.store.worker_failed(self.name, self.worker_id, str(exc)[:2000])
             return 1
         if not indexer.stopping:
             self._state = "finished"
@@ -136,12 +149,17 @@ class ReplayWorker:
         new = indexer.stats.consumed - self._counted
         self._counted = indexer.stats.consumed
         rate = self._rate  # the table may swap the limiter while this one sleeps
-        if rate is not None and rate.rate is not None:
+        if rate is not None:
             rate.acquire(new, should_stop=lambda: self._interrupted(indexer))
             if self._rate is not rate:
                 return 0  # the speed changed meanwhile: next round, with the new limiter
-            # About a tenth of a second's worth at a time, so a rate change applies quickly.
-            return max(1, min(self.batch_size, int(rate.rate / 10)))
+            if rate.rate <= 0:
+                # No partitions yet (or none left): an assignment arrives inside consume(), so
+                # take one message at most until the share is known.
+                return 1
+            # About a tenth of a second's worth at a time, so a rate change applies quickly;
+            # more while events are owed (after a rebalance's pause), so they are made up soon.
+            return max(1, min(self.batch_size, int(max(rate.rate / 10, rate.owed()))))
         if self._pace is not None:
             return self._pace_budget
         return None
@@ -194,6 +212,25 @@ class ReplayWorker:
         budget = 2 * len(stamps) if wall <= 0 else int(gaps * _PACE_BATCH_SPAN / wall)
         self._pace_budget = max(1, min(self.batch_size, budget))
 
+    def _on_assignment(self, owned: set[int]) -> None:
+        """A rebalance gave this worker `owned`: its share of an events/s speed follows.
+
+        Called on assignment only (never on revocation), so the pause of a rebalance still
+        accrues at the old share and is made up afterwards (`ShareLimiter.set_share`).
+        """
+        self._owned = set(owned)
+        if self._rate is not None and self._speed.value is not None:
+            self._rate.set_share(rate_share(self._speed.value, self._owned, self._partitions))
+        _log.info(
+            "replay %s: worker %s owns partitions %s (%s)",
+            self.name, self.worker_id, sorted(self._owned), self._share_text(),
+        )  # fmt: skip
+
+    def _share_text(self) -> str:
+        if self._rate is None:
+            return f"speed {self._speed}"
+        return f"{self._rate.rate:.1f} of {self._speed} events/s"
+
     def _after_batch(self, indexer: Indexer, report: BatchReport) -> None:
         self._position.update(report.positions)
         self._report()
@@ -231,7 +268,8 @@ class ReplayWorker:
         else:
             self._rate = self._pace = None
             if speed.kind == "rate":
-                self._rate = RateLimiter(speed.value)
+                assert speed.value is not None
+                self._rate = ShareLimiter(rate_share(speed.value, self._owned, self._partitions))
             elif speed.kind == "pace":
                 self._pace = PaceLimiter(
                     speed.value or 1.0, clock=_GroupServingClock(self), max_sleep_slice=_PACE_SLICE
@@ -246,29 +284,42 @@ class ReplayWorker:
         indexer = self.indexer
         consumed = indexer.stats.consumed if indexer is not None else 0
         errors = (indexer.stats.errors + indexer.stats.skipped) if indexer is not None else 0
-        filtered = indexer.filtered if isinstance(indexer, SliceIndexer) else 0
+        filtered = indexer.filtered if indexer is not None else 0
         started, counted = self._window
         if now - started >= 1.0:
             self._events_per_s = (consumed - counted) / (now - started)
             self._window = (now, consumed)
+        state = self._state
+        if state == "running" and (not self._owned or (indexer and indexer.owned_done())):
+            state = "idle"
+        last = self._reported
+        self._reported = (consumed, errors, filtered)
         control = self.store.report(
             self.name,
-            state=self._state,
-            position=self._position,
-            events_done=self._base_done + consumed,
-            errors=errors,
-            events_per_s=0.0
-            if self._state in ("finished", "stopped", "paused")
-            else self._events_per_s,
-            pid=self.pid,
-            host=self.host,
-            filtered=self._base_filtered + filtered,
-            live_end=self._live_end(now),
+            WorkerReport(
+                worker=self.worker_id,
+                host=self.host,
+                pid=self.pid,
+                state=state,
+                position=self._position,
+                partitions=tuple(sorted(self._owned)),
+                events_done=consumed,
+                events_per_s=0.0
+                if self._state in ("finished", "stopped", "paused")
+                else self._events_per_s,
+                speed_share=None if self._rate is None else self._rate.rate,
+                done=consumed - last[0],
+                errors=errors - last[1],
+                filtered=filtered - last[2],
+                live_end=self._live_end(now),
+            ),
         )
         if control is None:  # deleted under us
             self._desired = "stopped"
         else:
-            self._desired, speed = control
+            self._desired, speed, position = control
+            if indexer is not None:
+                indexer.elsewhere = position  # what the other workers have reached too
             try:
                 self._apply_speed(speed)
             except ValueError:
@@ -322,12 +373,44 @@ def mark_filtered(entries: list[BatchEntry], slice_: ReplayFilter) -> int:
 
 class SliceIndexer(Indexer):
     """The replay's Indexer: events outside its slice are read, counted and committed past,
-    never written (nor counted as malformed)."""
+    never written (nor counted as malformed).
 
-    def __init__(self, settings: Settings, slice_: ReplayFilter, **options: Any) -> None:
+    One of possibly several workers in the replay's group: `on_assignment(partitions)` hears
+    each assignment, and a bounded run ends once every partition reached its end offset, here
+    or (`elsewhere`: the replay's position, which every worker reports to) at another worker.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        slice_: ReplayFilter,
+        *,
+        on_assignment: Callable[[set[int]], None] | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(settings, handlers=slice_handlers(slice_), **options)
         self.slice = slice_
         self.filtered = 0
+        self.elsewhere: dict[int, int] = {}
+        self._on_assignment = on_assignment
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        super()._on_assign(consumer, partitions)
+        if self._on_assignment is not None:
+            self._on_assignment({p for t, p in self._assigned if t == self.topic})
+
+    def owned_done(self) -> bool:
+        """Every partition this worker owns is at its end offset (a bounded run)."""
+        return self.until is not None and self._assigned <= self._finished
+
+    def _until_done(self) -> bool:
+        if super()._until_done():
+            return True
+        assert self.until is not None
+        return all(
+            (self.topic, p) in self._finished or self.elsewhere.get(p, -1) >= end
+            for p, end in self.until.items()
+        )
 
     def _prepare(self, messages: list[Any]) -> list[BatchEntry]:
         entries = super()._prepare(messages)

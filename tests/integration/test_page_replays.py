@@ -468,3 +468,55 @@ def test_a_following_slice_then_promote_and_rollback_through_the_buttons(
     assert set(es.indices.get_alias(name=index_name).body) == {previous}
     es.indices.refresh(index=previous)
     assert es.count(index=index_name)["count"] == 60  # caught up by the rollback
+
+
+def test_the_workers_table_shows_each_worker_and_marks_a_dead_one(
+    settings, page_env, pg, pg_schema, unique
+):
+    from pipeline.replay.store import WorkerReport
+
+    at = open_page()  # migrates the schema
+    names = replay_names(f"w-{unique}", settings)
+    pool = postgres_pool(settings, schema=pg_schema, max_size=1)
+    try:
+        store = ReplayStore(pool)
+        store.create(
+            names,
+            topic=page_env,
+            speed=Speed("rate", 300),
+            start_spec="earliest",
+            until_spec="end",
+            start_offsets=dict.fromkeys(range(PARTITIONS), 0),
+            until_offsets=dict.fromkeys(range(PARTITIONS), 100),
+        )
+        # Two workers on another machine: one owned 0-2 and went silent, the other took over.
+        for pid, owned, rate in ((100, (0, 1, 2), 150.0), (101, tuple(range(PARTITIONS)), 290.0)):
+            store.report(
+                names.name,
+                WorkerReport(
+                    worker=f"far:{pid}", host="far", pid=pid, state="running",
+                    position={p: 50 for p in owned}, partitions=owned, events_done=150,
+                    events_per_s=rate, speed_share=300.0 * len(owned) / PARTITIONS, done=150,
+                ),
+            )  # fmt: skip
+            pg.execute(
+                f'UPDATE "{pg_schema}".replay_workers'
+                " SET heartbeat_at = now() - interval '1 minute' WHERE worker = 'far:100'"
+            )
+    finally:
+        pool.close()
+
+    at.run()
+    assert not at.exception, at.exception
+    [table] = [d.value for d in at.dataframe if "worker" in d.value.columns]
+    shown = table.set_index("worker")
+    assert shown.loc["far:100", "state"] == "dead"
+    assert shown.loc["far:100", "partitions"] == "(0, 1, 2)"
+    assert shown.loc["far:101", "state"] == "running"
+    assert shown.loc["far:101", "partitions"] == "0, 1, 2, 3, 4, 5"
+    assert shown.loc["far:101", "share"] == "300.0/s"
+    assert any("1 worker(s) dead (pid 100 on far)" in w.value for w in at.warning)
+    # The replay's events/s is its live workers' sum (the dead one no longer counts); its
+    # progress their furthest positions.
+    assert metric(at, "Events/s") == "290.0"
+    assert any(text.startswith("300 of 600 events") for text in progress_texts(at))

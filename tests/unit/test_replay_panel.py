@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.core.settings import Settings
 from pipeline.replay.control import plan_replay
+from pipeline.replay.members import WorkerRow
 from pipeline.replay.spec import ReplayRefused
 from pipeline.replay.store import ReplayRow
 from ui.replay_panel import (
@@ -21,6 +22,7 @@ from ui.replay_panel import (
     slice_text,
     speed_short,
     speed_text,
+    worker_rows,
 )
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -200,3 +202,29 @@ def test_a_following_replay_shows_its_lag_and_its_slice():
     assert [r["end"] for r in partition_rows(row)] == [120, 61, 5]
     assert slice_text(row) == "only type tasks.event.created; partition 0,1"
     assert slice_text(replay_row()) == "every event"
+
+
+def test_worker_rows_show_owners_shares_and_a_dead_worker_with_its_last_partitions():
+    def worker(pid, partitions, silent, share=None, spawned=True, state="running"):
+        return WorkerRow(
+            replay="r", worker=f"far:{pid}", host="far", pid=pid, spawned=spawned,
+            partitions=partitions, events_done=100, events_per_s=123.45, speed_share=share,
+            state=state, started_at=NOW - timedelta(minutes=5),
+            heartbeat_at=NOW - timedelta(seconds=silent),
+        )  # fmt: skip
+
+    rows = worker_rows(
+        [
+            worker(1, (0, 1, 2), 40, share=150.0),
+            worker(2, (0, 1, 2, 3, 4, 5), 1, share=300.0),
+            worker(3, (), 2, spawned=False, state="idle"),
+        ],
+        NOW,
+    )
+    dead, survivor, joiner = rows
+    assert (dead["state"], dead["partitions"], dead["events/s"]) == ("dead", "(0, 1, 2)", 0.0)
+    assert dead["heartbeat"] == "40 s ago"
+    assert survivor["partitions"] == "0, 1, 2, 3, 4, 5" and survivor["share"] == "300.0/s"
+    assert survivor["events/s"] == 123.5 and survivor["started by"] == "start/resume"
+    assert (joiner["partitions"], joiner["share"], joiner["state"]) == (DASH, DASH, "idle")
+    assert joiner["started by"] == "replay run"
