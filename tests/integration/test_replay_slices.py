@@ -165,8 +165,17 @@ def test_follow_keeps_indexing_new_events_into_an_index_with_the_users_mapping(
     second = produce_known_history(settings, topic, 15)
     expected = {i: h["final"] for i, h in {**first, **second}.items() if h["final"] is not None}
     wait_for(lambda: scratch_documents(es, index) == expected, "the new events in the replay")
-    row = wait_for(lambda: (r := listed(replay_cli, name))["lag"] == 0 and r, "lag 0 again")
-    assert row["state"] == "running" and row["events_done"] > caught_up["events_done"]
+    # The worker reports its progress (events done, the topic's end) every second or two: wait
+    # for a report that has counted the new events and caught up with them.
+    row = wait_for(
+        lambda: (
+            (r := listed(replay_cli, name))["events_done"] > caught_up["events_done"]
+            and r["lag"] == 0
+            and r
+        ),
+        "the replay's report of the new events, caught up",
+    )
+    assert row["state"] == "running"
     assert row["total"] >= sum(h["events"] for h in {**first, **second}.values())
     # The analyzer of the user's mapping is the one searches use.
     hits = es.search(index=index, query={"match": {"description": "SLICED"}})["hits"]
