@@ -141,7 +141,9 @@ def test_workers_share_the_group_survive_a_kill_and_take_a_joiner(
         "every worker to finish",
     )
     assert finals == {victim: "dead", survivor: "finished", joiner.pid: "finished"}
-    assert all(w["events_done"] > 0 for w in done["workers"])
+    # The survivor read from the start; the joiner may find its partitions already read at max.
+    by_pid = {w["pid"]: w for w in done["workers"]}
+    assert by_pid[survivor]["events_done"] > 0, done["workers"]
     same_documents(expected, scratch_documents(es, f"scratch-{name}"))
 
 
