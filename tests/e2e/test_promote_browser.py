@@ -50,14 +50,27 @@ def test_a_following_replay_is_promoted_through_the_page(
         expect(main.get_by_role("heading", name=name)).to_be_visible(timeout=30_000)
         confirm = main.get_by_role("checkbox", name=re.compile(rf"^Point the live index `{live}`"))
         expect(confirm).to_be_visible(timeout=60_000)
-        confirm.check(force=True)
-        wait_for_app(page)
-        expect(confirm).to_be_checked()
+        # The card refreshes itself every 2 s: a click that lands while it is being redrawn can
+        # be lost, so each step is tried again until its effect shows.
+        label = main.get_by_text(re.compile(rf"^Point the live index {re.escape(live)}"))
+        for _ in range(5):
+            if confirm.is_checked():
+                break
+            label.first.click()
+            wait_for_app(page)
+            page.wait_for_timeout(500)
+        expect(confirm).to_be_checked(timeout=10_000)
         promote = main.get_by_role("button", name="Promote", exact=True)
+        promoted = main.get_by_text(re.compile(r"^Promoted"))
         expect(promote).to_be_enabled(timeout=30_000)
-        promote.click()
-        wait_for_app(page)
-        expect(main.get_by_text(re.compile(r"^Promoted"))).to_be_visible(timeout=60_000)
+        for _ in range(3):
+            if promoted.count() and promoted.first.is_visible():
+                break
+            if promote.is_enabled():
+                promote.click()
+                wait_for_app(page)
+            page.wait_for_timeout(3_000)
+        expect(promoted.first).to_be_visible(timeout=60_000)
         assert_no_exception(page, "the Replays page after promoting")
         target = FLOW_DIR / "replay-promoted.png"
         screenshot(page, target)
