@@ -22,32 +22,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from urllib.parse import quote
 
-import psycopg
-from confluent_kafka.admin import NewTopic
-from psycopg import sql
-
-from pipeline.core.events import created_event, encode_event
-from pipeline.core.seed import generate_tasks
-from pipeline.core.settings import load_settings
-from pipeline.elasticsearch.client import elasticsearch_client
-from pipeline.kafka.clients import kafka_admin, kafka_producer
-from pipeline.postgres.pool import postgres_pool
-from pipeline.postgres.store import migrate
-from pipeline.replay.control import create_replay, delete_replay, plan_replay, topic_watermarks
+from bench.replay_bench import TARGET_RATE_ERROR, ReplayBench, done_of
+from pipeline.replay.control import topic_watermarks
 from pipeline.replay.store import ReplayRow, ReplayStore
 from pipeline.workers.indexer import Indexer
 
-ROOT = Path(__file__).resolve().parents[1]
-TARGET_RATE_ERROR = 0.03
 TARGET_MAX_RATIO = 0.80
 
 
@@ -63,33 +47,11 @@ class Sample:
 def sample(row: ReplayRow) -> Sample | None:
     if row.heartbeat_at is None:
         return None
-    position = {**row.start_offsets, **row.position}
-    done = sum(max(0, position.get(p, s) - s) for p, s in row.start_offsets.items())
-    return Sample(row.heartbeat_at, done, row.state)
+    return Sample(row.heartbeat_at, done_of(row), row.state)
 
 
 def rate_between(first: Sample, last: Sample) -> float:
     return (last.done - first.done) / (last.at - first.at).total_seconds()
-
-
-def fill_topic(settings, topic: str, count: int) -> float:
-    """Produce `count` created events keyed by task id, as the relay would; returns seconds."""
-    producer = kafka_producer(settings, **{"linger.ms": 20, "batch.num.messages": 10_000})
-    started = time.perf_counter()
-    for task in generate_tasks(count, seed=7):
-        message = encode_event(created_event(task))
-        while True:
-            try:
-                producer.produce(
-                    topic, key=message.key, value=message.value, headers=message.headers
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-    if producer.flush(60) != 0:
-        raise RuntimeError("could not deliver every event to the topic")
-    return time.perf_counter() - started
 
 
 def measure_rates(store: ReplayStore, names: dict[str, float], window: float, timeout: float):
@@ -143,29 +105,6 @@ def run_replay_to_end(store: ReplayStore, name: str, timeout: float) -> tuple[Sa
         time.sleep(0.05)
 
 
-def stop_process(pid: int | None) -> None:
-    """End a worker this run spawned, if it is still there (by pid, never by name)."""
-    if pid is None:
-        return
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                # Spawned detached (new session): reap if it is our child, else probe it.
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return
-            except ChildProcessError:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    return
-            time.sleep(0.1)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=300_000, help="task events on the topic")
@@ -179,42 +118,20 @@ def main() -> int:
     if args.events < needed:
         parser.error(f"--events {args.events} is too few for {max(rates):g}/s; use {needed}+")
 
-    base = load_settings()
-    run = uuid.uuid4().hex[:8]
-    schema, topic = f"bench_replay_{run}", f"bench-replay-{run}"
-    settings = base.replace(kafka_topic=topic)
-    # The workers read the same settings from their environment: this run's topic and schema.
-    env = {
-        **os.environ,
-        "KAFKA_TOPIC": topic,
-        "DATABASE_URL": f"{base.database_url}"
-        f"{'&' if '?' in base.database_url else '?'}options={quote(f'-c search_path={schema}')}",
-    }
-    admin = kafka_admin(settings)
-    es = elasticsearch_client(settings, request_timeout=120)
-    pool = postgres_pool(settings, schema=schema, max_size=4)
-    store = ReplayStore(pool)
-    replays: list[str] = []  # every replay this run started
-    pids: dict[str, int | None] = {}
+    bench = ReplayBench.open("replay")
+    settings, store, run = bench.settings, bench.store, bench.run
     live_group, live_index = f"bench-{run}-indexer", f"bench-{run}-indexer"
+    bench.groups.append(live_group)
+    bench.indices.append(live_index)
     rate_rows: list[tuple[float, int, float, float]] = []
     max_rows: list[tuple[str, int, float]] = []
-
-    def start(name: str, speed: str) -> None:
-        plan = plan_replay(settings, admin, name, "earliest", "end", speed)
-        replays.append(name)
-        pids[name] = create_replay(store, admin, plan, env).pid
-
     try:
-        migrate(pool, schema=schema)
-        admin.create_topics([NewTopic(topic, settings.kafka_topic_partitions, 1)])[topic].result(30)
-        fill_s = fill_topic(settings, topic, args.events)
-        print(f"filled {topic} with {args.events:,} events in {fill_s:.1f} s", file=sys.stderr)
+        bench.fill(settings.kafka_topic_partitions, args.events)
 
         # -- three concurrent replays, each at its own rate ---------------------------------
         named = {f"rate-{run}-{int(r)}": r for r in rates}
         for name, rate in named.items():
-            start(name, f"{rate:g}")
+            bench.start(name, f"{rate:g}")
         windows = measure_rates(store, named, args.window, timeout=args.window + 90)
         for name, rate in named.items():
             first, last = windows[name]
@@ -222,15 +139,14 @@ def main() -> int:
             achieved = rate_between(first, last)
             rate_rows.append((rate, last.done - first.done, seconds, achieved))
         for name in named:
-            delete_replay(store, admin, name, es=es)
-            stop_process(pids[name])
+            bench.delete(name)
 
         # -- max: the live indexer's code in-process, then one replay alone at max ------------
-        until = {p: high for p, (_, high) in topic_watermarks(admin, topic).items()}
+        until = {p: high for p, (_, high) in topic_watermarks(bench.admin, bench.topic).items()}
         # Steady state, as for the replay: from the first committed batch to the last one.
         batches: list[tuple[float, int]] = []
         indexer = Indexer(
-            settings, group=live_group, topic=topic, index=live_index, dlq_topic=None,
+            settings, group=live_group, topic=bench.topic, index=live_index, dlq_topic=None,
             create_topics=False, until=until, progress_interval=3600,
             after_batch=lambda i, _r: batches.append((time.perf_counter(), i.stats.consumed)),
         )  # fmt: skip
@@ -239,7 +155,7 @@ def main() -> int:
         max_rows.append(("live indexer (in-process)", n1 - n0, t1 - t0))
 
         name = f"max-{run}"
-        start(name, "max")
+        bench.start(name, "max")
         first, last = run_replay_to_end(store, name, timeout=600)
         max_rows.append(
             ("replay at max (worker process)", last.done - first.done, (last.at - first.at).total_seconds())
@@ -247,30 +163,7 @@ def main() -> int:
         final = sample(store.get(name))  # type: ignore[arg-type]
         assert final is not None and final.done == args.events, (final, args.events)
     finally:
-        for name in replays:
-            try:
-                if store.exists(name):  # stops the worker, deletes group, index and row
-                    delete_replay(store, admin, name, es=es)
-            except Exception as exc:
-                print(f"(could not delete replay {name}: {exc})", file=sys.stderr)
-            stop_process(pids.get(name))
-            es.indices.delete(index=f"scratch-{name}", ignore_unavailable=True)
-            (ROOT / ".devstack" / "logs" / f"replay-{name}.log").unlink(missing_ok=True)
-        pool.close()
-        with psycopg.connect(base.database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-        es.indices.delete(index=live_index, ignore_unavailable=True)
-        for group, future in admin.delete_consumer_groups([live_group]).items():
-            try:
-                future.result(30)
-            except Exception as exc:  # a group the run never created
-                print(f"(could not delete group {group}: {exc})", file=sys.stderr)
-        for name, future in admin.delete_topics([topic]).items():
-            try:
-                future.result(30)
-            except Exception as exc:
-                print(f"(could not delete topic {name}: {exc})", file=sys.stderr)
-        es.close()
+        bench.close()
 
     print(f"\ntaskstream replay rate — {time.strftime('%Y-%m-%d')}, "
           f"{platform.node()}, {platform.machine()}, {len(os.sched_getaffinity(0))} cores")  # fmt: skip

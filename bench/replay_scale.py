@@ -22,41 +22,19 @@ import os
 import platform
 import sys
 import time
-import uuid
-from pathlib import Path
-from urllib.parse import quote
 
-import psycopg
-from confluent_kafka.admin import NewTopic
-from psycopg import sql
-
-from bench.replay_rate import fill_topic, stop_process
+from bench.replay_bench import TARGET_RATE_ERROR, ReplayBench
 from pipeline.core import clock
-from pipeline.core.settings import load_settings
-from pipeline.elasticsearch.client import elasticsearch_client
 from pipeline.kafka.admin import group_offsets
-from pipeline.kafka.clients import kafka_admin
-from pipeline.postgres.pool import postgres_pool
-from pipeline.postgres.store import migrate
 from pipeline.replay.control import (
-    create_replay,
-    delete_replay,
     pause_replay,
-    plan_replay,
     resume_replay,
 )
 from pipeline.replay.members import this_worker, worker_state
 from pipeline.replay.store import ReplayRow, ReplayStore
 from pipeline.replay.worker import spawn_worker
 
-ROOT = Path(__file__).resolve().parents[1]
-TARGET_RATE_ERROR = 0.03
 PARTITIONS = 6
-
-
-def done_of(row: ReplayRow) -> int:
-    position = {**row.start_offsets, **row.position}
-    return sum(max(0, position.get(p, s) - s) for p, s in row.start_offsets.items())
 
 
 def spread(row: ReplayRow, count: int) -> bool:
@@ -112,91 +90,45 @@ def main() -> int:
     if args.events < needed:
         parser.error(f"--events {args.events} is too few for {args.rate:g}/s; use {needed}+")
 
-    base = load_settings()
-    run = uuid.uuid4().hex[:8]
-    schema, topic = f"bench_scale_{run}", f"bench-scale-{run}"
-    settings = base.replace(kafka_topic=topic)
-    env = {
-        **os.environ,
-        "KAFKA_TOPIC": topic,
-        "DATABASE_URL": f"{base.database_url}"
-        f"{'&' if '?' in base.database_url else '?'}options={quote(f'-c search_path={schema}')}",
-    }
-    admin = kafka_admin(settings)
-    es = elasticsearch_client(settings, request_timeout=120)
-    pool = postgres_pool(settings, schema=schema, max_size=4)
-    store = ReplayStore(pool)
-    replays: list[str] = []
-    pids: list[int] = []
+    bench = ReplayBench.open("scale")
+    store, admin, run = bench.store, bench.admin, bench.run
     max_rows: list[tuple[int, int, float]] = []
     rate_row: tuple[int, float, float, float] | None = None
-
-    def start(name: str, speed: str, workers: int) -> ReplayRow:
-        plan = plan_replay(settings, admin, name, "earliest", "end", speed, workers=workers)
-        replays.append(name)
-        row = create_replay(store, admin, plan, env)
-        pids.extend(w.pid for w in row.workers)
-        return row
-
-    def finish(name: str) -> None:
-        delete_replay(store, admin, name, es=es)
-
     try:
-        migrate(pool, schema=schema)
-        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
-        fill_s = fill_topic(settings, topic, args.events)
-        print(f"filled {topic} with {args.events:,} events in {fill_s:.1f} s", file=sys.stderr)
+        bench.fill(PARTITIONS, args.events)
 
         for workers in counts:
             name = f"max{workers}-{run}"
-            row = start(name, "max", workers)
+            row = bench.start(name, "max", workers)
             pause_replay(store, name)  # before the workers read anything: they join paused
             n, seconds = max_run(store, admin, row, workers, timeout=900)
             max_rows.append((workers, n, seconds))
             print(f"max, {workers} worker(s): {n / seconds:,.0f} events/s", file=sys.stderr)
-            finish(name)
+            bench.delete(name)
 
         # -- the rate through a rebalance -----------------------------------------------------
         name = f"rate-{run}"
-        row = start(name, f"{args.rate:g}", 2)
+        row = bench.start(name, f"{args.rate:g}", 2)
         partitions = sorted(row.until_offsets)
         while not spread(store.get(name), 2):  # type: ignore[arg-type]
             time.sleep(0.1)
         time.sleep(2.0)  # past the first rebalance's catch-up
 
         def committed() -> int:
-            return sum(group_offsets(admin, row.group_name, topic, partitions).values())
+            return sum(group_offsets(admin, row.group_name, bench.topic, partitions).values())
 
         t0, n0 = time.monotonic(), committed()
         time.sleep(args.window / 3)
-        pid = spawn_worker(name, env)  # one more worker, as `replay run NAME` elsewhere joins
-        pids.append(pid)
+        pid = spawn_worker(name, bench.env)  # one more worker, as `replay run NAME` elsewhere joins
+        bench.pids.append(pid)
         store.add_worker(name, this_worker()[1], pid)
         time.sleep(max(0.0, t0 + args.window - time.monotonic()))
         t1, n1 = time.monotonic(), committed()
         joined = spread(store.get(name), 3)  # type: ignore[arg-type]
         rate_row = (n1 - n0, t1 - t0, (n1 - n0) / (t1 - t0), 1.0 if joined else 0.0)
-        finish(name)
+        bench.delete(name)
     finally:
-        for name in replays:
-            try:
-                if store.exists(name):
-                    finish(name)
-            except Exception as exc:
-                print(f"(could not delete replay {name}: {exc})", file=sys.stderr)
-            es.indices.delete(index=f"scratch-{name}", ignore_unavailable=True)
-            (ROOT / ".devstack" / "logs" / f"replay-{name}.log").unlink(missing_ok=True)
-        for pid in pids:
-            stop_process(pid)
-        pool.close()
-        with psycopg.connect(base.database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-        for name, future in admin.delete_topics([topic]).items():
-            try:
-                future.result(30)
-            except Exception as exc:
-                print(f"(could not delete topic {name}: {exc})", file=sys.stderr)
-        es.close()
+        bench.close()
 
     print(f"\ntaskstream replay scale-out — {time.strftime('%Y-%m-%d')}, "
           f"{platform.node()}, {platform.machine()}, {len(os.sched_getaffinity(0))} cores")  # fmt: skip

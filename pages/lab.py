@@ -12,17 +12,17 @@ from typing import Any
 
 import streamlit as st
 
-from pipeline.core import clock
 from pipeline.core.failures import POSTGRESQL, first_line
 from pipeline.core.partitioner import partition_for_key
 from pipeline.core.settings import Settings
 from pipeline.lab import control
-from pipeline.lab.names import ASSIGNORS, LabRefused, Namespace
+from pipeline.lab.names import LabRefused, Namespace
 from pipeline.lab.store import LabStore
 from ui.banners import kafka_answers, service_down
 from ui.lab_lessons import (
     cli_block,
     lesson_commits,
+    lesson_group,
     lesson_header,
     lesson_lag,
     lesson_rebalances,
@@ -31,7 +31,7 @@ from ui.lab_lessons import (
     lesson_share,
     refused,
 )
-from ui.lab_panel import LESSONS, group_summary, member_rows, spread_rows
+from ui.lab_panel import LESSONS, spread_rows
 from ui.lab_resources import lab_store
 from ui.lab_teacher import teacher_login, teacher_view
 from ui.resources import admin, settings
@@ -119,53 +119,6 @@ def lesson_keys(config: Settings, client: Any, ns: Namespace, topic: str, partit
             if spread["key_partition"] is not None:
                 col.caption(f"murmur2 chose partition {spread['key_partition']}")
     cli_block(1, topic, ns, config, "g")
-
-
-def lesson_group(
-    config: Settings, store: LabStore, client: Any, ns: Namespace, topic: str, partitions: int
-) -> None:
-    lesson_header(2)
-    cols = st.columns([2, 2, 1])
-    group = cols[0].text_input("Group", value="g", key="lab_group")
-    assignor = cols[1].selectbox("Assignor", ASSIGNORS, key="lab_assignor")
-    rate = cols[2].number_input("Per second", 0.0, 10_000.0, 10.0, key="lab_rate")
-    if st.button("Add a consumer", disabled=config.read_only, key="lab_add"):
-        try:
-            row = control.add_consumer(
-                config, store, client, ns, topic, group=group, assignor=assignor,
-                rate=rate or None,
-            )  # fmt: skip
-            st.toast(f"Consumer {row.id} ({row.client_id}) is starting.")
-        except Exception as exc:
-            refused(exc)
-    try:
-        group_name = ns.name(group, "group")
-    except LabRefused as exc:
-        st.error(str(exc))
-        return
-    group_board(config, store, ns, group_name, partitions)
-    cli_block(2, topic, ns, config, group)
-
-
-@st.fragment(run_every=2)
-def group_board(
-    config: Settings, store: LabStore, ns: Namespace, group: str, partitions: int
-) -> None:
-    now = clock.utcnow()
-    consumers = [r.to_json(now) for r in control.list_consumers(store, ns)]
-    st.markdown(group_summary(consumers, group, partitions))
-    rows = member_rows(consumers, group)
-    if rows:
-        st.dataframe(rows, hide_index=True, width="stretch")
-        live = [r["id"] for r in rows if r["state"] in ("running", "paused", "pending")]
-        if live:
-            cols = st.columns([2, 1])
-            chosen = cols[0].selectbox("Consumer", live, key="lab_stop_id")
-            if cols[1].button("Stop it", disabled=config.read_only, key="lab_stop"):
-                try:
-                    control.stop_consumer(config, store, ns, int(chosen), wait=3.0)
-                except Exception as exc:
-                    refused(exc)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ needs as arguments: the settings, the `replays` table, Kafka's admin client, Ela
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import streamlit as st
 
@@ -70,6 +70,80 @@ SAMPLES = "replays_samples"  # {replay name: [(time, events done)]}, for the eve
 COMPARES = "replays_compares"  # {replay name: Comparison.to_json()}
 
 
+class TextField(NamedTuple):
+    """One text input of the start form, with the slot under it where its refusal shows."""
+
+    slot: str  # the START_FIELDS name start_replay's errors use
+    label: str
+    key: str
+    help: str
+    value: str = ""
+    placeholder: str | None = None
+
+
+NAME_FIELD = TextField(
+    "name", "Name", "replay_name",
+    "Group `replay-NAME`, index `scratch-NAME`: lower-case letters, digits, - and _.",
+    placeholder="before-migration",
+)  # fmt: skip
+RANGE_FIELDS = (
+    TextField(
+        "from", "From", "replay_from",
+        "`earliest`, `latest`, an ISO time (e.g. 2026-01-31T12:00:00Z) or PARTITION:OFFSET,… "
+        "(partitions not listed are skipped).",
+        value="earliest",
+    ),
+    TextField(
+        "until", "Until", "replay_until",
+        "`end` (the end offsets now; the replay then finishes), an ISO time, or `follow` (keep "
+        "reading new events: needed to promote the replay).",
+        value="end",
+    ),
+    TextField(
+        "speed", "Speed", "replay_speed",
+        "Events per second (e.g. 100), `Nx` the original pace from the events' timestamps (1x as "
+        "it happened, 60x an hour in a minute), or `max`.",
+        value="100",
+    ),
+)  # fmt: skip
+
+
+def slice_fields(topic: str) -> tuple[TextField, ...]:
+    return (
+        TextField(
+            "type", "Event types", "replay_type",
+            "created, updated, deleted (or their full names, tasks.event.…).",
+            placeholder="created,updated",
+        ),
+        TextField("key", "Keys (task ids)", "replay_key", "Only the events of these tasks."),
+        TextField(
+            "partition", "Partitions", "replay_partition", f"Partitions of `{topic}`.",
+            placeholder="0,3",
+        ),
+    )  # fmt: skip
+
+
+def text_fields(
+    fields: tuple[TextField, ...], slots: dict[str, Any], read_only: bool
+) -> dict[str, str]:
+    """Draw `fields` side by side (one column each when there are several), each with an empty
+    slot under it for its error; return {slot: value}."""
+    columns = st.columns(len(fields)) if len(fields) > 1 else [st.container()]
+    values: dict[str, str] = {}
+    for field, column in zip(fields, columns, strict=True):
+        with column:
+            values[field.slot] = st.text_input(
+                field.label,
+                value=field.value,
+                key=field.key,
+                placeholder=field.placeholder,
+                help=field.help,
+                disabled=read_only,
+            )
+            slots[field.slot] = st.empty()
+    return values
+
+
 def postgres_down(exc: BaseException) -> None:
     service_down(POSTGRESQL, first_line(exc), ": replays cannot be listed or started")
 
@@ -84,76 +158,13 @@ def start_form(config: Settings, admin: Any, es: Any) -> None:
     errors: dict[str, str] = st.session_state.get(START_ERRORS, {})
     with st.form("start_replay"):
         slots: dict[str, Any] = {}
-        name = st.text_input(
-            "Name",
-            key="replay_name",
-            placeholder="before-migration",
-            help="Group `replay-NAME`, index `scratch-NAME`: lower-case letters, digits, - and _.",
-            disabled=read_only,
-        )
-        slots["name"] = st.empty()
-        left, middle, right = st.columns(3)
-        with left:
-            start = st.text_input(
-                "From",
-                value="earliest",
-                key="replay_from",
-                help="`earliest`, `latest`, an ISO time (e.g. 2026-01-31T12:00:00Z) or "
-                "PARTITION:OFFSET,… (partitions not listed are skipped).",
-                disabled=read_only,
-            )
-            slots["from"] = st.empty()
-        with middle:
-            until = st.text_input(
-                "Until",
-                value="end",
-                key="replay_until",
-                help="`end` (the end offsets now; the replay then finishes), an ISO time, or "
-                "`follow` (keep reading new events: needed to promote the replay).",
-                disabled=read_only,
-            )
-            slots["until"] = st.empty()
-        with right:
-            speed = st.text_input(
-                "Speed",
-                value="100",
-                key="replay_speed",
-                help="Events per second (e.g. 100), `Nx` the original pace from the events' "
-                "timestamps (1x as it happened, 60x an hour in a minute), or `max`.",
-                disabled=read_only,
-            )
-            slots["speed"] = st.empty()
+        values = text_fields((NAME_FIELD,), slots, read_only)
+        values.update(text_fields(RANGE_FIELDS, slots, read_only))
         st.caption(
             "A slice (optional): only matching events are indexed, the rest is read and skipped "
             "(counted). Comma-separated; empty means all."
         )
-        left, middle, right = st.columns(3)
-        with left:
-            types = st.text_input(
-                "Event types",
-                key="replay_type",
-                placeholder="created,updated",
-                help="created, updated, deleted (or their full names, tasks.event.…).",
-                disabled=read_only,
-            )
-            slots["type"] = st.empty()
-        with middle:
-            keys = st.text_input(
-                "Keys (task ids)",
-                key="replay_key",
-                help="Only the events of these tasks.",
-                disabled=read_only,
-            )
-            slots["key"] = st.empty()
-        with right:
-            partitions = st.text_input(
-                "Partitions",
-                key="replay_partition",
-                placeholder="0,3",
-                help=f"Partitions of `{config.kafka_topic}`.",
-                disabled=read_only,
-            )
-            slots["partition"] = st.empty()
+        values.update(text_fields(slice_fields(config.kafka_topic), slots, read_only))
         workers = st.number_input(
             "Workers",
             min_value=1,
@@ -183,9 +194,9 @@ def start_form(config: Settings, admin: Any, es: Any) -> None:
         )
     if submitted:
         errors = start_replay(
-            config, admin, name, start, until, speed,
-            es=es, types=types, keys=keys, partitions=partitions, mapping=mapping,
-            workers=int(workers),
+            config, admin, values["name"], values["from"], values["until"], values["speed"],
+            es=es, types=values["type"], keys=values["key"], partitions=values["partition"],
+            mapping=mapping, workers=int(workers),
         )  # fmt: skip
         st.session_state[START_ERRORS] = errors
     for field, message in errors.items():
@@ -312,7 +323,11 @@ def on_promote(config: Settings, store: ReplayStore, admin: Any, es: Any, name: 
     notices: dict[str, tuple[str, str]] = st.session_state[NOTICES]
     if done:
         notices[name] = ("success", promotion_text("Promoted", done[0]))
-    st.session_state.pop(f"replay_confirm_{name}", None)
+    st.session_state.pop(confirm_key(name, rollback=False), None)
+
+
+def confirm_key(name: str, *, rollback: bool) -> str:
+    return f"replay_{'rollback_' if rollback else ''}confirm_{name}"
 
 
 def on_rollback(config: Settings, store: ReplayStore, admin: Any, es: Any, name: str) -> None:
@@ -321,7 +336,7 @@ def on_rollback(config: Settings, store: ReplayStore, admin: Any, es: Any, name:
     notices: dict[str, tuple[str, str]] = st.session_state[NOTICES]
     if done:
         notices[name] = ("success", promotion_text("Rolled back", done[0]))
-    st.session_state.pop(f"replay_confirm_{name}", None)
+    st.session_state.pop(confirm_key(name, rollback=True), None)
 
 
 def promotion_text(verb: str, done: Promotion) -> str:
@@ -570,7 +585,8 @@ def promote_controls(
                 what = f"Point the live index `{alias}` at `{row.index_name}`"
             confirmed = st.checkbox(
                 f"{what}: searches and the live indexer switch at once.",
-                key=f"replay_confirm_{name}",
+                # One checkbox per action: a tick given to Promote is not one for Rollback.
+                key=confirm_key(name, rollback=can.rollback),
                 disabled=config.read_only,
             )
             buttons = st.columns(2)

@@ -170,40 +170,69 @@ def _lanes(client: Any, topic: str, groups: list[str]) -> None:
     st.altair_chart(lanes_chart(lanes, markers, height=height), width="stretch", height=height)
 
 
-# -- 3 rebalances ---------------------------------------------------------------------------
+# -- 2 a group ---------------------------------------------------------------------------------
+
+
+def member_form(prefix: str, default_group: str) -> tuple[str, str, float]:
+    """Group, assignor and rate of the next consumer (keys `PREFIX_group`, `_assignor`, `_rate`)."""
+    cols = st.columns([2, 2, 1])
+    group = cols[0].text_input("Group", value=default_group, key=f"{prefix}_group")
+    assignor = cols[1].selectbox("Assignor", ASSIGNORS, key=f"{prefix}_assignor")
+    rate = cols[2].number_input("Per second", 0.0, 10_000.0, 10.0, key=f"{prefix}_rate")
+    return group, assignor, rate
+
+
+def lesson_group(
+    config: Settings, store: LabStore, client: Any, ns: Namespace, topic: str, partitions: int
+) -> None:
+    group_lesson(config, store, client, ns, topic, partitions, lesson=2)
 
 
 def lesson_rebalances(
     config: Settings, store: LabStore, client: Any, ns: Namespace, topic: str, partitions: int
 ) -> None:
-    lesson_header(3)
-    cols = st.columns([2, 2, 1])
-    group = cols[0].text_input("Group", value="r-range", key="lab3_group")
-    assignor = cols[1].selectbox("Assignor", ASSIGNORS, key="lab3_assignor")
-    rate = cols[2].number_input("Per second", 0.0, 10_000.0, 10.0, key="lab3_rate")
-    st.caption(ASSIGNOR_NOTES[assignor])
-    if st.button("Add a consumer", key="lab3_add"):
+    group_lesson(config, store, client, ns, topic, partitions, lesson=3)
+
+
+def group_lesson(
+    config: Settings, store: LabStore, client: Any, ns: Namespace, topic: str, partitions: int,
+    *, lesson: int,
+) -> None:  # fmt: skip
+    """Lesson 2 (a group shares the partitions) and 3 (rebalances: the assignors, kill, the
+    membership trail) are one form and one board; lesson 3 shows more of it."""
+    rebalances = lesson == 3
+    prefix = "lab3" if rebalances else "lab"
+    lesson_header(lesson)
+    group, assignor, rate = member_form(prefix, "r-range" if rebalances else "g")
+    if rebalances:
+        st.caption(ASSIGNOR_NOTES[assignor])
+    if st.button("Add a consumer", disabled=config.read_only, key=f"{prefix}_add"):
         _add(config, store, client, ns, topic, group=group, assignor=assignor, rate=rate)
     if (group_name := _group(ns, group)) is not None:
-        rebalance_board(config, store, ns, group_name, partitions)
-    cli_block(3, topic, ns, config, group)
+        group_board(config, store, ns, group_name, partitions, prefix=prefix, trail=rebalances)
+    cli_block(lesson, topic, ns, config, group)
 
 
 @st.fragment(run_every=2)
-def rebalance_board(
-    config: Settings, store: LabStore, ns: Namespace, group: str, partitions: int
-) -> None:
+def group_board(
+    config: Settings, store: LabStore, ns: Namespace, group: str, partitions: int, *,
+    prefix: str, trail: bool,
+) -> None:  # fmt: skip
+    """The group's members and their partitions; with `trail`, kill as well as stop, the
+    membership trail and the learner's groups compared by assignor."""
     consumers = _consumers(store, ns)
     st.markdown(group_summary(consumers, group, partitions))
-    rows = member_rows(consumers, group)
     _failures([c for c in consumers if c["group"] == group])
+    rows = member_rows(consumers, group)
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")
-        _steer(config, store, ns, rows, "lab3", kill=True)
-    trail = trail_rows(store.events(group), {c["id"]: c["client_id"] for c in consumers})
+        _steer(config, store, ns, rows, prefix, kill=trail)
+    if not trail:
+        return
+    events = trail_rows(store.events(group), {c["id"]: c["client_id"] for c in consumers})
     st.markdown("**Membership trail** (what each member was told, as it happened)")
-    if trail:
-        st.dataframe(trail[-40:], hide_index=True, width="stretch", key="lab3_trail")
+    if events:
+        st.dataframe(events[-40:], hide_index=True, width="stretch", key="lab3_trail")
     else:
         st.caption("Nothing yet: add a consumer.")
     compare_trails(store, consumers)
@@ -311,10 +340,22 @@ def lesson_replication(
 ) -> None:
     lesson_header(6)
     if replication < 3:
-        st.info(
-            f"This topic has replication {replication}: create one with Replication 3 (above) "
-            "and choose it for this lesson."
-        )
+        try:
+            brokers = len(client.list_topics(timeout=5).brokers)
+        except Exception:  # the board below says what is wrong with Kafka
+            brokers = 3
+        if brokers < 3:
+            st.info(
+                f"This cluster has {brokers} broker(s): replicas, the ISR and acks=all need "
+                "three (`DEVSTACK_KAFKA_BROKERS=3 python -m devstack up`, the default). The "
+                "table shows this topic's one replica per partition."
+            )
+        else:
+            st.info(
+                f"This topic has replication {replication}: create one with Replication 3 "
+                "(above) and choose it for this lesson."
+            )
+        replication_board(client, ns.name(topic))
         cli_block(6, topic, ns, config, "g")
         return
     if st.button("Produce 10 with acks=all", key="lab6_produce"):

@@ -15,7 +15,6 @@ Tables (`migrate_lab`, idempotent, under an advisory lock of its own like `migra
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from pipeline.core.processes import pid_gone
 from pipeline.core.settings import Settings
 from pipeline.lab.names import LabRefused
 from pipeline.postgres.store import schema_transaction
@@ -176,19 +176,7 @@ class LabConsumerRow:
 
 def _pid_gone(row: LabConsumerRow) -> bool:
     """True when the row's worker ran on this host and its process no longer exists."""
-    if row.pid is None or row.host != socket.gethostname():
-        return False
-    try:
-        os.kill(row.pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:  # a zombie (killed, not yet reaped by whoever started it) is gone too
-        with open(f"/proc/{row.pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
-    except OSError:
-        return False
+    return row.pid is not None and row.host == socket.gethostname() and pid_gone(row.pid)
 
 
 def effective_state(row: LabConsumerRow, now: datetime) -> str:

@@ -14,110 +14,69 @@ again. With `auto`, librdkafka commits in the background what it handed out (eve
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from pipeline.core import clock
-from pipeline.core.ratelimit import RateLimiter
+from pipeline.core.processes import ROOT, runs_command, spawn_detached, wait_gone
 from pipeline.core.settings import Settings
+from pipeline.lab.member import LabMember, log
 from pipeline.lab.names import consumer_overrides
-from pipeline.lab.store import LabConsumerRow, LabStore, open_lab_store
+from pipeline.lab.store import LabStore, open_lab_store
 
-__all__ = ["LabConsumerWorker", "run_lab_consumer", "spawn_lab_consumer"]
+__all__ = ["LabConsumerWorker", "run_lab_consumer", "spawn_lab_consumer", "wait_gone"]
 
-_REPORT_INTERVAL = 0.5  # seconds between heartbeats (and reads of the desired state)
 _COMMIT_INTERVAL = 1.0  # seconds between commits of processed offsets (commit=after)
 _FLUSH_INTERVAL = 0.25  # seconds between writes of processed offsets
-_log = logging.getLogger("taskstream.lab")
-_ROOT = Path(__file__).resolve().parents[2]
 
 
-class LabConsumerWorker:
+class LabConsumerWorker(LabMember):
     """One lab consumer: consume, process at the row's rate, report, obey the row."""
 
     def __init__(self, settings: Settings, store: LabStore, consumer_id: int) -> None:
-        self.settings = settings
-        self.store = store
-        self.id = consumer_id
-        self.pid = os.getpid()
-        self.host = socket.gethostname()
-        self.row: LabConsumerRow = store.consumer(consumer_id)
+        super().__init__(settings, store, consumer_id)
         self.consumer: Consumer | None = None
-        self._desired = "running"
-        self._state = "running"
-        self._rate = RateLimiter(self.row.rate)
         self._pending: deque[Message] = deque()  # consumed, not yet processed
         self._unrecorded: list[tuple[int, int]] = []  # processed, not yet in lab_processed
         self._recorded: dict[int, int] = {}  # partition -> next offset, recorded, not committed
-        self._processed = self.row.processed
-        self._redelivered = self.row.redelivered
-        self._last_report = -1e9
         self._last_flush = clock.monotonic()
         self._last_commit = clock.monotonic()
-        self._signalled = False
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def run(self) -> int:
-        row = self.row
-        if row.desired_state == "stopped":
-            self.store.update(self.id, state="stopped")
-            return 0
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+    def _open(self) -> Consumer:
         from pipeline.kafka.clients import kafka_consumer
 
+        row = self.row
         overrides = consumer_overrides(
             row.assignor, row.commit_mode, row.client_id, self.settings.lab_session_timeout_ms
         )
-        try:
-            consumer = self.consumer = kafka_consumer(self.settings, row.group_name, **overrides)
-            consumer.subscribe(
-                [row.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )  # fmt: skip
-            self._report(force=True)
-            while not self._signalled and self._desired != "stopped":
-                self._step(consumer)
-            self._flush(force=True)
-            self._commit(force=True)
-            consumer.close()  # leaves the group at once: its partitions move without waiting
-        except Exception as exc:
-            _log.exception("lab consumer %s failed", self.id)
-            self.store.update(self.id, state="failed", last_error=str(exc)[:2000], partitions=[])
-            return 1
-        self._state = "stopped"
+        consumer = self.consumer = kafka_consumer(self.settings, row.group_name, **overrides)
+        consumer.subscribe(
+            [row.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )  # fmt: skip
+        return consumer
+
+    def _close(self, consumer: Consumer) -> None:
+        self._flush(force=True)
+        self._commit(force=True)
+        consumer.close()  # leaves the group at once: its partitions move without waiting
         self.consumer = None
-        self._report(force=True, partitions=[])
-        _log.info("lab consumer %s stopped after %d messages", self.id, self._processed)
-        return 0
 
     def _step(self, consumer: Consumer) -> None:
         self._report()
-        if self._desired == "paused":
-            if self._state != "paused":
-                self._state = "paused"
-                self._report(force=True)
+        change = self._follow_pause()
+        if change in ("pause", "paused"):
             consumer.pause(consumer.assignment())
             consumer.poll(0.2)  # serves the group: a paused member keeps its partitions
             self._flush()  # but commits nothing until it resumes (or stops, or is revoked)
             return
-        if self._state == "paused":
+        if change == "resume":
             consumer.resume(consumer.assignment())
-            self._rate.reset()
-            self._state = "running"
-            self._report(force=True)
         if not self._pending:
             rate = self._rate.rate
             wanted = 500 if rate is None else max(1, min(500, int(rate)))
@@ -129,7 +88,7 @@ class LabConsumerWorker:
                 if error is None:
                     self._pending.append(message)
                 elif error.code() != KafkaError._PARTITION_EOF:
-                    _log.warning("lab consumer %s: %s", self.id, error.str())
+                    log.warning("lab consumer %s: %s", self.id, error.str())
         while self._pending and self._desired == "running" and not self._signalled:
             message = self._pending.popleft()
             self._rate.acquire(1, should_stop=self._interrupted)
@@ -144,14 +103,6 @@ class LabConsumerWorker:
                 break  # let consume() serve the group now and then
         self._flush()
         self._commit()
-
-    def _interrupted(self) -> bool:
-        rate = self._rate.rate
-        self._report()
-        return self._signalled or self._desired != "running" or self._rate.rate != rate
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._signalled = True
 
     # -- processed offsets and commits ----------------------------------------------------------
 
@@ -183,7 +134,7 @@ class LabConsumerWorker:
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except Exception as exc:  # e.g. a rebalance in progress: the next commit covers it
-            _log.warning("lab consumer %s: commit failed: %s", self.id, exc)
+            log.warning("lab consumer %s: commit failed: %s", self.id, exc)
             return
         for partition in chosen:
             self._recorded.pop(partition, None)
@@ -218,39 +169,18 @@ class LabConsumerWorker:
         try:
             self.store.record_event(self.id, self.row.group_name, kind, chosen)
         except Exception as exc:  # the trail is for people; never a reason to fail
-            _log.warning("lab consumer %s: could not record %s: %s", self.id, kind, exc)
+            log.warning("lab consumer %s: could not record %s: %s", self.id, kind, exc)
         self._report(force=True)
 
     # -- the row -------------------------------------------------------------------------------
 
-    def _assigned(self) -> list[int]:
+    def _partitions(self) -> list[int]:
         if self.consumer is None:
             return []
         try:
             return sorted(tp.partition for tp in self.consumer.assignment())
         except Exception:  # closed
             return []
-
-    def _report(self, force: bool = False, partitions: list[int] | None = None) -> None:
-        now = clock.monotonic()
-        if not force and now - self._last_report < _REPORT_INTERVAL:
-            return
-        self._last_report = now
-        control = self.store.report(
-            self.id,
-            state=self._state,
-            partitions=self._assigned() if partitions is None else partitions,
-            processed=self._processed,
-            redelivered=self._redelivered,
-            pid=self.pid,
-            host=self.host,
-        )
-        if control is None:  # deleted under us (a reset)
-            self._desired = "stopped"
-            return
-        self._desired, rate = control
-        if rate != self._rate.rate:
-            self._rate.set_rate(rate)
 
 
 def run_lab_consumer(settings: Settings, consumer_id: int) -> int:
@@ -264,50 +194,15 @@ def run_lab_consumer(settings: Settings, consumer_id: int) -> int:
 
 
 def log_path(consumer_id: int) -> Path:
-    return _ROOT / ".devstack" / "logs" / f"lab-consumer-{consumer_id}.log"
+    return ROOT / ".devstack" / "logs" / f"lab-consumer-{consumer_id}.log"
 
 
 def spawn_lab_consumer(consumer_id: int, env: Mapping[str, str] | None = None) -> int:
     """Start `python -m pipeline lab consumer run ID` as a detached process; returns its pid."""
-    path = log_path(consumer_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "lab", "consumer", "run", str(consumer_id)],
-            cwd=_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives the CLI and its terminal
-            env=dict(env) if env is not None else None,
-        )
-    return process.pid
+    return spawn_detached(("lab", "consumer", "run", str(consumer_id)), log_path(consumer_id), env)
 
 
 def is_lab_worker(pid: int, consumer_id: int) -> bool:
     """Whether `pid` is this host's worker process for lab consumer `consumer_id` (never signal a
     process that merely reuses the pid)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-    except OSError:
-        return False
-    tail = [b"pipeline", b"lab", b"consumer", b"run", str(consumer_id).encode()]
-    return any(argv[i : i + len(tail)] == tail for i in range(len(argv)))
-
-
-def wait_gone(pid: int, timeout: float) -> bool:
-    """Wait until the process is gone (or a zombie); True if it went."""
-    deadline = clock.monotonic() + timeout
-    while clock.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
-                    return True
-        except (ProcessLookupError, FileNotFoundError):
-            return True
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return False
+    return runs_command(pid, ("lab", "consumer", "run", str(consumer_id)))

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from pipeline.core.processes import pid_gone
 from pipeline.postgres.store import create_own_tables
 
 __all__ = [
@@ -81,21 +82,6 @@ def this_worker() -> tuple[str, str, int]:
     """(worker id, host, pid) of the running process: the id is `host:pid`."""
     host, pid = socket.gethostname(), os.getpid()
     return f"{host}:{pid}", host, pid
-
-
-def pid_gone(pid: int) -> bool:
-    """Whether process `pid` of this host has exited (a zombie counts as exited)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # someone else's process: alive
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[-1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
 
 
 @dataclass(frozen=True)

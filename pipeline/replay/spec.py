@@ -282,6 +282,18 @@ def check_filter_partitions(
         )
 
 
+def sets_refresh_interval(body: Mapping[str, Any] | None) -> bool:
+    """Whether a user's index body sets `refresh_interval` itself (nested as
+    `{"index": {"refresh_interval": …}}`, flat as `"index.refresh_interval"`, or bare)."""
+    settings = (body or {}).get("settings") or {}
+    index = settings.get("index")
+    return (
+        "refresh_interval" in settings
+        or "index.refresh_interval" in settings
+        or (isinstance(index, Mapping) and "refresh_interval" in index)
+    )
+
+
 def parse_mapping(text: str, source: str = "the mapping") -> dict[str, Any]:
     """The user's index body: a JSON object with `mappings` and/or `settings` (nothing else)."""
     try:

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
 from pipeline.core import clock
 from pipeline.core.events import MalformedEvent
+from pipeline.core.processes import ROOT, spawn_detached
 from pipeline.core.ratelimit import PaceLimiter, Speed, parse_speed
 from pipeline.core.settings import Settings
 from pipeline.kafka.admin import group_offsets, seed_group_offsets, topic_watermarks
 from pipeline.replay.members import this_worker
 from pipeline.replay.scale import ShareLimiter, rate_share
-from pipeline.replay.spec import ReplayFilter
+from pipeline.replay.spec import ReplayFilter, sets_refresh_interval
 from pipeline.replay.store import ReplayRow, ReplayStore, WorkerReport, open_replay_store
 from pipeline.workers.batch import HANDLERS, BatchEntry, BatchReport, Handler
 from pipeline.workers.indexer import DEFAULT_BATCH_SIZE, Indexer, run_until_signalled
@@ -33,7 +31,6 @@ _LIVE_END_INTERVAL = 2.0  # seconds between reads of the topic's end offsets (fo
 SESSION_TIMEOUT_MS = 6_000
 _HEARTBEAT_INTERVAL_MS = 1_500
 _log = logging.getLogger("taskstream.replay")
-_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ReplayWorker:
@@ -117,6 +114,7 @@ class ReplayWorker:
                 before_write=self._before_write,
                 after_batch=self._after_batch,
                 on_assignment=self._on_assignment,
+                set_refresh_interval=not sets_refresh_interval(row.mapping),
                 consumer_overrides={
                     "client.id": f"taskstream-replay-{self.name}",
                     "session.timeout.ms": SESSION_TIMEOUT_MS,
@@ -388,9 +386,13 @@ class SliceIndexer(Indexer):
         on_assignment: Callable[[set[int]], None] | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(settings, handlers=slice_handlers(slice_), **options)
+        super().__init__(
+            settings,
+            handlers=slice_handlers(slice_),
+            select=None if slice_.empty else (lambda entries: mark_filtered(entries, slice_)),
+            **options,
+        )
         self.slice = slice_
-        self.filtered = 0
         self.elsewhere: dict[int, int] = {}
         self._on_assignment = on_assignment
 
@@ -411,12 +413,6 @@ class SliceIndexer(Indexer):
             (self.topic, p) in self._finished or self.elsewhere.get(p, -1) >= end
             for p, end in self.until.items()
         )
-
-    def _prepare(self, messages: list[Any]) -> list[BatchEntry]:
-        entries = super()._prepare(messages)
-        if not self.slice.empty:
-            self.filtered += mark_filtered(entries, self.slice)
-        return entries
 
 
 def _refuse_live_target(settings: Settings, row: ReplayRow) -> None:
@@ -470,19 +466,9 @@ def run_replay_worker(settings: Settings, name: str) -> int:
 
 def spawn_worker(name: str, env: Mapping[str, str] | None = None) -> int:
     """Start `python -m pipeline replay run NAME` as a detached process; returns its pid."""
-    logs = _ROOT / ".devstack" / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"replay-{name}.log", "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "replay", "run", name],
-            cwd=_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives the CLI and its terminal
-            env=dict(env) if env is not None else None,
-        )
-    return process.pid
+    return spawn_detached(
+        ("replay", "run", name), ROOT / ".devstack" / "logs" / f"replay-{name}.log", env
+    )
 
 
 # -- starting and controlling a replay (the CLI and the app share these) ----------------------

@@ -96,12 +96,17 @@ class Indexer:
       most messages to take next (None: `batch_size`; 0: none now).
     - `before_write(indexer, messages)`: after a batch is read, before it is written.
     - `after_batch(indexer, report)`: after a batch is committed.
+    - `select(entries) -> int`: after a batch is decoded, marks the entries to pass over (done,
+      nothing to write, no error: read and committed past, as a replay's slice does); returns
+      how many it marked, which `filtered` adds up.
 
     `until` (partition -> offset) bounds a run: messages at or beyond a partition's offset are
     neither indexed nor committed, partitions not listed have nothing to read, and `run()`
     returns once every listed partition is done. Meant for one worker owning every partition.
     `consumer_overrides` adds to or replaces the consumer's settings (its `client.id` is
-    "taskstream-indexer" unless given).
+    "taskstream-indexer" unless given). `set_refresh_interval=False` leaves the index's
+    refresh_interval as it is (a replay whose mapping gives its own) instead of setting
+    ELASTICSEARCH_REFRESH_INTERVAL.
     """
 
     def __init__(
@@ -125,6 +130,8 @@ class Indexer:
         before_write: Callable[[Indexer, Sequence[Message]], None] | None = None,
         after_batch: Callable[[Indexer, BatchReport], None] | None = None,
         consumer_overrides: Mapping[str, Any] | None = None,
+        select: Callable[[list[BatchEntry]], int] | None = None,
+        set_refresh_interval: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
@@ -147,6 +154,9 @@ class Indexer:
         self._before_batch = before_batch
         self._before_write = before_write
         self._after_batch = after_batch
+        self._select = select
+        self.set_refresh_interval = set_refresh_interval
+        self.filtered = 0  # events `select` let pass unwritten
         # A client id the Consumer groups page shows for this member (librdkafka's default
         # is "rdkafka" for every program).
         self._consumer_overrides = {"client.id": "taskstream-indexer", **(consumer_overrides or {})}
@@ -359,7 +369,8 @@ class Indexer:
                     if self.dlq_topic is not None:
                         ensure_topic(admin, self.dlq_topic, self.topic_partitions)
                 index.ensure_index(self.index_name)
-                self._apply_refresh_interval(index)
+                if self.set_refresh_interval:
+                    self._apply_refresh_interval(index)
                 if self.until:
                     self._lows_at_open = low_watermarks(
                         admin, self.topic, self.until, best_effort=True
@@ -440,7 +451,10 @@ class Indexer:
                 continue
             valid.append(message)
         self.stats.consumed += len(valid)
-        return plan_batch(valid, self.handlers)
+        entries = plan_batch(valid, self.handlers)
+        if self._select is not None:
+            self.filtered += self._select(entries)
+        return entries
 
     def _encode(self, entries: list[BatchEntry]) -> bytes | None:
         """The bulk body of `entries`' actions, made on this thread: the writer thread then

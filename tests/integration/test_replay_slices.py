@@ -129,7 +129,8 @@ def test_slices_index_only_their_events_count_the_rest_and_compare_on_the_slice(
 
 ANALYZED = {
     "settings": {"analysis": {"analyzer": {"folded": {"type": "standard",
-                                                      "stopwords": "_english_"}}}},
+                                                      "stopwords": "_english_"}}},
+                 "index": {"refresh_interval": "20s"}},
     "mappings": {"dynamic": "strict", "properties": {
         "id": {"type": "keyword"},
         "description": {"type": "text", "analyzer": "folded",
@@ -177,6 +178,9 @@ def test_follow_keeps_indexing_new_events_into_an_index_with_the_users_mapping(
     )
     assert row["state"] == "running"
     assert row["total"] >= sum(h["events"] for h in {**first, **second}.values())
+    # The mapping's own refresh_interval stays: the worker does not impose the setting's.
+    flat = es.indices.get_settings(index=index, flat_settings=True).body[index]["settings"]
+    assert flat["index.refresh_interval"] == "20s"
     # The analyzer of the user's mapping is the one searches use.
     hits = es.search(index=index, query={"match": {"description": "SLICED"}})["hits"]
     assert hits["total"]["value"] == len(expected)

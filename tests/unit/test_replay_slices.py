@@ -15,6 +15,7 @@ from pipeline.replay.spec import (
     is_follow,
     parse_filter,
     parse_mapping,
+    sets_refresh_interval,
 )
 from pipeline.replay.store import ReplayRow
 from pipeline.replay.worker import mark_filtered, slice_handlers
@@ -101,6 +102,18 @@ def test_mapping_must_be_json_with_mappings_or_settings():
         with pytest.raises(ReplayRefused, match=message) as caught:
             parse_mapping(text, "the mapping")
         assert caught.value.field == "mapping"
+
+
+@pytest.mark.parametrize(
+    ("body", "sets"),
+    [(None, False), ({"mappings": {}}, False), ({"settings": {"analysis": {}}}, False),
+     ({"settings": {"index": {"number_of_shards": 1}}}, False),
+     ({"settings": {"refresh_interval": "5s"}}, True),
+     ({"settings": {"index.refresh_interval": "5s"}}, True),
+     ({"settings": {"index": {"refresh_interval": "-1"}}}, True)],
+)  # fmt: skip
+def test_a_mapping_that_sets_its_own_refresh_interval_keeps_it(body, sets):
+    assert sets_refresh_interval(body) is sets
 
 
 def row(**changes) -> ReplayRow:
