@@ -430,6 +430,9 @@ def test_a_following_slice_then_promote_and_rollback_through_the_buttons(
     ]
     assert set(es.indices.get_alias(name=index_name).body) == {f"scratch-{name}"}
     assert any("Promoted" in i.value for i in at.info)
+    # The tick was for Promote: Rollback asks for its own.
+    assert not at.checkbox(key=f"replay_rollback_confirm_{name}").value
+    assert at.button(key=f"replay_rollback_{name}").disabled
     # Deleting it now would delete the live index: refused.
     at.checkbox(key=f"replay_drop_{name}").check()
     at.button(key=f"replay_delete_{name}").click().run()
@@ -454,12 +457,12 @@ def test_a_following_slice_then_promote_and_rollback_through_the_buttons(
     at.checkbox(key=f"replay_drop_{name}").check()
     at.button(key=f"replay_delete_{name}").click().run()
     assert any(f"`replay rollback {second}` returns to" in e.value for e in at.error)
-    at.checkbox(key=f"replay_confirm_{second}").check().run()
+    at.checkbox(key=f"replay_rollback_confirm_{second}").check().run()
     at.button(key=f"replay_rollback_{second}").click().run()
     assert set(es.indices.get_alias(name=index_name).body) == {f"scratch-{name}"}
     assert replay_row(pg, pg_schema, name)["promoted_at"] is not None
 
-    at.checkbox(key=f"replay_confirm_{name}").check().run()
+    at.checkbox(key=f"replay_rollback_confirm_{name}").check().run()
     at.button(key=f"replay_rollback_{name}").click().run()
     assert not at.exception, at.exception
     assert any(f"now points at `{previous}`" in s.value for s in at.success), [
