@@ -56,6 +56,13 @@ def admin(settings: Settings) -> AdminClient:
 
 
 @pytest.fixture(scope="session")
+def replicas(admin: AdminClient) -> int:
+    """The replication the Lab and taskstream give a topic here: 3 on three brokers or more, 1
+    on one (DEVSTACK_KAFKA_BROKERS=1)."""
+    return min(3, len(admin.list_topics(timeout=10).brokers))
+
+
+@pytest.fixture(scope="session")
 def es(settings: Settings) -> Iterator[Elasticsearch]:
     """An Elasticsearch client, checked once (cluster health, since the test distribution has no GET /)."""
     client = elasticsearch_client(settings)

@@ -143,7 +143,8 @@ class Settings:
     kafka_bootstrap_servers: str = _setting(
         "127.0.0.1:9092,127.0.0.1:9102,127.0.0.1:9112",
         "Kafka bootstrap servers, comma-separated host:port (the default lists the devstack's "
-        "three brokers, so a client starts while one is down).",
+        "three brokers, so a client starts while one is down; with DEVSTACK_KAFKA_BROKERS=N, "
+        "its N brokers).",
     )
     kafka_topic: str = _setting("tasks", "Topic the task events are published to.")
     kafka_topic_partitions: int = _setting(
@@ -462,7 +463,19 @@ def load_settings(
         for spec in dataclasses.fields(Settings)
         if spec.name not in _PASS_THROUGH_FIELDS and variables.get(spec.name.upper()) is not None
     }
+    if "kafka_bootstrap_servers" not in values:
+        values["kafka_bootstrap_servers"] = _devstack_bootstrap(variables)
     return Settings(**values, kafka_options=options, kafka_secrets=secrets)
+
+
+def _devstack_bootstrap(variables: Mapping[str, str | None]) -> str:
+    """The default bootstrap: every broker of the devstack's cluster, as many as
+    DEVSTACK_KAFKA_BROKERS says (three when unset; devstack refuses a count outside 1-5)."""
+    count = (variables.get("DEVSTACK_KAFKA_BROKERS") or "").strip()
+    default = Settings.__dataclass_fields__["kafka_bootstrap_servers"].default
+    if not (count.isdigit() and 1 <= int(count) <= 5):
+        return str(default)
+    return ",".join(f"127.0.0.1:{9092 + 10 * n}" for n in range(int(count)))
 
 
 def settings_fields() -> list[tuple[str, Any, str]]:

@@ -222,7 +222,7 @@ def test_lab_refusals_on_the_command_line(settings, pg_schema, tmp_path, unique)
         (["produce", "x", "--count", "10001"], {}, "LAB_MAX_MESSAGES_PER_PRODUCE=10000"),
         (["broker", "stop", "1"], {"DEVSTACK_DIR": str(tmp_path)}, "devstack does not run"),
         (["broker", "stop", "1", "--learner", "ada"], {}, "teacher's alone"),
-        (["broker", "start", "1"], {}, "already running"),
+        (["broker", "start", "0"], {}, "already running"),
     ]
     for args, extra, why in cases:
         done = run_pipeline("lab", *args, env={**env, **extra})

@@ -234,3 +234,15 @@ def test_outbox_retention_must_be_more_than_nothing(monkeypatch, wrong, said):
     monkeypatch.setenv("OUTBOX_RETENTION", wrong)
     with pytest.raises(ValueError, match=rf"outbox_retention \(OUTBOX_RETENTION\): must {said}"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("count", "bootstrap"),
+    [(None, "127.0.0.1:9092,127.0.0.1:9102,127.0.0.1:9112"), ("1", "127.0.0.1:9092"),
+     ("2", "127.0.0.1:9092,127.0.0.1:9102"), ("x", "127.0.0.1:9092,127.0.0.1:9102,127.0.0.1:9112")],
+)  # fmt: skip
+def test_the_default_bootstrap_lists_the_devstack_brokers(count, bootstrap):
+    environ = {} if count is None else {"DEVSTACK_KAFKA_BROKERS": count}
+    assert load_settings(env_file=None, environ=environ).kafka_bootstrap_servers == bootstrap
+    given = {**environ, "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}
+    assert load_settings(env_file=None, environ=given).kafka_bootstrap_servers == "kafka:9092"
