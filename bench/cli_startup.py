@@ -6,7 +6,12 @@ processes and interleaved round by round:
 
 - `python -m pipeline --help`;
 - `python -m pipeline lag --json` on that topic (KAFKA_TOPIC set for the child process), which
-  discovers the groups itself: lists every group of the cluster, keeps the topic's;
+  discovers the groups itself (lists every group of the cluster, keeps the topic's), twice:
+  with `--window 0`, one snapshot, what Kafka's tool shows; and as it runs by default with a
+  lag history (as a running app or monitor keeps one): the bench records a snapshot of the
+  topic into the history before each of these runs, so the lag doctor's rates come from
+  PostgreSQL. (Without a history and with groups lagging, `lag` measures the rates itself
+  between two snapshots `--window` seconds apart, 5 by default: that run is 5 s plus this.)
 - Kafka's `kafka-consumer-groups --describe --all-groups`, run as the java process itself
   (the command line `python -m devstack kafka kafka-consumer-groups` would exec, without
   devstack's own Python start-up).
@@ -38,6 +43,9 @@ from devstack.config import load_config
 from devstack.services import Kafka
 from pipeline.core.settings import load_settings
 from pipeline.kafka.clients import kafka_admin
+from pipeline.lag.history import LagHistory, migrate_lag_history
+from pipeline.lag.reader import lag_report
+from pipeline.postgres.pool import postgres_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     groups = [f"bench-cli-{run}-{i:04d}" for i in range(args.groups)]
     committed = False
     env = {**os.environ, "KAFKA_TOPIC": topic}
+    # As an installed program runs: with its bytecode cached (the warm-up round writes it). A
+    # machine that sets PYTHONDONTWRITEBYTECODE=1 (this workplace's do) recompiles taskstream's
+    # own modules at every start instead, about 40 ms more.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     python = [sys.executable, "-m", "pipeline"]
     java = Kafka(load_config(settings)).java_command(
         KAFKA_TOOLS["kafka-consumer-groups"],
@@ -82,12 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = {
         "python -m pipeline --help": [*python, "--help"],
-        "python -m pipeline lag --json": [*python, "lag", "--json"],
+        "python -m pipeline lag --json --window 0": [*python, "lag", "--json", "--window", "0"],
+        "python -m pipeline lag --json (lag history)": [*python, "lag", "--json"],
         "kafka-consumer-groups --describe --all-groups": java,
     }
     admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[
         topic
     ].result(timeout=30)
+    pool = postgres_pool(settings, max_size=1)
+    migrate_lag_history(pool)
+    history = LagHistory(pool)
     try:
         ends = fill_topic(admin, settings, topic)
         committed = True
@@ -95,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         listed = len(admin.list_consumer_groups(request_timeout=30).result(timeout=60).valid)
 
         # Both tools must see every bench group, or the comparison means nothing.
-        _, out = _run(commands["python -m pipeline lag --json"], env)
+        _, out = _run(commands["python -m pipeline lag --json --window 0"], env)
         seen = {g["group"] for g in json.loads(out)["groups"]}
         if not set(groups) <= seen:
             raise RuntimeError(f"lag --json shows {len(set(groups) & seen)} of the bench groups")
@@ -105,12 +121,21 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"kafka-consumer-groups misses {len(missing)} bench groups")
 
         timings: dict[str, list[float]] = {name: [] for name in commands}
+        history.record(lag_report(settings.replace(kafka_topic=topic)))  # rates need two
         for round_ in range(args.warmup + args.rounds):
             for name, command in commands.items():
-                elapsed, _ = _run(command, env)
+                if "(lag history)" in name:
+                    history.record(lag_report(settings.replace(kafka_topic=topic)))
+                elapsed, out = _run(command, env)
+                if "(lag history)" in name and json.loads(out)["rates_from"] != "history":
+                    raise RuntimeError("lag --json did not take its rates from the history")
                 if round_ >= args.warmup:
                     timings[name].append(elapsed)
     finally:
+        with pool.connection() as conn:
+            for table in ("lag_samples", "group_membership"):
+                conn.execute(f"DELETE FROM {table} WHERE topic = %s", (topic,))
+        pool.close()
         if committed:
             for future in admin.delete_consumer_groups(groups, request_timeout=60).values():
                 future.exception(timeout=120)

@@ -634,13 +634,31 @@ def _lag(args: argparse.Namespace, settings: Settings) -> Any:
     why it lags. Rates come from the lag history in PostgreSQL when it is recent, else from two
     snapshots `--window` seconds apart (only when some group lags: a group at lag 0 is caught up
     whatever the rates); PostgreSQL down or refusing is no error, it only means sampling."""
+    from confluent_kafka import KafkaException
+
+    from pipeline.kafka.clients import checked_admin
     from pipeline.lag.reader import lag_report
 
-    snapshot = lag_report(settings, args.groups)
-    diagnoses: dict[str, Any] = {}
-    source, note = None, ""
-    if any(g.error is None for g in snapshot.groups):
-        snapshot, diagnoses, source, note = _lag_doctor(args, settings, snapshot)
+    # The lag history's connection is opened beside the Kafka reads (importing psycopg and
+    # connecting take about as long as they do).
+    history = None if args.no_history else _HistoryConnection.start(settings)
+    try:
+        # The access check's client reads the lag too (one bootstrap, not two). A Kafka that
+        # does not answer is said by the read itself, as for the other one-shot commands.
+        try:
+            admin = checked_admin(settings, timeout=5.0)
+        except KafkaException:
+            admin = None
+        snapshot = lag_report(settings, args.groups, admin=admin)
+        diagnoses: dict[str, Any] = {}
+        source, note = None, ""
+        if any(g.error is None for g in snapshot.groups):
+            snapshot, diagnoses, source, note = _lag_doctor(
+                args, settings, snapshot, admin, history
+            )
+    finally:
+        if history is not None:
+            history.close()
     if args.json:
         document = snapshot.to_json()
         document["rates_from"] = source
@@ -664,7 +682,9 @@ def _lag(args: argparse.Namespace, settings: Settings) -> Any:
     return None
 
 
-def _lag_doctor(args: argparse.Namespace, settings: Settings, snapshot: Any) -> tuple:
+def _lag_doctor(
+    args: argparse.Namespace, settings: Settings, snapshot: Any, admin: Any, history: Any
+) -> tuple:
     """(the newest snapshot, diagnosis per group, where the rates came from, that in words)."""
     import time
 
@@ -674,12 +694,12 @@ def _lag_doctor(args: argparse.Namespace, settings: Settings, snapshot: Any) -> 
     started = time.monotonic()
     lagging = any((g.total_lag or 0) > 0 for g in snapshot.groups if g.error is None)
     inputs, source, note = None, None, "--no-history"
-    if not args.no_history:
-        inputs, note = _lag_history(settings, snapshot, doctor.DEFAULT_WINDOW)
+    if history is not None:
+        inputs, note = _lag_history(history, snapshot, doctor.DEFAULT_WINDOW)
         source = "history" if inputs is not None else None
     if inputs is None and lagging and args.window > 0:
         time.sleep(max(started + args.window - time.monotonic(), 0.0))
-        first, snapshot = snapshot, lag_report(settings, args.groups)
+        first, snapshot = snapshot, lag_report(settings, args.groups, admin=admin)
         inputs = {
             g.group: doctor.history_from_snapshots([first, snapshot], g.group)
             for g in snapshot.groups
@@ -726,24 +746,70 @@ def _lag_doctor(args: argparse.Namespace, settings: Settings, snapshot: Any) -> 
     return snapshot, diagnoses, source, note
 
 
-def _lag_history(settings: Settings, snapshot: Any, window: Any) -> tuple[dict | None, str]:
+class _HistoryConnection:
+    """One PostgreSQL connection for `lag`'s read of the lag history, opened on a thread of its
+    own while Kafka is read. psycopg is imported there only: `lag --no-history` never loads it.
+    It stands in for the pool `LagHistory` reads through."""
+
+    def __init__(self, settings: Settings) -> None:
+        import threading
+
+        self._settings = settings
+        self._conn: Any = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._open, name="lag-history", daemon=True)
+
+    @classmethod
+    def start(cls, settings: Settings) -> _HistoryConnection:
+        opener = cls(settings)
+        opener._thread.start()
+        return opener
+
+    def _open(self) -> None:
+        try:
+            import psycopg
+
+            import pipeline.lag.history  # noqa: F401  (imported here, off the main thread)
+
+            self._conn = psycopg.connect(
+                self._settings.database_url, connect_timeout=5, autocommit=True
+            )
+        except BaseException as exc:  # PostgreSQL down or refusing: the rates are sampled
+            self.error = exc
+
+    def ready(self) -> bool:
+        """Wait for the connection; False (with `error` set) when there is none."""
+        self._thread.join()
+        return self._conn is not None
+
+    def connection(self) -> Any:
+        """The pool interface `LagHistory` uses: `with pool.connection() as conn`."""
+        from contextlib import nullcontext
+
+        return nullcontext(self._conn)
+
+    def close(self) -> None:
+        self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _lag_history(
+    connection: _HistoryConnection, snapshot: Any, window: Any
+) -> tuple[dict | None, str]:
     """Each group's recorded samples, the topic's watermarks and the membership trail over
     `window`, when the lag history in PostgreSQL is recent (its newest snapshot of the topic
-    under 30 s old, every lagging group with two samples or more); else None and why not.
-    psycopg is imported here only: `lag` without groups, or with --no-history, never loads it."""
+    under 30 s old, every lagging group with two samples or more); else None and why not."""
     from datetime import timedelta
 
     from pipeline.core.failures import first_line
 
-    try:
-        from pipeline.lag.history import LagHistory
-        from pipeline.postgres.pool import postgres_pool
+    if not connection.ready():  # PostgreSQL down or refusing: sample instead
+        return None, f"no lag history: {first_line(connection.error, 120)}"
+    from pipeline.lag.history import LagHistory
 
-        pool = postgres_pool(settings, min_size=1, max_size=1)
-    except Exception as exc:  # PostgreSQL down or refusing: sample instead
-        return None, f"no lag history: {first_line(exc, 120)}"
     try:
-        history = LagHistory(pool)
+        history = LagHistory(connection)  # type: ignore[arg-type]
         since = snapshot.taken_at - window
         marks = history.end_offsets(snapshot.topic, since)
         taken = sorted({w.taken_at for w in marks})
@@ -762,8 +828,6 @@ def _lag_history(settings: Settings, snapshot: Any, window: Any) -> tuple[dict |
         return inputs, f"rates from the lag history in PostgreSQL, last {span:.0f} s"
     except Exception as exc:  # no table yet, a refused query: sample instead
         return None, f"no lag history: {first_line(exc, 120)}"
-    finally:
-        pool.close()
 
 
 def _lag_group_text(group: Any, diagnosis: Any) -> None:
@@ -1125,6 +1189,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
 LONG_RUNNING = {"relay", "indexer", "monitor", ("replay", "run")}
 # Commands that talk to Kafka: its credentials are checked first, so a refused password is one
 # clear line within a second rather than a timeout (`check_kafka_access`).
+# (`lag` checks access on the client it reads with.)
 USES_KAFKA = {"lag", "offsets", "relay", "indexer", "monitor", "dlq", ("topic", "describe")} | {
     ("replay", action) for action in ("start", "delete", "run")
 }
@@ -1183,7 +1248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             raise ReadOnlyError(f"{args.command} {getattr(args, 'action', '') or ''}".strip())
         action = (args.command, getattr(args, "action", None))
-        if args.command in USES_KAFKA or action in USES_KAFKA:
+        if (args.command in USES_KAFKA or action in USES_KAFKA) and args.command != "lag":
             _check_kafka(settings, wait_for_it=not running)
         result = COMMANDS[args.command](args, settings)
     except UsageError as exc:

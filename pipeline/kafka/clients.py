@@ -158,6 +158,16 @@ def check_kafka_access(settings: Settings, *, timeout: float = 10.0) -> ClusterM
     Raises KafkaAuthenticationError (within about a second) when the credentials are refused,
     KafkaException when nothing answers within timeout.
     """
+    return _checked(settings, timeout)[1]
+
+
+def checked_admin(settings: Settings, *, timeout: float = 10.0) -> AdminClient:
+    """An admin client that has passed `check_kafka_access`'s check, for the caller to go on
+    with: a one-shot command then bootstraps once instead of twice. Raises as that does."""
+    return _checked(settings, timeout)[0]
+
+
+def _checked(settings: Settings, timeout: float) -> tuple[AdminClient, ClusterMetadata]:
     watch = KafkaAuthWatch(settings)
     admin = kafka_admin(
         settings,
@@ -165,4 +175,4 @@ def check_kafka_access(settings: Settings, *, timeout: float = 10.0) -> ClusterM
         logger=_quiet_kafka_log,
         **{"socket.connection.setup.timeout.ms": max(int(timeout * 1000), 1000)},
     )
-    return kafka_metadata(admin, watch, timeout=timeout)
+    return admin, kafka_metadata(admin, watch, timeout=timeout)

@@ -22,15 +22,17 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from pipeline.core import clock
 from pipeline.lag.membership import Membership
 from pipeline.lag.reader import LagReader, LagSnapshot
 from pipeline.lag.status import LagSample, WatermarkSample
-from pipeline.postgres.store import create_own_tables
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -82,6 +84,8 @@ def migrate_lag_history(
 
     `schema` (created if missing) defaults to the connection's current schema.
     """
+    from pipeline.postgres.store import create_own_tables
+
     create_own_tables(
         target, _DDL, lock_class=_MIGRATION_LOCK_CLASS, caller="migrate_lag_history", schema=schema
     )

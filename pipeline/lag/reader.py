@@ -658,11 +658,15 @@ def cluster_lag(admin: AdminClient, *, timeout: float = 10.0) -> ClusterLagSnaps
 
 
 def lag_report(
-    settings: Settings, groups: Sequence[str] | None = None, *, timeout: float = 10.0
-) -> LagSnapshot:
-    """One snapshot of the configured topic, with an admin client opened and closed for it."""
-    with kafka_admin(settings) as admin:
+    settings: Settings, groups: Sequence[str] | None = None, *, timeout: float = 10.0,
+    admin: AdminClient | None = None,
+) -> LagSnapshot:  # fmt: skip
+    """One snapshot of the configured topic, on `admin` or an admin client opened and closed
+    for it."""
+    if admin is not None:
         return LagReader(admin, settings.kafka_topic, timeout=timeout).snapshot(groups)
+    with kafka_admin(settings) as own:
+        return LagReader(own, settings.kafka_topic, timeout=timeout).snapshot(groups)
 
 
 # -- the message at a committed offset ---------------------------------------------------------

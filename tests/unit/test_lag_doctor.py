@@ -690,11 +690,11 @@ def stubbed_lag(monkeypatch):
     snapshots = [snapshot_at(5, 100, 200), snapshot_at(0, 110, 300, [member("c", 0)])]
     taken: list[LagSnapshot] = []
 
-    def report(settings, groups):
+    def report(settings, groups, admin):
         taken.append(snapshots[len(taken)])
         return taken[-1]
 
-    monkeypatch.setattr(clients, "check_kafka_access", lambda settings, timeout: None)
+    monkeypatch.setattr(clients, "checked_admin", lambda settings, timeout: None)
     monkeypatch.setattr(reader, "lag_report", report)
     monkeypatch.setattr(
         reader, "message_times", lambda settings, topic, positions: {(0, 110): at(42)}
@@ -770,7 +770,7 @@ from pipeline.kafka import clients
 from pipeline.lag import reader
 
 now = clock.utcnow()
-def report(settings, groups):
+def report(settings, groups, admin):
     report.calls += 1
     end = 100 * report.calls
     parts = [reader.PartitionLag.of(0, 10, 0, end)]
@@ -778,7 +778,7 @@ def report(settings, groups):
     marks = [reader.PartitionWatermarks(0, 0, end)]
     return reader.LagSnapshot("t", now + timedelta(seconds=report.calls), marks, [group], [])
 report.calls = 0
-clients.check_kafka_access = lambda settings, timeout: None
+clients.checked_admin = lambda settings, timeout: None
 reader.lag_report = report
 reader.message_times = lambda settings, topic, positions: {}
 from pipeline.cli import main
