@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ __all__ = [
     "process_alive",
     "start_detached",
     "stop_process",
+    "stop_processes",
     "wait_until",
 ]
 
@@ -107,20 +109,34 @@ def start_detached(
 
 def stop_process(proc: ServiceProcess, timeout: float = 30.0) -> bool:
     """SIGTERM the process group, then SIGKILL after timeout. True if it was running."""
-    if not proc.alive():
-        return False
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    if wait_until(lambda: not proc.alive(), timeout=timeout, interval=0.2):
-        return True
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return True
-    wait_until(lambda: not proc.alive(), timeout=10, interval=0.1)
-    return True
+    return stop_processes([proc], timeout)[0]
+
+
+def stop_processes(procs: list[ServiceProcess], timeout: float = 30.0) -> list[bool]:
+    """Stop several at once: SIGTERM every process group, wait for all, then SIGKILL whatever
+    is left after timeout. Per process, True if it was running.
+
+    All at once matters for Kafka: brokers stopped one after the other leave the last ones
+    without a controller quorum, so their controlled shutdown waits out the whole timeout and
+    ends in SIGKILL (and a slower start next time, recovering the logs)."""
+    running = []
+    for proc in procs:
+        try:
+            if proc.alive():
+                os.killpg(proc.pid, signal.SIGTERM)
+                running.append(True)
+                continue
+        except ProcessLookupError:
+            pass
+        running.append(False)
+    stopping = [p for p, r in zip(procs, running, strict=True) if r]
+    if wait_until(lambda: not any(p.alive() for p in stopping), timeout=timeout, interval=0.2):
+        return running
+    for proc in stopping:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    wait_until(lambda: not any(p.alive() for p in stopping), timeout=10, interval=0.1)
+    return running
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float, interval: float = 0.5) -> bool:

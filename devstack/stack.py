@@ -17,6 +17,7 @@ from devstack.processes import (
     port_accepts,
     start_detached,
     stop_process,
+    stop_processes,
     wait_until,
 )
 from devstack.services import Kafka, Postgres, Service, all_services
@@ -219,11 +220,19 @@ def _down(config: DevstackConfig, names: list[str] | None, wipe: bool) -> list[s
             f"kafka (single node): {'stopped' if stop_process(old) else 'was not running'}"
         )
         state.forget("kafka")
+    ours = [s for s in selected if recorded.get(s.name) is not None]
+    stopped = dict(
+        zip(
+            [s.name for s in ours],
+            stop_processes([recorded[s.name] for s in ours]),  # all at once
+            strict=True,
+        )
+    )
     for service in selected:
         proc = recorded.get(service.name)
         if proc is None:
             lines.append(f"{service.name}: not started by devstack, left alone")
-        elif stop_process(proc):
+        elif stopped[service.name]:
             lines.append(f"{service.name}: stopped (pid {proc.pid})")
         else:
             lines.append(f"{service.name}: was not running")
