@@ -3,11 +3,13 @@ line, outlives nothing it should not, and is seen to go (zombies count as gone).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 from pipeline.core.processes import pid_gone, runs_command, spawn_detached, wait_gone
 
@@ -22,7 +24,11 @@ def test_a_detached_worker_is_ours_by_its_command_line_until_it_is_gone(tmp_path
     pid = spawn_detached(("lab", "consumer", "run", "7"), log, env)
     try:
         assert os.getsid(pid) == pid  # a session of its own: it outlives the terminal
-        assert runs_command(pid, ("lab", "consumer", "run", "7"))
+        # Popen returns as exec starts; the kernel fills in the command line a moment later.
+        deadline = time.monotonic() + 5
+        while not runs_command(pid, ("lab", "consumer", "run", "7")):
+            assert time.monotonic() < deadline, "the worker's command line never showed"
+            time.sleep(0.01)
         assert not runs_command(pid, ("lab", "consumer", "run", "70"))
         assert not runs_command(pid, ("replay", "run", "7"))
         assert not pid_gone(pid)
@@ -30,7 +36,8 @@ def test_a_detached_worker_is_ours_by_its_command_line_until_it_is_gone(tmp_path
         os.kill(pid, signal.SIGKILL)
         silent.close()
     assert wait_gone(pid, 10)  # a zombie until reaped: gone all the same
-    os.waitpid(pid, 0)
+    with contextlib.suppress(ChildProcessError):  # subprocess may have reaped it already
+        os.waitpid(pid, 0)
     assert pid_gone(pid) and not runs_command(pid, ("lab", "consumer", "run", "7"))
     assert log.parent.is_dir()
 
