@@ -693,9 +693,11 @@ def _refusal(exc: Exception) -> bool:
     from pipeline.core.domain import ValidationError
     from pipeline.kafka.admin import UnknownTopic
     from pipeline.lag.cli import Refused
+    from pipeline.replay.cli import ReplayUsage
     from pipeline.service.tasks import NotFound, ReadOnlyError
 
-    return isinstance(exc, ValidationError | NotFound | ReadOnlyError | UnknownTopic | Refused)
+    refused = ValidationError | NotFound | ReadOnlyError | UnknownTopic | Refused | ReplayUsage
+    return isinstance(exc, refused)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -146,3 +146,18 @@ def test_a_silent_worker_is_dead():
     pending = row(state="pending", heartbeat_at=None)
     assert effective_state(pending, NOW + timedelta(seconds=5)) == "pending"
     assert effective_state(pending, NOW + timedelta(seconds=31)) == "dead"
+
+
+def test_a_refused_replay_command_exits_2_with_one_line(monkeypatch, capsys):
+    """The command's refusal, not a traceback or exit 1, before anything is asked of a service."""
+    from pipeline import cli
+    from pipeline.kafka import clients
+
+    monkeypatch.setattr(clients, "check_kafka_access", lambda settings, timeout: None)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    assert cli.main(["replay", "start", "Bad"]) == 2
+    assert capsys.readouterr().err == (
+        "error: replay start: replay name 'Bad' must be lower-case (index names are): try 'bad'\n"
+    )
+    assert cli.main(["alerts", "history", "--limit", "0"]) == 2
+    assert "--limit must be at least 1" in capsys.readouterr().err
