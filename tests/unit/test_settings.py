@@ -21,7 +21,9 @@ README = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch, tmp_path):
     for name in list(__import__("os").environ):
-        if name.startswith(("KAFKA_", "ELASTICSEARCH_", "DATABASE_", "INDEXER_", "TASKSTREAM_")):
+        if name.startswith(
+            ("KAFKA_", "ELASTICSEARCH_", "DATABASE_", "INDEXER_", "TASKSTREAM_", "DEVSTACK_")
+        ):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
