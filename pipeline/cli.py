@@ -15,17 +15,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from pipeline.core.usage import PROG, UsageError
+
 if TYPE_CHECKING:
     from pipeline.core.settings import Settings
 
 __all__ = ["main"]
 
-PROG = "python -m pipeline"
 _UNSET: Any = object()
-
-
-class UsageError(Exception):
-    """A refused request or invalid argument: exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -672,8 +669,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Any]] = {
 LONG_RUNNING = {"relay", "indexer", "monitor", ("replay", "run")}
 # Commands that talk to Kafka: its credentials are checked first, so a refused password is one
 # clear line within a second rather than a timeout (`check_kafka_access`).
-# (`lag` checks access on the client it reads with.)
-USES_KAFKA = {"lag", "offsets", "relay", "indexer", "monitor", "dlq", ("topic", "describe")} | {
+# (`lag` checks them itself, on the client it then reads with: `kafka.clients.checked_admin`.)
+USES_KAFKA = {"offsets", "relay", "indexer", "monitor", "dlq", ("topic", "describe")} | {
     ("replay", action) for action in ("start", "delete", "run")
 }
 # Commands that change something: refused in read-only mode.
@@ -692,12 +689,9 @@ def _refusal(exc: Exception) -> bool:
     """A refused request (exit code 2): the classes are imported only now, on the error path."""
     from pipeline.core.domain import ValidationError
     from pipeline.kafka.admin import UnknownTopic
-    from pipeline.lag.cli import Refused
-    from pipeline.replay.cli import ReplayUsage
     from pipeline.service.tasks import NotFound, ReadOnlyError
 
-    refused = ValidationError | NotFound | ReadOnlyError | UnknownTopic | Refused | ReplayUsage
-    return isinstance(exc, refused)
+    return isinstance(exc, ValidationError | NotFound | ReadOnlyError | UnknownTopic)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -734,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             raise ReadOnlyError(f"{args.command} {getattr(args, 'action', '') or ''}".strip())
         action = (args.command, getattr(args, "action", None))
-        if (args.command in USES_KAFKA or action in USES_KAFKA) and args.command != "lag":
+        if args.command in USES_KAFKA or action in USES_KAFKA:
             _check_kafka(settings, wait_for_it=not running)
         result = COMMANDS[args.command](args, settings)
     except UsageError as exc:

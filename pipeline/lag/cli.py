@@ -7,19 +7,16 @@ it runs (`tests/unit/test_cli_imports.py` keeps it so).
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from pipeline.core.usage import PROG, UsageError
 
 if TYPE_CHECKING:
     from pipeline.core.settings import Settings
 
-__all__ = ["Refused", "run_alerts", "run_lag"]
-
-PROG = "python -m pipeline"
-
-
-class Refused(ValueError):
-    """Input the command refuses (exit code 2, one line)."""
+__all__ = ["run_alerts", "run_lag"]
 
 
 def run_lag(args: argparse.Namespace, settings: Settings) -> Any:
@@ -32,14 +29,16 @@ def run_lag(args: argparse.Namespace, settings: Settings) -> Any:
     from pipeline.kafka.clients import checked_admin
     from pipeline.lag.reader import lag_report
 
-    # The lag history's connection is opened beside the Kafka reads (importing psycopg and
-    # connecting take about as long as they do).
-    history = None if args.no_history else _HistoryConnection.start(settings)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        # The lag history's connection is opened beside the Kafka reads (importing psycopg and
+        # connecting take about as long as they do).
+        history = None if args.no_history else _HistoryConnection.start(settings)
+        if history is not None:
+            cleanup.callback(history.close)
         # The access check's client reads the lag too (one bootstrap, not two). A Kafka that
         # does not answer is said by the read itself, as for the other one-shot commands.
         try:
-            admin = checked_admin(settings, timeout=5.0)
+            admin = cleanup.enter_context(checked_admin(settings, timeout=5.0))
         except KafkaException:
             admin = None
         snapshot = lag_report(settings, args.groups, admin=admin)
@@ -49,9 +48,6 @@ def run_lag(args: argparse.Namespace, settings: Settings) -> Any:
             snapshot, diagnoses, source, note = _lag_doctor(
                 args, settings, snapshot, admin, history
             )
-    finally:
-        if history is not None:
-            history.close()
     if args.json:
         document = snapshot.to_json()
         document["rates_from"] = source
@@ -284,7 +280,7 @@ def run_alerts(args: argparse.Namespace, settings: Settings) -> Any:
             topic = args.topic or settings.kafka_topic
             rule = alerts.new_rule(args.name, args.group, topic, args.when, args.for_, args.webhook)
         elif args.action == "history" and args.limit < 1:
-            raise Refused(f"{PROG} alerts history: --limit must be at least 1")
+            raise UsageError(f"{PROG} alerts history: --limit must be at least 1")
         pool = postgres_pool(settings, max_size=1)
         try:
             if not settings.read_only:
@@ -301,7 +297,7 @@ def run_alerts(args: argparse.Namespace, settings: Settings) -> Any:
         finally:
             pool.close()
     except alerts.AlertRuleInvalid as exc:
-        raise Refused(f"alerts {args.action}: {exc}") from None
+        raise UsageError(f"alerts {args.action}: {exc}") from None
     if args.action == "delete":
         if args.json:
             return {"deleted": rule.name}

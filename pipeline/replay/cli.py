@@ -9,16 +9,12 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from pipeline.core.usage import UsageError
+
 if TYPE_CHECKING:
     from pipeline.core.settings import Settings
 
-__all__ = ["ReplayUsage", "run_replay"]
-
-PROG = "python -m pipeline"
-
-
-class ReplayUsage(ValueError):
-    """Input a replay command refuses (exit code 2, one line)."""
+__all__ = ["run_replay"]
 
 
 def run_replay(args: argparse.Namespace, settings: Settings) -> Any:
@@ -51,7 +47,7 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> Any:
             elif args.action == "delete":
                 _replay_delete(args, settings, store)
     except ReplayRefused as exc:
-        raise ReplayUsage(f"replay {args.action}: {exc}") from None
+        raise UsageError(f"replay {args.action}: {exc}") from None
     if args.json:
         return result.to_json(_now()) if result is not None else {"deleted": args.name}
     print(f"replay {args.name}: {args.action} " + ("done" if result is None else "requested"))
@@ -76,7 +72,7 @@ def _replay_start(args: argparse.Namespace, settings: Settings) -> Any:
             with open(args.mapping, encoding="utf-8") as file:
                 mapping = file.read()
         except OSError as exc:
-            raise ReplayUsage(f"replay start: --mapping {args.mapping}: {exc.strerror}") from None
+            raise UsageError(f"replay start: --mapping {args.mapping}: {exc.strerror}") from None
     admin = kafka_admin(settings)
     # Every guard runs before anything is created.
     plan = replay.plan_replay(

@@ -35,12 +35,13 @@ NOT_FOR_HELP = HEAVY | {"dotenv", "confluent_kafka", "orjson"}
 # The `lag` command's whole path with the two Kafka round trips stubbed: settings, logging,
 # the Kafka credentials check, the report and the JSON output all run as in a real call.
 LAG_PATH = """
+import contextlib
 import sys
 from pipeline.core import clock
 from pipeline.kafka import clients
 from pipeline.lag import reader
 
-clients.checked_admin = lambda settings, timeout: None
+clients.checked_admin = lambda settings, timeout: contextlib.nullcontext()
 reader.lag_report = lambda settings, groups, admin: reader.LagSnapshot(
     settings.kafka_topic, clock.utcnow(), [], [], []
 )

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -694,7 +695,7 @@ def stubbed_lag(monkeypatch):
         taken.append(snapshots[len(taken)])
         return taken[-1]
 
-    monkeypatch.setattr(clients, "checked_admin", lambda settings, timeout: None)
+    monkeypatch.setattr(clients, "checked_admin", lambda settings, timeout: nullcontext())
     monkeypatch.setattr(reader, "lag_report", report)
     monkeypatch.setattr(
         reader, "message_times", lambda settings, topic, positions: {(0, 110): at(42)}
@@ -763,6 +764,7 @@ def test_lag_window_is_checked(window, capsys):
 # A lagging group, Kafka stubbed as in tests/unit/test_cli_imports.py: the sampling path never
 # loads psycopg, and a PostgreSQL that does not answer only means sampling.
 LAG_DOCTOR_PATH = """
+import contextlib
 import json, sys
 from datetime import timedelta
 from pipeline.core import clock
@@ -778,7 +780,7 @@ def report(settings, groups, admin):
     marks = [reader.PartitionWatermarks(0, 0, end)]
     return reader.LagSnapshot("t", now + timedelta(seconds=report.calls), marks, [group], [])
 report.calls = 0
-clients.checked_admin = lambda settings, timeout: None
+clients.checked_admin = lambda settings, timeout: contextlib.nullcontext()
 reader.lag_report = report
 reader.message_times = lambda settings, topic, positions: {}
 from pipeline.cli import main
