@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = postgres_pool(settings, max_size=1)
     migrate_lag_history(pool)
     history = LagHistory(pool)
+    topic_settings = settings.replace(kafka_topic=topic)  # what `lag` reads, for the history
     try:
         ends = fill_topic(admin, settings, topic)
         committed = True
@@ -121,11 +122,11 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"kafka-consumer-groups misses {len(missing)} bench groups")
 
         timings: dict[str, list[float]] = {name: [] for name in commands}
-        history.record(lag_report(settings.replace(kafka_topic=topic)))  # rates need two
+        history.record(lag_report(topic_settings))  # rates need two
         for round_ in range(args.warmup + args.rounds):
             for name, command in commands.items():
                 if "(lag history)" in name:
-                    history.record(lag_report(settings.replace(kafka_topic=topic)))
+                    history.record(lag_report(topic_settings))
                 elapsed, out = _run(command, env)
                 if "(lag history)" in name and json.loads(out)["rates_from"] != "history":
                     raise RuntimeError("lag --json did not take its rates from the history")

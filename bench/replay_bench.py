@@ -9,7 +9,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -26,8 +25,8 @@ from pipeline.postgres.pool import postgres_pool
 from pipeline.postgres.store import migrate
 from pipeline.replay.control import create_replay, delete_replay, plan_replay
 from pipeline.replay.store import ReplayRow, ReplayStore
+from pipeline.replay.worker import log_path
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATE_ERROR = 0.03
 
 
@@ -154,7 +153,7 @@ class ReplayBench:
             except Exception as exc:
                 log(f"(could not delete replay {name}: {exc})")
             self.es.indices.delete(index=f"scratch-{name}", ignore_unavailable=True)
-            (ROOT / ".devstack" / "logs" / f"replay-{name}.log").unlink(missing_ok=True)
+            log_path(name).unlink(missing_ok=True)
         for pid in self.pids:
             stop_process(pid)
         self.pool.close()

@@ -348,7 +348,7 @@ def lesson_replication(
             st.info(
                 f"This cluster has {brokers} broker(s): replicas, the ISR and acks=all need "
                 "three (`DEVSTACK_KAFKA_BROKERS=3 python -m devstack up`, the default). The "
-                "table shows this topic's one replica per partition."
+                f"table shows this topic's {replication} replica(s) per partition."
             )
         else:
             st.info(

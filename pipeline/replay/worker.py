@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
@@ -464,11 +465,14 @@ def run_replay_worker(settings: Settings, name: str) -> int:
         return ReplayWorker(settings, store, name).run()
 
 
+def log_path(name: str) -> Path:
+    """Where the replay's worker processes write their log."""
+    return ROOT / ".devstack" / "logs" / f"replay-{name}.log"
+
+
 def spawn_worker(name: str, env: Mapping[str, str] | None = None) -> int:
     """Start `python -m pipeline replay run NAME` as a detached process; returns its pid."""
-    return spawn_detached(
-        ("replay", "run", name), ROOT / ".devstack" / "logs" / f"replay-{name}.log", env
-    )
+    return spawn_detached(("replay", "run", name), log_path(name), env)
 
 
 # -- starting and controlling a replay (the CLI and the app share these) ----------------------
