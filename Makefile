@@ -41,7 +41,9 @@ test: up chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -m "not broker_faults"
-	$(PY) -m pytest -m broker_faults
+	@# The tests that stop brokers need three of them (they fail saying so on fewer).
+	@if [ "$${DEVSTACK_KAFKA_BROKERS:-3}" -ge 3 ]; then $(PY) -m pytest -m broker_faults; \
+	else echo "make test: the broker-fault tests need three brokers, DEVSTACK_KAFKA_BROKERS=$$DEVSTACK_KAFKA_BROKERS: not run"; fi
 
 ## bench: throughput, lag-snapshot and replay-rate benchmarks against the running services (on demand)
 bench: up

@@ -21,6 +21,7 @@ from playwright.sync_api import Locator, Page, expect
 from devstack.config import load_config
 from pipeline.core.partitioner import partition_for_key
 from pipeline.kafka.topics import topic_overview
+from testkit.brokers import require_stoppable_brokers
 from testkit.browser import APP, choose
 from testkit.processes import answers_health
 from tests.e2e.conftest import ARTIFACTS, ROOT, VIEWPORT, RunningApp
@@ -277,10 +278,9 @@ def test_a_broker_stopped_shows_on_the_topic_page_until_it_returns(
     """Broker 2 stopped as an operator would: the Topic page marks the partitions it held
     under-replicated and names it; started again, the page shows every replica in sync."""
     config = load_config(app.settings)
-    if config.kafka_brokers < 3:
-        pytest.skip("one broker: nothing to replicate (docs/devstack.md)")
-    if not all(row["managed"] for row in json.loads(devstack("status", "kafka", "--json"))):
-        pytest.skip("the brokers were not started by this devstack, which cannot stop them")
+    require_stoppable_brokers(
+        config.kafka_brokers, json.loads(devstack("status", "kafka", "--json"))
+    )
     victim = config.kafka_brokers - 1
     entries = {e.label: e for e in open_app(page, app)}
     devstack("down", f"kafka-{victim}")

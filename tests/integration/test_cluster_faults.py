@@ -36,6 +36,7 @@ from pipeline.postgres.pool import postgres_pool
 from pipeline.postgres.store import OutboxStore, PostgresTaskRepository, migrate
 from pipeline.service.tasks import TaskService
 from pipeline.workers.relay import OutboxRelay
+from testkit.brokers import require_stoppable_brokers
 from testkit.processes import ROOT, Worker, app_names, log_tail, run_pipeline, start_worker
 from testkit.waiting import WaitTimeout, wait_for
 from ui.resources import clear_caches
@@ -63,13 +64,8 @@ def admin(settings: Settings) -> Iterator[AdminClient]:
 @pytest.fixture(scope="module")
 def cluster(settings: Settings, admin) -> Iterator[DevstackConfig]:
     config = load_config(settings)
-    if config.kafka_brokers < 3:
-        pytest.skip(f"needs three brokers; DEVSTACK_KAFKA_BROKERS={config.kafka_brokers}")
-    rows = json.loads(devstack("status", "kafka", "--json", codes=(0, 1)))
-    if not all(row["managed"] for row in rows):
-        # A cluster devstack did not start (docker compose, another checkout's .devstack):
-        # `down kafka-N` leaves it alone, so no broker can be stopped from here.
-        pytest.skip("the brokers were not started by this devstack, which cannot stop them")
+    status = json.loads(devstack("status", "kafka", "--json", codes=(0, 1)))
+    require_stoppable_brokers(config.kafka_brokers, status)
     wait_all_brokers(admin, config)
     yield config
     # Whatever happened, the tests after these find every broker running and in sync.

@@ -27,6 +27,7 @@ from pipeline.lab import control
 from pipeline.lab.brokers import broker_action
 from pipeline.lab.names import LabRefused, Namespace
 from pipeline.lab.store import LabStore, migrate_lab
+from testkit.brokers import require_stoppable_brokers
 from testkit.processes import ROOT
 from testkit.waiting import wait_for
 
@@ -74,11 +75,9 @@ def _whole(admin: AdminClient, config: DevstackConfig, topics: list[str]) -> Non
 @pytest.fixture(scope="module")
 def cluster(settings: Settings, admin) -> Iterator[DevstackConfig]:
     config = load_config(settings)
-    if config.kafka_brokers < 3:
-        pytest.skip(f"needs three brokers; DEVSTACK_KAFKA_BROKERS={config.kafka_brokers}")
-    rows = json.loads(_devstack("status", "kafka", "--json"))
-    if not all(row["managed"] for row in rows):
-        pytest.skip("the brokers were not started by this devstack, which cannot stop them")
+    require_stoppable_brokers(
+        config.kafka_brokers, json.loads(_devstack("status", "kafka", "--json"))
+    )
     _whole(admin, config, [])
     yield config
     _devstack("up", "kafka")  # whatever happened, the next tests find every broker running
